@@ -1,0 +1,124 @@
+//! The solver's error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong when setting up or running a solve.
+///
+/// Each variant carries the facts needed to act on it: the offending value, the valid range, the time and
+/// component where a model misbehaved. No function of this crate panics on user input; it returns one of
+/// these instead.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[non_exhaustive]
+pub enum SolverError {
+    /// A tolerance is outside its valid range (or not finite).
+    #[error("invalid tolerance {name} = {value:e}: must be {valid}")]
+    InvalidTolerance {
+        /// Which tolerance (`"rtol"`, `"atol"`, `"atol[3]"`, ...).
+        name: String,
+        /// The value given.
+        value: f64,
+        /// The valid range, in words.
+        valid: &'static str,
+    },
+    /// A vector has the wrong length.
+    #[error("dimension mismatch in {what}: expected {expected}, got {got}")]
+    DimensionMismatch {
+        /// What was being checked (`"u0"`, `"p"`, `"atol"`, ...).
+        what: &'static str,
+        /// The length the model or problem requires.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// An input value is NaN or infinite.
+    #[error("{what}[{index}] = {value} is not finite")]
+    NonFiniteInput {
+        /// Which input (`"u0"`, `"p"`, `"t0"`, ...).
+        what: &'static str,
+        /// The index of the offending entry (0 for scalars).
+        index: usize,
+        /// The value given.
+        value: f64,
+    },
+    /// The time span is empty or not finite.
+    #[error("invalid time span: t0 = {t0}, t_end = {t_end} (need finite values with t_end != t0)")]
+    InvalidTimeSpan {
+        /// Start time.
+        t0: f64,
+        /// End time.
+        t_end: f64,
+    },
+    /// A solver option is outside its valid range.
+    #[error("invalid option {name} = {value}: must be {valid}")]
+    InvalidOption {
+        /// The option.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The valid range, in words.
+        valid: &'static str,
+    },
+    /// A requested time (save time, tstop, interpolation point) lies outside the integration span.
+    #[error("{what} time {t} lies outside the span [{lo}, {hi}]")]
+    TimeOutsideSpan {
+        /// Which list the time came from.
+        what: &'static str,
+        /// The offending time.
+        t: f64,
+        /// Lower end of the span.
+        lo: f64,
+        /// Upper end of the span.
+        hi: f64,
+    },
+    /// A list of times is not sorted in the direction of integration (or has repeats or NaN).
+    #[error(
+        "{what} times must be strictly monotone in the direction of integration; entry {index} = {t} is not"
+    )]
+    UnsortedTimes {
+        /// Which list.
+        what: &'static str,
+        /// Index of the first entry out of order.
+        index: usize,
+        /// Its value.
+        t: f64,
+    },
+    /// The model's right-hand side returned NaN or ±∞.
+    #[error(
+        "the right-hand side returned a non-finite value at t = {t}: du[{component}] = {value}"
+    )]
+    NonFiniteRhs {
+        /// Time of the evaluation.
+        t: f64,
+        /// Component of du that is not finite.
+        component: usize,
+        /// Its value.
+        value: f64,
+    },
+    /// The adaptive step size fell below the smallest step that still advances time.
+    #[error("step size too small at t = {t}: h = {h:e}")]
+    StepSizeTooSmall {
+        /// Time reached.
+        t: f64,
+        /// Step size that was about to be tried.
+        h: f64,
+    },
+    /// The solve took more steps than allowed by `max_steps`.
+    #[error("maximum number of steps ({max_steps}) reached at t = {t}")]
+    MaxStepsReached {
+        /// Time reached.
+        t: f64,
+        /// The limit.
+        max_steps: usize,
+    },
+    /// `interpolate` was called on a solution that was solved without dense output.
+    #[error(
+        "no dense output stored: solve with `SolverOptions::dense(true)` to interpolate anywhere"
+    )]
+    NoDenseOutput,
+    /// The integrator has already reached the end of the span.
+    #[error("the integration has already finished at t = {t}")]
+    AlreadyFinished {
+        /// Final time.
+        t: f64,
+    },
+}

@@ -1,0 +1,598 @@
+//! The integration loop: step control, tstops, saving, statistics, errors.
+//!
+//! [`Integrator`] owns every buffer of a solve; they are allocated in [`Integrator::new`] and the step
+//! loop allocates nothing (saving every step or storing dense output appends to growing buffers, which
+//! reallocate amortized; saving at given times does not).
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
+
+use crate::error::SolverError;
+use crate::options::{Saving, SolverOptions};
+use crate::problem::OdeProblem;
+use crate::solution::{DenseOutput, Solution, Statistics};
+use crate::system::OdeSystem;
+use crate::tableau::ExplicitTableau;
+
+/// What [`Integrator::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// A step was accepted; the integration goes on.
+    Accepted,
+    /// A step was rejected and will be retried with a smaller h.
+    Rejected,
+    /// A step was accepted and reached t_end.
+    Finished,
+}
+
+/// Solves `problem` with `options`.
+///
+/// # Errors
+/// Invalid settings ([`SolverError::InvalidTolerance`], [`SolverError::InvalidOption`],
+/// [`SolverError::TimeOutsideSpan`], [`SolverError::UnsortedTimes`], ...) before the first step; during the
+/// solve [`SolverError::NonFiniteRhs`], [`SolverError::StepSizeTooSmall`], [`SolverError::MaxStepsReached`].
+///
+/// # Example
+/// ```
+/// use ndarray::{array, ArrayView1, ArrayViewMut1};
+/// use odesens_solver::{solve, OdeProblem, OdeSystem, Scalar, SolverOptions};
+///
+/// struct Decay;
+/// impl OdeSystem for Decay {
+///     fn n_states(&self) -> usize { 1 }
+///     fn n_params(&self) -> usize { 1 }
+///     fn rhs<S: Scalar>(&self, _t: S, u: ArrayView1<S>, p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
+///         du[0] = -p[0] * u[0];
+///     }
+/// }
+///
+/// let problem = OdeProblem::new(Decay, array![1.0], array![0.5], (0.0, 2.0)).unwrap();
+/// let sol = solve(&problem, &SolverOptions::default().tol(1e-10)).unwrap();
+/// assert!((sol.u_end[0] - (-1.0f64).exp()).abs() < 1e-9);
+/// ```
+pub fn solve<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+) -> Result<Solution, SolverError> {
+    let mut integrator = Integrator::new(problem, options)?;
+    integrator.run()?;
+    Ok(integrator.into_solution())
+}
+
+/// Checks that `times` lie in the span and are strictly monotone in the direction of integration.
+fn check_times(
+    what: &'static str,
+    times: &[f64],
+    t0: f64,
+    t_end: f64,
+    allow_t0: bool,
+) -> Result<(), SolverError> {
+    let dir = (t_end - t0).signum();
+    let (lo, hi) = if dir > 0.0 { (t0, t_end) } else { (t_end, t0) };
+    for (index, &t) in times.iter().enumerate() {
+        if !(t >= lo && t <= hi) || (!allow_t0 && t == t0) {
+            return Err(SolverError::TimeOutsideSpan { what, t, lo, hi });
+        }
+        if index > 0 && !(dir * (t - times[index - 1]) > 0.0) {
+            return Err(SolverError::UnsortedTimes { what, index, t });
+        }
+    }
+    Ok(())
+}
+
+/// Root-mean-square norm of `v_i / scale_i`.
+#[inline]
+fn rms_scaled(v: &[f64], scale: &[f64]) -> f64 {
+    let sum: f64 = v.iter().zip(scale).map(|(x, s)| (x / s) * (x / s)).sum();
+    (sum / v.len() as f64).sqrt()
+}
+
+/// `out = base + h Σ_j a_j K_j` over the sparse row `(j, a_j)`.
+#[inline(always)]
+fn combine(out: &mut [f64], base: &[f64], h: f64, row: &[(usize, f64)], k: &[f64], n: usize) {
+    out.copy_from_slice(base);
+    for &(j, a) in row {
+        let ha = h * a;
+        for (o, &kv) in out.iter_mut().zip(&k[j * n..(j + 1) * n]) {
+            *o += ha * kv;
+        }
+    }
+}
+
+/// A running solve, advanced one step at a time by [`Integrator::step`] (or to the end by
+/// [`Integrator::run`]).
+pub struct Integrator<'a, M: OdeSystem> {
+    problem: &'a OdeProblem<M>,
+    tab: &'static ExplicitTableau,
+    options: SolverOptions,
+    n: usize,
+    dir: f64,
+    atol: Vec<f64>,
+    /// Controller exponents β1, β2 and the I-controller exponent 1/k used after rejections.
+    beta1: f64,
+    beta2: f64,
+    reject_exponent: f64,
+    // State.
+    t: f64,
+    /// Magnitude of the next step to try.
+    h_abs: f64,
+    u: Vec<f64>,
+    u_new: Vec<f64>,
+    /// Stages, `total_stages × n`.
+    k: Vec<f64>,
+    y: Vec<f64>,
+    err: Vec<f64>,
+    scale: Vec<f64>,
+    weights: Vec<f64>,
+    /// err_{n−1}^{β2} of the PI controller.
+    err_prev_pow: f64,
+    k1_fresh: bool,
+    extras_fresh: bool,
+    last_rejected: bool,
+    finished: bool,
+    tstops: Vec<f64>,
+    next_tstop: usize,
+    save_at: Vec<f64>,
+    next_save: usize,
+    // Output.
+    times: Vec<f64>,
+    states: Vec<f64>,
+    dense: Option<DenseOutput>,
+    stats: Statistics,
+}
+
+impl<'a, M: OdeSystem> Integrator<'a, M> {
+    /// Validates the settings, allocates all buffers, evaluates f(t0, u0) and picks the first step.
+    ///
+    /// # Errors
+    /// As [`solve`].
+    pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
+        let n = problem.n_states();
+        let atol = options.validated_atol(n)?;
+        let (t0, t_end) = (problem.t0(), problem.t_end());
+        let dir = (t_end - t0).signum();
+        check_times("tstop", &options.tstops, t0, t_end, false)?;
+        let save_at = match &options.saving {
+            Saving::At(times) => {
+                check_times("save_at", times, t0, t_end, true)?;
+                times.clone()
+            }
+            _ => Vec::new(),
+        };
+        let mut tstops = options.tstops.clone();
+        if tstops.last() != Some(&t_end) {
+            tstops.push(t_end);
+        }
+        let tab = options.method.tableau();
+        let total = tab.total_stages();
+        let k_err = f64::from(tab.embedded_order + 1);
+        let c = options.controller;
+        let u0 = problem
+            .u0()
+            .as_slice()
+            .map(<[f64]>::to_vec)
+            .unwrap_or_else(|| problem.u0().to_vec());
+
+        let (times, states) = match &options.saving {
+            Saving::At(times) => (
+                Vec::with_capacity(times.len()),
+                Vec::with_capacity(times.len() * n),
+            ),
+            Saving::EndOnly => (Vec::with_capacity(1), Vec::with_capacity(n)),
+            Saving::EveryStep => (Vec::with_capacity(256), Vec::with_capacity(256 * n)),
+        };
+        let mut integrator = Self {
+            problem,
+            tab,
+            options: options.clone(),
+            n,
+            dir,
+            atol,
+            beta1: c.beta1 / k_err,
+            beta2: c.beta2 / k_err,
+            reject_exponent: 1.0 / k_err,
+            t: t0,
+            h_abs: 0.0,
+            u: u0.clone(),
+            u_new: u0,
+            k: vec![0.0; total * n],
+            y: vec![0.0; n],
+            err: vec![0.0; n],
+            scale: vec![0.0; n],
+            weights: vec![0.0; total],
+            err_prev_pow: 1e-4f64.powf(c.beta2 / k_err),
+            k1_fresh: false,
+            extras_fresh: false,
+            last_rejected: false,
+            finished: false,
+            tstops,
+            next_tstop: 0,
+            save_at,
+            next_save: 0,
+            times,
+            states,
+            dense: options.dense.then(|| DenseOutput::new(tab, n)),
+            stats: Statistics::default(),
+        };
+        match integrator.options.saving {
+            Saving::EveryStep => integrator.push_output(t0, true),
+            Saving::At(_) => {
+                if integrator.save_at.first() == Some(&t0) {
+                    integrator.push_output(t0, true);
+                    integrator.next_save = 1;
+                }
+            }
+            Saving::EndOnly => {}
+        }
+        integrator.eval_stage(0, t0, Source::U)?;
+        integrator.k1_fresh = true;
+        integrator.h_abs = match (integrator.options.fixed_step, integrator.options.h0) {
+            (Some(h), _) => h,
+            (None, Some(h0)) => h0,
+            (None, None) => integrator.initial_step()?,
+        }
+        .min(integrator.options.h_max);
+        Ok(integrator)
+    }
+
+    /// Current time.
+    pub fn t(&self) -> f64 {
+        self.t
+    }
+
+    /// Current state.
+    pub fn u(&self) -> &[f64] {
+        &self.u
+    }
+
+    /// Magnitude of the next step to try.
+    pub fn next_step_size(&self) -> f64 {
+        self.h_abs
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Statistics {
+        self.stats
+    }
+
+    /// Whether t_end has been reached.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Steps until t_end.
+    ///
+    /// # Errors
+    /// As [`solve`].
+    pub fn run(&mut self) -> Result<(), SolverError> {
+        while !self.finished {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// Turns the finished (or partial) integration into a [`Solution`].
+    pub fn into_solution(self) -> Solution {
+        let n = self.n;
+        let rows = self.times.len();
+        Solution {
+            method: self.options.method,
+            times: Array1::from(self.times),
+            states: Array2::from_shape_vec((rows, n), self.states).expect("rows × n values"),
+            u_end: Array1::from(self.u),
+            stats: self.stats,
+            t0: self.problem.t0(),
+            t_end: self.problem.t_end(),
+            dense: self.dense,
+        }
+    }
+
+    fn push_output(&mut self, t: f64, from_u: bool) {
+        self.times.push(t);
+        let src = if from_u { &self.u } else { &self.y };
+        self.states.extend_from_slice(src);
+    }
+
+    /// Evaluates stage `i`: K_i = f(t, x) with x = u, u_new or y.
+    #[inline]
+    fn eval_stage(&mut self, i: usize, t: f64, source: Source) -> Result<(), SolverError> {
+        let n = self.n;
+        let x: &[f64] = match source {
+            Source::U => &self.u,
+            Source::UNew => &self.u_new,
+            Source::Y => &self.y,
+        };
+        let du = &mut self.k[i * n..(i + 1) * n];
+        self.problem.model().rhs(
+            t,
+            ArrayView1::from(x),
+            self.problem.params().view(),
+            ArrayViewMut1::from(&mut du[..]),
+        );
+        self.stats.rhs_evaluations += 1;
+        // A cheap finiteness test: the sum is NaN/∞ iff some entry is (or the sum overflows).
+        if !du.iter().sum::<f64>().is_finite() {
+            if let Some(component) = du.iter().position(|v| !v.is_finite()) {
+                return Err(SolverError::NonFiniteRhs {
+                    t,
+                    component,
+                    value: du[component],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Hairer's starting step size (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4, algorithm on p. 169):
+    /// h0 = 0.01 ‖u0‖/‖f0‖, one explicit Euler step to estimate ‖f'‖, h1 = (0.01 / max(‖f0‖, ‖f'‖))^{1/(p+1)},
+    /// h = min(100 h0, h1). Uses stage slot 1 as scratch; costs one rhs evaluation.
+    fn initial_step(&mut self) -> Result<f64, SolverError> {
+        let n = self.n;
+        for i in 0..n {
+            self.scale[i] = self.atol[i] + self.options.rtol * self.u[i].abs();
+        }
+        let d0 = rms_scaled(&self.u, &self.scale);
+        let d1 = rms_scaled(&self.k[..n], &self.scale);
+        let span = (self.problem.t_end() - self.t).abs();
+        let mut h0 = if d0 < 1e-5 || d1 < 1e-5 {
+            1e-6
+        } else {
+            0.01 * d0 / d1
+        };
+        h0 = h0.min(span).min(self.options.h_max);
+        for i in 0..n {
+            self.y[i] = self.u[i] + self.dir * h0 * self.k[i];
+        }
+        self.eval_stage(1, self.t + self.dir * h0, Source::Y)?;
+        for i in 0..n {
+            self.err[i] = self.k[n + i] - self.k[i];
+        }
+        let d2 = rms_scaled(&self.err, &self.scale) / h0;
+        let dmax = d1.max(d2);
+        let h1 = if dmax <= 1e-15 {
+            (h0 * 1e-3).max(1e-6)
+        } else {
+            (0.01 / dmax).powf(1.0 / f64::from(self.tab.order + 1))
+        };
+        Ok((100.0 * h0).min(h1).min(span))
+    }
+
+    /// Evaluates the extra stages of the continuous extension for the step just accepted
+    /// (from `u` = u_n with step `h`), once.
+    fn ensure_extras(&mut self, h: f64, t_new: f64) -> Result<(), SolverError> {
+        if self.extras_fresh || !self.tab.has_extra_stages() {
+            return Ok(());
+        }
+        let n = self.n;
+        for i in self.tab.stages..self.tab.total_stages() {
+            if Some(i) == self.tab.end_stage {
+                self.eval_stage(i, t_new, Source::UNew)?;
+            } else {
+                combine(&mut self.y, &self.u, h, self.tab.a[i], &self.k, n);
+                self.eval_stage(i, self.t + self.tab.c[i] * h, Source::Y)?;
+            }
+            self.stats.interpolation_rhs_evaluations += 1;
+        }
+        self.extras_fresh = true;
+        Ok(())
+    }
+
+    /// Computes the step's main stages and u_new for a step of signed size `h` ending at `t_new`.
+    #[inline]
+    fn compute_stages(&mut self, h: f64, t_new: f64) -> Result<(), SolverError> {
+        let n = self.n;
+        let tab = self.tab;
+        let s = tab.stages;
+        let last = if tab.fsal { s - 1 } else { s };
+        for i in 1..last {
+            combine(&mut self.y, &self.u, h, tab.a[i], &self.k, n);
+            let c = tab.c[i];
+            let ti = if c == 1.0 { t_new } else { self.t + c * h };
+            self.eval_stage(i, ti, Source::Y)?;
+        }
+        if tab.fsal {
+            combine(&mut self.u_new, &self.u, h, tab.a[s - 1], &self.k, n);
+            self.eval_stage(s - 1, t_new, Source::UNew)?;
+        } else {
+            // u_new = u + h Σ b_i K_i over the nonzero weights.
+            self.u_new.copy_from_slice(&self.u);
+            for (i, &b) in tab.b.iter().enumerate() {
+                if b != 0.0 {
+                    let hb = h * b;
+                    for (o, &kv) in self.u_new.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
+                        *o += hb * kv;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Error norm RMS(e_i / (atol_i + rtol·max(|u_n,i|, |u_{n+1},i|))) with e = h Σ b̃_i K_i.
+    #[inline]
+    fn error_norm(&mut self, h: f64) -> f64 {
+        let n = self.n;
+        self.err.iter_mut().for_each(|e| *e = 0.0);
+        for (i, &bt) in self.tab.btilde.iter().enumerate() {
+            if bt != 0.0 {
+                for (e, &kv) in self.err.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
+                    *e += bt * kv;
+                }
+            }
+        }
+        let rtol = self.options.rtol;
+        let mut sum = 0.0;
+        for i in 0..n {
+            let sc = self.atol[i] + rtol * self.u[i].abs().max(self.u_new[i].abs());
+            let r = h * self.err[i] / sc;
+            sum += r * r;
+        }
+        (sum / n as f64).sqrt()
+    }
+
+    /// Takes one step (accepted or rejected).
+    ///
+    /// # Errors
+    /// As [`solve`]; [`SolverError::AlreadyFinished`] after t_end.
+    pub fn step(&mut self) -> Result<StepOutcome, SolverError> {
+        if self.finished {
+            return Err(SolverError::AlreadyFinished { t: self.t });
+        }
+        if self.stats.accepted_steps + self.stats.rejected_steps >= self.options.max_steps {
+            return Err(SolverError::MaxStepsReached {
+                t: self.t,
+                max_steps: self.options.max_steps,
+            });
+        }
+        if !self.k1_fresh {
+            self.eval_stage(0, self.t, Source::U)?;
+            self.k1_fresh = true;
+        }
+        let stop = self.tstops[self.next_tstop];
+        let remaining = (stop - self.t).abs();
+        let mut h_abs = self.h_abs.min(self.options.h_max);
+        let hits_stop = h_abs * 1.01 >= remaining;
+        if hits_stop {
+            h_abs = remaining;
+        }
+        let t_new = if hits_stop {
+            stop
+        } else {
+            self.t + self.dir * h_abs
+        };
+        let h = t_new - self.t;
+        if h == 0.0 || h_abs < f64::MIN_POSITIVE {
+            return Err(SolverError::StepSizeTooSmall {
+                t: self.t,
+                h: self.dir * h_abs,
+            });
+        }
+
+        self.compute_stages(h, t_new)?;
+
+        let accept = match self.options.fixed_step {
+            Some(_) => true,
+            None => {
+                let err = self.error_norm(h);
+                if !err.is_finite() {
+                    let component = self.u_new.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    return Err(SolverError::NonFiniteRhs {
+                        t: t_new,
+                        component,
+                        value: self.u_new[component],
+                    });
+                }
+                let c = self.options.controller;
+                if err <= 1.0 {
+                    let q_max = if self.last_rejected { 1.0 } else { c.q_max };
+                    let q = if err == 0.0 {
+                        q_max
+                    } else {
+                        (c.safety * err.powf(-self.beta1) * self.err_prev_pow).clamp(c.q_min, q_max)
+                    };
+                    self.err_prev_pow = err.max(1e-4).powf(self.beta2);
+                    self.h_abs = h_abs * q;
+                    true
+                } else {
+                    let q = (c.safety * err.powf(-self.reject_exponent)).max(c.q_min);
+                    self.h_abs = h_abs * q;
+                    false
+                }
+            }
+        };
+        if !accept {
+            self.stats.rejected_steps += 1;
+            self.last_rejected = true;
+            return Ok(StepOutcome::Rejected);
+        }
+        if self.options.fixed_step.is_none() {
+            self.last_rejected = false;
+        } else if !self.u_new.iter().sum::<f64>().is_finite() {
+            let component = self.u_new.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(SolverError::NonFiniteRhs {
+                t: t_new,
+                component,
+                value: self.u_new[component],
+            });
+        }
+        self.stats.accepted_steps += 1;
+        self.extras_fresh = false;
+
+        // Outputs inside (t, t_new], dense output of the step.
+        self.save_in_step(h, t_new)?;
+        if self.dense.is_some() {
+            self.ensure_extras(h, t_new)?;
+            if let Some(d) = self.dense.as_mut() {
+                d.push(self.t, h, &self.u, &self.k);
+            }
+        }
+
+        // Advance.
+        let n = self.n;
+        self.t = t_new;
+        std::mem::swap(&mut self.u, &mut self.u_new);
+        if self.tab.fsal {
+            let s = self.tab.stages;
+            self.k.copy_within((s - 1) * n..s * n, 0);
+            self.k1_fresh = true;
+        } else if let (true, Some(e)) = (self.extras_fresh, self.tab.end_stage) {
+            self.k.copy_within(e * n..(e + 1) * n, 0);
+            self.k1_fresh = true;
+        } else {
+            self.k1_fresh = false;
+        }
+        if hits_stop {
+            self.next_tstop += 1;
+            if self.next_tstop == self.tstops.len() {
+                self.finished = true;
+            }
+        }
+        if matches!(self.options.saving, Saving::EveryStep)
+            || (self.finished && matches!(self.options.saving, Saving::EndOnly))
+        {
+            self.push_output(self.t, true);
+        }
+        Ok(if self.finished {
+            StepOutcome::Finished
+        } else {
+            StepOutcome::Accepted
+        })
+    }
+
+    /// Stores the requested save times inside the accepted step (t, t_new] (`u` still holds u_n).
+    fn save_in_step(&mut self, h: f64, t_new: f64) -> Result<(), SolverError> {
+        while let Some(&ts) = self.save_at.get(self.next_save) {
+            if self.dir * (ts - t_new) > 0.0 {
+                break;
+            }
+            if ts == t_new {
+                self.times.push(ts);
+                self.states.extend_from_slice(&self.u_new);
+            } else {
+                self.ensure_extras(h, t_new)?;
+                let theta = (ts - self.t) / h;
+                self.tab.dense_weights(theta, &mut self.weights);
+                let n = self.n;
+                self.y.copy_from_slice(&self.u);
+                for (i, &w) in self.weights.iter().enumerate() {
+                    if w != 0.0 {
+                        let hw = h * w;
+                        for (o, &kv) in self.y.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
+                            *o += hw * kv;
+                        }
+                    }
+                }
+                self.push_output(ts, false);
+            }
+            self.next_save += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Which buffer a stage is evaluated at.
+#[derive(Clone, Copy)]
+enum Source {
+    U,
+    UNew,
+    Y,
+}

@@ -1,0 +1,35 @@
+//! # odesens-solver
+//!
+//! Explicit Runge–Kutta integrators with adaptive steps (PI control, Hairer's initial step), exact
+//! tstops, save times by dense output, a fixed-step mode, and the methods' own continuous extensions.
+//! The model interface [`OdeSystem`] is generic over the scalar type so that the sensitivity crate can
+//! differentiate it exactly by forward-mode AD.
+//!
+//! | method | order | stages | FSAL | dense-output order |
+//! |---|---|---|---|---|
+//! | [`Method::Tsit5`] (default) | 5(4) | 7 | yes | 4 |
+//! | [`Method::Dp5`] | 5(4) | 7 | yes | 4 |
+//! | [`Method::Bs3`] | 3(2) | 4 | yes | 3 |
+//! | [`Method::Vern7`] | 7(6) | 10 (+6 lazy) | no | 7 |
+//! | [`Method::Vern9`] | 9(8) | 16 (+10 lazy) | no | 9 |
+#![warn(missing_docs)]
+#![allow(clippy::excessive_precision)]
+
+mod error;
+mod integrator;
+mod options;
+mod problem;
+mod solution;
+mod system;
+pub mod tableau;
+
+pub use error::SolverError;
+pub use integrator::{Integrator, StepOutcome, solve};
+pub use options::{Atol, PiController, Saving, SolverOptions};
+pub use problem::OdeProblem;
+pub use solution::{DenseOutput, Solution, Statistics};
+pub use system::{OdeSystem, Scalar};
+pub use tableau::{ExplicitTableau, Method};
+
+/// Re-export of the dual-number crate, so models can name its traits without a separate dependency.
+pub use num_dual;

@@ -1,0 +1,306 @@
+//! Solver settings: method, tolerances, step control, what to save.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SolverError;
+use crate::tableau::Method;
+
+/// Absolute tolerance: one value for all components, or one per component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Atol {
+    /// The same atol for every component.
+    Scalar(f64),
+    /// atol_i for component i (length n).
+    PerComponent(Vec<f64>),
+}
+
+impl From<f64> for Atol {
+    fn from(v: f64) -> Self {
+        Atol::Scalar(v)
+    }
+}
+
+impl From<Vec<f64>> for Atol {
+    fn from(v: Vec<f64>) -> Self {
+        Atol::PerComponent(v)
+    }
+}
+
+/// Which solution values a solve stores.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum Saving {
+    /// t0 and every accepted step (the default).
+    #[default]
+    EveryStep,
+    /// Exactly these times, in the direction of integration, computed by the method's dense output
+    /// (a time equal to a step end takes the step's value itself).
+    At(Vec<f64>),
+    /// Only the final state.
+    EndOnly,
+}
+
+/// The PI step-size controller (Gustafsson; Hairer & Wanner, *Solving ODEs II*, §IV.2, eq. (2.43c)).
+///
+/// After a step with error norm `err_n` (≤ 1 accepted), the next step size is
+/// `h_{n+1} = h_n · clamp(safety · err_n^(−β1) · err_{n−1}^(β2), q_min, q_max)` with β1 = `beta1`/k and
+/// β2 = `beta2`/k, k = (embedded order) + 1. After a rejection the step shrinks by
+/// `max(q_min, safety · err_n^(−1/k))` and the next accepted step may not grow (q_max = 1 for one step).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PiController {
+    /// Safety factor (default 0.9).
+    pub safety: f64,
+    /// Proportional gain numerator: β1 = beta1 / k (default 0.7).
+    pub beta1: f64,
+    /// Integral gain numerator: β2 = beta2 / k (default 0.4).
+    pub beta2: f64,
+    /// Smallest step ratio h_{n+1}/h_n (default 0.2).
+    pub q_min: f64,
+    /// Largest step ratio h_{n+1}/h_n (default 10).
+    pub q_max: f64,
+}
+
+impl Default for PiController {
+    fn default() -> Self {
+        Self {
+            safety: 0.9,
+            beta1: 0.7,
+            beta2: 0.4,
+            q_min: 0.2,
+            q_max: 10.0,
+        }
+    }
+}
+
+/// Settings of a solve. Build with [`SolverOptions::default`] and the builder methods; everything is
+/// validated when the solve starts.
+///
+/// ```
+/// use odesens_solver::{Method, SolverOptions};
+/// let opts = SolverOptions::default().method(Method::Vern7).rtol(1e-10).atol(1e-12).save_at(vec![0.5, 1.0]);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SolverOptions {
+    /// The Runge–Kutta pair (default Tsit5).
+    pub method: Method,
+    /// Relative tolerance, 0 ≤ rtol < 1 (default 1e-6).
+    pub rtol: f64,
+    /// Absolute tolerance(s), ≥ 0 (default 1e-6).
+    pub atol: Atol,
+    /// Initial step size magnitude; `None` chooses it by Hairer's algorithm.
+    pub h0: Option<f64>,
+    /// Largest step size magnitude (default ∞).
+    pub h_max: f64,
+    /// Maximum number of steps, accepted plus rejected (default 100 000).
+    pub max_steps: usize,
+    /// What to store.
+    pub saving: Saving,
+    /// Times the integrator must step to exactly (observation times, discontinuities); t_end is always one.
+    pub tstops: Vec<f64>,
+    /// Store every step's stages so that [`crate::Solution::interpolate`] works anywhere in the span.
+    /// Verner methods then also evaluate their extra interpolation stages on every step.
+    pub dense: bool,
+    /// Fixed step size magnitude: no error control, steps of this size (the last one before each tstop
+    /// shortened or stretched by at most 1% to land on it).
+    pub fixed_step: Option<f64>,
+    /// Step-size controller settings.
+    pub controller: PiController,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        Self {
+            method: Method::Tsit5,
+            rtol: 1e-6,
+            atol: Atol::Scalar(1e-6),
+            h0: None,
+            h_max: f64::INFINITY,
+            max_steps: 100_000,
+            saving: Saving::EveryStep,
+            tstops: Vec::new(),
+            dense: false,
+            fixed_step: None,
+            controller: PiController::default(),
+        }
+    }
+}
+
+impl SolverOptions {
+    /// Sets the method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+    /// Sets the relative tolerance.
+    pub fn rtol(mut self, rtol: f64) -> Self {
+        self.rtol = rtol;
+        self
+    }
+    /// Sets the absolute tolerance (scalar, or a `Vec` per component).
+    pub fn atol(mut self, atol: impl Into<Atol>) -> Self {
+        self.atol = atol.into();
+        self
+    }
+    /// Sets rtol and a scalar atol to the same value.
+    pub fn tol(self, tol: f64) -> Self {
+        self.rtol(tol).atol(tol)
+    }
+    /// Sets the initial step size magnitude.
+    pub fn h0(mut self, h0: f64) -> Self {
+        self.h0 = Some(h0);
+        self
+    }
+    /// Sets the largest step size magnitude.
+    pub fn h_max(mut self, h_max: f64) -> Self {
+        self.h_max = h_max;
+        self
+    }
+    /// Sets the maximum number of steps.
+    pub fn max_steps(mut self, max_steps: usize) -> Self {
+        self.max_steps = max_steps;
+        self
+    }
+    /// Saves at exactly these times.
+    pub fn save_at(mut self, times: Vec<f64>) -> Self {
+        self.saving = Saving::At(times);
+        self
+    }
+    /// Saves t0 and every step.
+    pub fn save_every_step(mut self) -> Self {
+        self.saving = Saving::EveryStep;
+        self
+    }
+    /// Saves only the final state.
+    pub fn save_end_only(mut self) -> Self {
+        self.saving = Saving::EndOnly;
+        self
+    }
+    /// Sets the tstops.
+    pub fn tstops(mut self, tstops: Vec<f64>) -> Self {
+        self.tstops = tstops;
+        self
+    }
+    /// Turns dense output on or off.
+    pub fn dense(mut self, dense: bool) -> Self {
+        self.dense = dense;
+        self
+    }
+    /// Fixed-step mode with step size magnitude `h`.
+    pub fn fixed_step(mut self, h: f64) -> Self {
+        self.fixed_step = Some(h);
+        self
+    }
+    /// Sets the controller.
+    pub fn controller(mut self, controller: PiController) -> Self {
+        self.controller = controller;
+        self
+    }
+
+    /// Checks every setting for a system with `n` components; returns atol expanded to length n.
+    pub(crate) fn validated_atol(&self, n: usize) -> Result<Vec<f64>, SolverError> {
+        if !(self.rtol.is_finite() && (0.0..1.0).contains(&self.rtol)) {
+            return Err(SolverError::InvalidTolerance {
+                name: "rtol".into(),
+                value: self.rtol,
+                valid: "finite, 0 <= rtol < 1",
+            });
+        }
+        let atol = match &self.atol {
+            Atol::Scalar(a) => vec![*a; n],
+            Atol::PerComponent(v) => {
+                if v.len() != n {
+                    return Err(SolverError::DimensionMismatch {
+                        what: "atol",
+                        expected: n,
+                        got: v.len(),
+                    });
+                }
+                v.clone()
+            }
+        };
+        for (i, &a) in atol.iter().enumerate() {
+            if !(a.is_finite() && a >= 0.0) {
+                return Err(SolverError::InvalidTolerance {
+                    name: format!("atol[{i}]"),
+                    value: a,
+                    valid: "finite, >= 0",
+                });
+            }
+            if a == 0.0 && self.rtol == 0.0 && self.fixed_step.is_none() {
+                return Err(SolverError::InvalidTolerance {
+                    name: format!("atol[{i}]"),
+                    value: a,
+                    valid: "> 0 when rtol = 0",
+                });
+            }
+        }
+        let positive = |name: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(SolverError::InvalidOption {
+                    name,
+                    value: v,
+                    valid: "finite and > 0",
+                })
+            }
+        };
+        if let Some(h0) = self.h0 {
+            positive("h0", h0)?;
+        }
+        if let Some(h) = self.fixed_step {
+            positive("fixed_step", h)?;
+        }
+        if !(self.h_max > 0.0) {
+            return Err(SolverError::InvalidOption {
+                name: "h_max",
+                value: self.h_max,
+                valid: "> 0 (may be ∞)",
+            });
+        }
+        if self.max_steps == 0 {
+            return Err(SolverError::InvalidOption {
+                name: "max_steps",
+                value: 0.0,
+                valid: ">= 1",
+            });
+        }
+        let c = &self.controller;
+        if !(c.safety > 0.0 && c.safety <= 1.0) {
+            return Err(SolverError::InvalidOption {
+                name: "controller.safety",
+                value: c.safety,
+                valid: "in (0, 1]",
+            });
+        }
+        if !(c.beta1.is_finite() && c.beta1 > 0.0) {
+            return Err(SolverError::InvalidOption {
+                name: "controller.beta1",
+                value: c.beta1,
+                valid: "finite, > 0",
+            });
+        }
+        if !(c.beta2.is_finite() && c.beta2 >= 0.0) {
+            return Err(SolverError::InvalidOption {
+                name: "controller.beta2",
+                value: c.beta2,
+                valid: "finite, >= 0",
+            });
+        }
+        if !(c.q_min > 0.0 && c.q_min < 1.0) {
+            return Err(SolverError::InvalidOption {
+                name: "controller.q_min",
+                value: c.q_min,
+                valid: "in (0, 1)",
+            });
+        }
+        if !(c.q_max > 1.0 && c.q_max.is_finite()) {
+            return Err(SolverError::InvalidOption {
+                name: "controller.q_max",
+                value: c.q_max,
+                valid: "finite, > 1",
+            });
+        }
+        Ok(atol)
+    }
+}

@@ -1,0 +1,134 @@
+//! An initial value problem: a model with its initial state, parameters and time span.
+
+use ndarray::Array1;
+
+use crate::error::SolverError;
+use crate::system::OdeSystem;
+
+/// The initial value problem du/dt = f(t, u, p), u(t0) = u0, on the span from `t0` to `t_end`.
+///
+/// `t_end < t0` integrates backwards in time. Built by [`OdeProblem::new`], which checks dimensions and
+/// finiteness, so a problem that exists is well formed.
+#[derive(Debug, Clone)]
+pub struct OdeProblem<M> {
+    model: M,
+    u0: Array1<f64>,
+    p: Array1<f64>,
+    t0: f64,
+    t_end: f64,
+}
+
+/// Checks that every entry of `values` is finite.
+pub(crate) fn check_finite(what: &'static str, values: &[f64]) -> Result<(), SolverError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(SolverError::NonFiniteInput {
+            what,
+            index,
+            value: values[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+impl<M: OdeSystem> OdeProblem<M> {
+    /// Builds a problem, validating it.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] if `u0` or `p` do not match the model,
+    /// [`SolverError::NonFiniteInput`] for NaN/∞ entries, [`SolverError::InvalidTimeSpan`] if `t0 == t_end`
+    /// or either is not finite.
+    pub fn new(
+        model: M,
+        u0: impl Into<Array1<f64>>,
+        p: impl Into<Array1<f64>>,
+        (t0, t_end): (f64, f64),
+    ) -> Result<Self, SolverError> {
+        let u0 = u0.into();
+        let p = p.into();
+        if u0.len() != model.n_states() {
+            return Err(SolverError::DimensionMismatch {
+                what: "u0",
+                expected: model.n_states(),
+                got: u0.len(),
+            });
+        }
+        if p.len() != model.n_params() {
+            return Err(SolverError::DimensionMismatch {
+                what: "p",
+                expected: model.n_params(),
+                got: p.len(),
+            });
+        }
+        if !t0.is_finite() || !t_end.is_finite() || t0 == t_end {
+            return Err(SolverError::InvalidTimeSpan { t0, t_end });
+        }
+        check_finite("u0", u0.as_slice().unwrap_or(&u0.to_vec()))?;
+        check_finite("p", p.as_slice().unwrap_or(&p.to_vec()))?;
+        Ok(Self {
+            model,
+            u0,
+            p,
+            t0,
+            t_end,
+        })
+    }
+
+    /// The same problem with other initial values (validated like [`OdeProblem::new`]).
+    pub fn with_u0(&self, u0: impl Into<Array1<f64>>) -> Result<Self, SolverError>
+    where
+        M: Clone,
+    {
+        Self::new(
+            self.model.clone(),
+            u0,
+            self.p.clone(),
+            (self.t0, self.t_end),
+        )
+    }
+
+    /// The same problem with other parameters (validated like [`OdeProblem::new`]).
+    pub fn with_params(&self, p: impl Into<Array1<f64>>) -> Result<Self, SolverError>
+    where
+        M: Clone,
+    {
+        Self::new(
+            self.model.clone(),
+            self.u0.clone(),
+            p,
+            (self.t0, self.t_end),
+        )
+    }
+
+    /// The same problem on another time span (validated like [`OdeProblem::new`]).
+    pub fn with_span(&self, span: (f64, f64)) -> Result<Self, SolverError>
+    where
+        M: Clone,
+    {
+        Self::new(self.model.clone(), self.u0.clone(), self.p.clone(), span)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+    /// Initial state u0.
+    pub fn u0(&self) -> &Array1<f64> {
+        &self.u0
+    }
+    /// Parameters p.
+    pub fn params(&self) -> &Array1<f64> {
+        &self.p
+    }
+    /// Start time t0.
+    pub fn t0(&self) -> f64 {
+        self.t0
+    }
+    /// End time t_end (may be less than t0).
+    pub fn t_end(&self) -> f64 {
+        self.t_end
+    }
+    /// Number of states.
+    pub fn n_states(&self) -> usize {
+        self.u0.len()
+    }
+}

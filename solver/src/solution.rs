@@ -1,0 +1,164 @@
+//! The result of a solve: saved states, statistics and (optionally) the dense output.
+
+use ndarray::{Array1, Array2};
+use serde::Serialize;
+
+use crate::error::SolverError;
+use crate::tableau::{ExplicitTableau, Method};
+
+/// Counters of a solve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Statistics {
+    /// Accepted steps.
+    pub accepted_steps: usize,
+    /// Rejected steps (error estimate above tolerance).
+    pub rejected_steps: usize,
+    /// All evaluations of the right-hand side, including the initial-step selection and the extra
+    /// interpolation stages.
+    pub rhs_evaluations: usize,
+    /// The part of `rhs_evaluations` spent on extra stages of the continuous extension.
+    pub interpolation_rhs_evaluations: usize,
+}
+
+/// The stage values of every accepted step, enough to evaluate the method's continuous extension
+/// anywhere in the span.
+#[derive(Debug, Clone)]
+pub struct DenseOutput {
+    pub(crate) tableau: &'static ExplicitTableau,
+    pub(crate) n: usize,
+    /// Step start times t_n (in the direction of integration).
+    pub(crate) t: Vec<f64>,
+    /// Signed step sizes h_n.
+    pub(crate) h: Vec<f64>,
+    /// u_n, n values per step.
+    pub(crate) u: Vec<f64>,
+    /// All stages (main and extra) K_i, total_stages × n values per step.
+    pub(crate) k: Vec<f64>,
+}
+
+impl DenseOutput {
+    pub(crate) fn new(tableau: &'static ExplicitTableau, n: usize) -> Self {
+        Self {
+            tableau,
+            n,
+            t: Vec::new(),
+            h: Vec::new(),
+            u: Vec::new(),
+            k: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, t: f64, h: f64, u: &[f64], k: &[f64]) {
+        self.t.push(t);
+        self.h.push(h);
+        self.u.extend_from_slice(u);
+        self.k.extend_from_slice(k);
+    }
+
+    /// Number of stored steps.
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Whether no step is stored.
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    /// Evaluates u(t) into `out`, given a scratch buffer for the weights; `t` must be inside the steps.
+    fn eval(&self, t: f64, out: &mut [f64], w: &mut [f64]) {
+        let dir = self.h[0].signum();
+        // Index of the step whose interval contains t: last step with dir·t_n <= dir·t.
+        let idx = self
+            .t
+            .partition_point(|&tn| dir * tn <= dir * t)
+            .saturating_sub(1);
+        let (tn, h) = (self.t[idx], self.h[idx]);
+        let theta = (t - tn) / h;
+        self.tableau.dense_weights(theta, w);
+        let n = self.n;
+        let s = self.tableau.total_stages();
+        out.copy_from_slice(&self.u[idx * n..(idx + 1) * n]);
+        let k = &self.k[idx * s * n..(idx + 1) * s * n];
+        for (i, &wi) in w.iter().enumerate() {
+            if wi != 0.0 {
+                let hw = h * wi;
+                for (o, &kv) in out.iter_mut().zip(&k[i * n..(i + 1) * n]) {
+                    *o += hw * kv;
+                }
+            }
+        }
+    }
+}
+
+/// The solution of an initial value problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct Solution {
+    /// The method used.
+    pub method: Method,
+    /// Saved times (in the direction of integration).
+    pub times: Array1<f64>,
+    /// Saved states, one row per saved time.
+    pub states: Array2<f64>,
+    /// The final state u(t_end), whatever was saved.
+    pub u_end: Array1<f64>,
+    /// Counters.
+    pub stats: Statistics,
+    /// Start of the span.
+    pub t0: f64,
+    /// End of the span.
+    pub t_end: f64,
+    #[serde(skip)]
+    pub(crate) dense: Option<DenseOutput>,
+}
+
+impl Solution {
+    /// The solution at any time of the span by the method's continuous extension (see the methods table
+    /// for its order).
+    ///
+    /// # Errors
+    /// [`SolverError::NoDenseOutput`] unless solved with `dense(true)`; [`SolverError::TimeOutsideSpan`]
+    /// for t outside [t0, t_end].
+    pub fn interpolate(&self, t: f64) -> Result<Array1<f64>, SolverError> {
+        let mut out = Array1::zeros(self.u_end.len());
+        self.interpolate_into(t, out.as_slice_mut().expect("contiguous"))?;
+        Ok(out)
+    }
+
+    /// Like [`Solution::interpolate`], writing into `out` (length n).
+    pub fn interpolate_into(&self, t: f64, out: &mut [f64]) -> Result<(), SolverError> {
+        let dense = self.dense.as_ref().ok_or(SolverError::NoDenseOutput)?;
+        let (lo, hi) = if self.t0 <= self.t_end {
+            (self.t0, self.t_end)
+        } else {
+            (self.t_end, self.t0)
+        };
+        if !(t >= lo && t <= hi) {
+            return Err(SolverError::TimeOutsideSpan {
+                what: "interpolation",
+                t,
+                lo,
+                hi,
+            });
+        }
+        if out.len() != dense.n {
+            return Err(SolverError::DimensionMismatch {
+                what: "interpolation output",
+                expected: dense.n,
+                got: out.len(),
+            });
+        }
+        if t == self.t_end {
+            out.copy_from_slice(self.u_end.as_slice().expect("contiguous"));
+            return Ok(());
+        }
+        let mut w = vec![0.0; dense.tableau.total_stages()];
+        dense.eval(t, out, &mut w);
+        Ok(())
+    }
+
+    /// The dense output, if stored.
+    pub fn dense_output(&self) -> Option<&DenseOutput> {
+        self.dense.as_ref()
+    }
+}

@@ -1,0 +1,64 @@
+//! The model interface users implement.
+
+use ndarray::{ArrayView1, ArrayViewMut1};
+use num_dual::DualNum;
+
+/// Scalar types a right-hand side is evaluated with: `f64` on the hot path, dual numbers of `num-dual`
+/// (`Dual64`, `DualSVec64<N>`, hyper-duals, ...) when derivatives are needed.
+///
+/// Blanket-implemented; users only write it as a bound.
+pub trait Scalar: DualNum<Primitive = f64> + Copy {}
+
+impl<T: DualNum<Primitive = f64> + Copy> Scalar for T {}
+
+/// A system of ordinary differential equations du/dt = f(t, u, p).
+///
+/// Write the right-hand side once, generic over the scalar type `S`: the solver calls it with `S = f64`,
+/// the sensitivity code with dual numbers, so that Jacobian–vector products are exact (forward-mode
+/// automatic differentiation) without any hand-written derivative.
+///
+/// # Requirements
+/// - `rhs` must write every component of `du` (the buffer holds stale values from an earlier call).
+/// - `rhs` must be a pure function of `(t, u, p)`: the step sequence is replayed for adjoints.
+/// - Only operations of [`num_dual::DualNum`] (arithmetic, `sin`, `exp`, `powi`, `sqrt`, ...) may be
+///   applied to values of type `S`; branching on `u.re()` is allowed.
+///
+/// # Example
+/// ```
+/// use ndarray::{ArrayView1, ArrayViewMut1};
+/// use odesens_solver::{OdeSystem, Scalar};
+///
+/// /// Logistic growth du/dt = r u (1 − u/K), p = [r, K].
+/// struct Logistic;
+///
+/// impl OdeSystem for Logistic {
+///     fn n_states(&self) -> usize { 1 }
+///     fn n_params(&self) -> usize { 2 }
+///     fn rhs<S: Scalar>(&self, _t: S, u: ArrayView1<S>, p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
+///         du[0] = p[0] * u[0] * (S::one() - u[0] / p[1]);
+///     }
+/// }
+/// # let _ = Logistic;
+/// ```
+pub trait OdeSystem: Sync {
+    /// Number of state components n (the length of u).
+    fn n_states(&self) -> usize;
+
+    /// Number of parameters (the length of p); may be 0.
+    fn n_params(&self) -> usize;
+
+    /// Evaluates du = f(t, u, p) into `du` (length n).
+    fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, du: ArrayViewMut1<S>);
+}
+
+impl<T: OdeSystem + ?Sized> OdeSystem for &T {
+    fn n_states(&self) -> usize {
+        (**self).n_states()
+    }
+    fn n_params(&self) -> usize {
+        (**self).n_params()
+    }
+    fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, du: ArrayViewMut1<S>) {
+        (**self).rhs(t, u, p, du)
+    }
+}

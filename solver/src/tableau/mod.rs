@@ -1,0 +1,152 @@
+//! Butcher tableaus of the explicit Runge–Kutta pairs, as `const` data with their sources.
+//!
+//! Notation (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.1): a step of size h from (t_n, u_n) computes
+//! stages K_i = f(t_n + c_i h, u_n + h Σ_j a_ij K_j), the solution u_{n+1} = u_n + h Σ_i b_i K_i and the error
+//! estimate e = h Σ_i b̃_i K_i with b̃ = b − b̂ (b̂ the embedded pair's weights). The continuous extension
+//! (dense output) is u(t_n + θh) = u_n + h Σ_i b_i(θ) K_i, with polynomial weights b_i(θ) that may use
+//! *extra* stages beyond the s main ones (Verner's pairs); extra stages are evaluated only when an
+//! interpolation inside the step is asked for.
+
+mod bs3;
+mod dp5;
+mod tsit5;
+mod vern7;
+mod vern9;
+
+use serde::{Deserialize, Serialize};
+
+pub use bs3::BS3;
+pub use dp5::DP5;
+pub use tsit5::TSIT5;
+pub use vern7::VERN7;
+pub use vern9::VERN9;
+
+/// An explicit Runge–Kutta pair with a continuous extension.
+///
+/// Rows of `a` are stored sparsely as `(j, a_ij)` pairs (0-based j < i): Verner's tableaus are mostly
+/// zeros, and the stepper skips them for free.
+#[derive(Debug)]
+pub struct ExplicitTableau {
+    /// Short name (`"Tsit5"`).
+    pub name: &'static str,
+    /// Order p of the propagated solution.
+    pub order: u32,
+    /// Order of the embedded solution used for the error estimate.
+    pub embedded_order: u32,
+    /// Number s of main stages, evaluated on every step (the FSAL stage included).
+    pub stages: usize,
+    /// First same as last: the last main stage is f(t_{n+1}, u_{n+1}) and serves as the next step's first.
+    pub fsal: bool,
+    /// Index of a stage (main or extra) equal to f(t_{n+1}, u_{n+1}), if any: when it has been evaluated it
+    /// is reused as the next step's first stage.
+    pub end_stage: Option<usize>,
+    /// Nodes c_i for all stages, main then extra.
+    pub c: &'static [f64],
+    /// Strictly lower triangular coefficients, one sparse row per stage (main then extra).
+    pub a: &'static [&'static [(usize, f64)]],
+    /// Weights b_i of the main stages.
+    pub b: &'static [f64],
+    /// Error weights b̃_i = b_i − b̂_i of the main stages.
+    pub btilde: &'static [f64],
+    /// Order of the continuous extension.
+    pub dense_order: u32,
+    /// Dense-output weights: row i holds the coefficients of θ, θ², … in b_i(θ) (empty for zero weight);
+    /// one row per stage, main then extra.
+    pub dense: &'static [&'static [f64]],
+}
+
+impl ExplicitTableau {
+    /// Total number of stages including the extra ones of the continuous extension.
+    pub fn total_stages(&self) -> usize {
+        self.c.len()
+    }
+
+    /// Whether dense output needs stages beyond the main ones.
+    pub fn has_extra_stages(&self) -> bool {
+        self.c.len() > self.stages
+    }
+
+    /// Number of rhs evaluations a step costs (without the extra stages): s, or s − 1 with FSAL.
+    pub fn evaluations_per_step(&self) -> usize {
+        if self.fsal {
+            self.stages - 1
+        } else {
+            self.stages
+        }
+    }
+
+    /// Writes the dense-output weights b_i(θ) for all stages into `w` (length = total stages).
+    #[inline]
+    pub fn dense_weights(&self, theta: f64, w: &mut [f64]) {
+        for (wi, row) in w.iter_mut().zip(self.dense) {
+            // Horner: Σ_k r_k θ^(k+1) = θ (r_0 + θ (r_1 + ...)).
+            let mut acc = 0.0;
+            for &r in row.iter().rev() {
+                acc = acc * theta + r;
+            }
+            *wi = acc * theta;
+        }
+    }
+
+    /// The dense-output weights' derivatives d b_i(θ)/dθ, so that u'(t_n + θh) = Σ_i b_i'(θ) K_i.
+    pub fn dense_weight_derivatives(&self, theta: f64, w: &mut [f64]) {
+        for (wi, row) in w.iter_mut().zip(self.dense) {
+            let mut acc = 0.0;
+            for (k, &r) in row.iter().enumerate().rev() {
+                acc = acc * theta + (k as f64 + 1.0) * r;
+            }
+            *wi = acc;
+        }
+    }
+}
+
+/// The explicit methods odesens provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Method {
+    /// Tsitouras 5(4), 7 stages (FSAL), 4th-order free interpolant. The default: the most efficient
+    /// general-purpose pair at moderate tolerances.
+    #[default]
+    Tsit5,
+    /// Dormand–Prince 5(4) (DOPRI5), 7 stages (FSAL), Hairer's 4th-order dense output.
+    Dp5,
+    /// Bogacki–Shampine 3(2), 4 stages (FSAL), cubic Hermite continuous extension (3rd order, free).
+    Bs3,
+    /// Verner's "most efficient" 7(6), 10 stages, 7th-order interpolant with 6 lazy extra stages.
+    Vern7,
+    /// Verner's "most efficient" 9(8), 16 stages, 9th-order interpolant with 10 lazy extra stages.
+    Vern9,
+}
+
+impl Method {
+    /// All methods, for loops in tests and benches.
+    pub const ALL: [Method; 5] = [
+        Method::Tsit5,
+        Method::Dp5,
+        Method::Bs3,
+        Method::Vern7,
+        Method::Vern9,
+    ];
+
+    /// The method's tableau.
+    pub fn tableau(self) -> &'static ExplicitTableau {
+        match self {
+            Method::Tsit5 => &TSIT5,
+            Method::Dp5 => &DP5,
+            Method::Bs3 => &BS3,
+            Method::Vern7 => &VERN7,
+            Method::Vern9 => &VERN9,
+        }
+    }
+
+    /// The method's name.
+    pub fn name(self) -> &'static str {
+        self.tableau().name
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

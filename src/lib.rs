@@ -1,0 +1,36 @@
+//! # odesens
+//!
+//! Solve ordinary differential equations and compute how their solutions change with parameters and
+//! initial values. This crate is the facade: it re-exports the solver ([`odesens_solver`]) and the
+//! sensitivity crate ([`odesens_sensitivity`]), and holds the shared [`models`] used by tests,
+//! examples and benches.
+//!
+//! ```
+//! use odesens::prelude::*;
+//! use odesens::models::DoublePendulum;
+//!
+//! let problem = OdeProblem::new(
+//!     DoublePendulum,
+//!     vec![2.0, 2.0, 0.0, 0.0],
+//!     DoublePendulum::course_params(),
+//!     (0.0, 10.0),
+//! )
+//! .unwrap();
+//! let sol = solve(&problem, &SolverOptions::default().tol(1e-8)).unwrap();
+//! assert!(sol.stats.accepted_steps > 100);
+//! ```
+#![warn(missing_docs)]
+
+pub mod models;
+
+pub use odesens_sensitivity as sensitivity;
+pub use odesens_solver as solver;
+pub use odesens_solver::*;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use odesens_solver::{
+        Atol, Integrator, Method, OdeProblem, OdeSystem, Saving, Scalar, Solution, SolverError,
+        SolverOptions, Statistics, solve,
+    };
+}

@@ -1,0 +1,18 @@
+//! Models with known behaviour, shared by tests, examples and benches.
+//!
+//! Each is an [`OdeSystem`](crate::OdeSystem) whose right-hand side is generic over the scalar, so every
+//! one can be differentiated exactly. Where a closed-form solution exists it is provided.
+
+mod arenstorf;
+mod double_pendulum;
+mod linear;
+mod lorenz;
+mod lotka_volterra;
+mod van_der_pol;
+
+pub use arenstorf::Arenstorf;
+pub use double_pendulum::DoublePendulum;
+pub use linear::{ExponentialDecay, LinearOscillator};
+pub use lorenz::Lorenz;
+pub use lotka_volterra::LotkaVolterra;
+pub use van_der_pol::VanDerPol;
