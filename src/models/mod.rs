@@ -5,6 +5,8 @@
 
 mod arenstorf;
 mod double_pendulum;
+mod exp_sin_cos;
+mod kepler;
 mod linear;
 mod lorenz;
 mod lotka_volterra;
@@ -12,6 +14,8 @@ mod van_der_pol;
 
 pub use arenstorf::Arenstorf;
 pub use double_pendulum::DoublePendulum;
+pub use exp_sin_cos::ExpSinCos;
+pub use kepler::Kepler;
 pub use linear::{ExponentialDecay, LinearOscillator};
 pub use lorenz::Lorenz;
 pub use lotka_volterra::LotkaVolterra;
