@@ -30,7 +30,7 @@ pub use odesens_solver::*;
 /// The names most programs need.
 pub mod prelude {
     pub use odesens_solver::{
-        Atol, Integrator, Method, OdeProblem, OdeSystem, Saving, Scalar, Solution, SolverError,
-        SolverOptions, Statistics, solve,
+        Atol, Integrator, Method, OdeProblem, OdeSystem, PiController, Saving, Scalar, Solution,
+        SolverError, SolverOptions, Statistics, StepOutcome, solve,
     };
 }

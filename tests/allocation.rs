@@ -1,0 +1,108 @@
+//! A counting global allocator proves that the step loop allocates nothing after set-up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use odesens::models::{DoublePendulum, Lorenz};
+use odesens::prelude::*;
+
+struct Counting;
+
+thread_local! {
+    /// Allocations made by this thread (the test harness runs tests on parallel threads).
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn bump() {
+    ALLOCATIONS.with(|c| c.set(c.get() + 1));
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// Runs a solve step by step and returns (steps taken, allocations during the step loop).
+fn count<M: OdeSystem>(problem: &OdeProblem<M>, options: &SolverOptions) -> (usize, usize) {
+    let mut integrator = Integrator::new(problem, options).unwrap();
+    let before = allocations();
+    let mut steps = 0;
+    while !integrator.is_finished() {
+        integrator.step().unwrap();
+        steps += 1;
+    }
+    (steps, allocations() - before)
+}
+
+#[test]
+fn step_loop_allocates_nothing() {
+    let pendulum = OdeProblem::new(
+        DoublePendulum,
+        vec![2.0, 2.0, 0.0, 0.0],
+        DoublePendulum::course_params(),
+        (0.0, 10.0),
+    )
+    .unwrap();
+    let lorenz = OdeProblem::new(
+        Lorenz,
+        vec![1.0, 0.0, 0.0],
+        Lorenz::classic_params(),
+        (0.0, 5.0),
+    )
+    .unwrap();
+    let save_at: Vec<f64> = (0..=100).map(|i| 0.05 * f64::from(i)).collect();
+    for method in Method::ALL {
+        for options in [
+            SolverOptions::default()
+                .method(method)
+                .tol(1e-8)
+                .save_end_only(),
+            SolverOptions::default()
+                .method(method)
+                .tol(1e-8)
+                .save_at(save_at.clone())
+                .tstops(vec![1.0, 2.5]),
+            SolverOptions::default()
+                .method(method)
+                .fixed_step(0.01)
+                .save_at(save_at.clone()),
+        ] {
+            let (steps, n_alloc) = count(&pendulum, &options);
+            assert!(steps > 100);
+            assert_eq!(
+                n_alloc, 0,
+                "{method}: {n_alloc} allocations in {steps} steps (double pendulum)"
+            );
+            let (steps, n_alloc) = count(&lorenz, &options);
+            assert_eq!(
+                n_alloc, 0,
+                "{method}: {n_alloc} allocations in {steps} steps (Lorenz)"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_counter_counts() {
+    // The allocator really is active: a Vec allocates.
+    let before = allocations();
+    let v = std::hint::black_box(vec![1.0f64; 16]);
+    assert!(allocations() > before);
+    drop(v);
+}
