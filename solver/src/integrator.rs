@@ -13,6 +13,10 @@ use crate::solution::{DenseOutput, Solution, Statistics};
 use crate::system::OdeSystem;
 use crate::tableau::ExplicitTableau;
 
+/// The PI controller's memory of the previous error norm is floored here (as in OrdinaryDiffEq's
+/// `qoldinit`), so that one very accurate step does not license a huge next one.
+const MIN_ERR_PREV: f64 = 1e-4;
+
 /// What [`Integrator::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepOutcome {
@@ -86,16 +90,63 @@ fn rms_scaled(v: &[f64], scale: &[f64]) -> f64 {
     (sum / v.len() as f64).sqrt()
 }
 
-/// `out = base + h Σ_j a_j K_j` over the sparse row `(j, a_j)`.
+/// `out = base + h Σ_j a_j K_j` over the sparse row `(j, a_j)` (terms added in row order), for a system
+/// of compile-time size `N`: fully unrolled, no bounds checks in the loop.
 #[inline(always)]
-fn combine(out: &mut [f64], base: &[f64], h: f64, row: &[(usize, f64)], k: &[f64], n: usize) {
-    out.copy_from_slice(base);
+fn combine_fixed<const N: usize>(
+    out: &mut [f64],
+    base: &[f64],
+    h: f64,
+    row: &[(usize, f64)],
+    k: &[f64],
+) {
+    let mut acc: [f64; N] = base[..N].try_into().expect("length N");
     for &(j, a) in row {
         let ha = h * a;
-        for (o, &kv) in out.iter_mut().zip(&k[j * n..(j + 1) * n]) {
-            *o += ha * kv;
+        let kj: &[f64; N] = k[j * N..j * N + N].try_into().expect("length N");
+        for m in 0..N {
+            acc[m] += ha * kj[m];
         }
     }
+    out[..N].copy_from_slice(&acc);
+}
+
+/// `out = base + h Σ_j a_j K_j` over the sparse row `(j, a_j)`, terms added in row order.
+///
+/// Small systems dispatch to an unrolled kernel; the arithmetic (and so the result, bit for bit) is the
+/// same on every path.
+#[inline(always)]
+fn combine(out: &mut [f64], base: &[f64], h: f64, row: &[(usize, f64)], k: &[f64], n: usize) {
+    match n {
+        1 => combine_fixed::<1>(out, base, h, row, k),
+        2 => combine_fixed::<2>(out, base, h, row, k),
+        3 => combine_fixed::<3>(out, base, h, row, k),
+        4 => combine_fixed::<4>(out, base, h, row, k),
+        5 => combine_fixed::<5>(out, base, h, row, k),
+        6 => combine_fixed::<6>(out, base, h, row, k),
+        7 => combine_fixed::<7>(out, base, h, row, k),
+        8 => combine_fixed::<8>(out, base, h, row, k),
+        _ => {
+            let out = &mut out[..n];
+            out.copy_from_slice(&base[..n]);
+            for &(j, a) in row {
+                let ha = h * a;
+                let kj = &k[j * n..j * n + n];
+                for (o, &kv) in out.iter_mut().zip(kj) {
+                    *o += ha * kv;
+                }
+            }
+        }
+    }
+}
+
+/// The nonzero entries of `w` as a sparse row.
+fn sparse(w: &[f64]) -> Vec<(usize, f64)> {
+    w.iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(i, &v)| (i, v))
+        .collect()
 }
 
 /// A running solve, advanced one step at a time by [`Integrator::step`] (or to the end by
@@ -111,6 +162,11 @@ pub struct Integrator<'a, M: OdeSystem> {
     beta1: f64,
     beta2: f64,
     reject_exponent: f64,
+    /// Nonzero weights b_i and b̃_i as sparse rows.
+    b_row: Vec<(usize, f64)>,
+    btilde_row: Vec<(usize, f64)>,
+    /// Zeros, the base of the error sum.
+    zeros: Vec<f64>,
     // State.
     t: f64,
     /// Magnitude of the next step to try.
@@ -123,8 +179,8 @@ pub struct Integrator<'a, M: OdeSystem> {
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
-    /// err_{n−1}^{β2} of the PI controller.
-    err_prev_pow: f64,
+    /// β2·ln(err_{n−1}) of the PI controller.
+    err_prev_log: f64,
     k1_fresh: bool,
     extras_fresh: bool,
     last_rejected: bool,
@@ -190,6 +246,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             beta1: c.beta1 / k_err,
             beta2: c.beta2 / k_err,
             reject_exponent: 1.0 / k_err,
+            b_row: sparse(tab.b),
+            btilde_row: sparse(tab.btilde),
+            zeros: vec![0.0; n],
             t: t0,
             h_abs: 0.0,
             u: u0.clone(),
@@ -199,7 +258,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
-            err_prev_pow: 1e-4f64.powf(c.beta2 / k_err),
+            err_prev_log: c.beta2 / k_err * MIN_ERR_PREV.ln(),
             k1_fresh: false,
             extras_fresh: false,
             last_rejected: false,
@@ -223,7 +282,10 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             }
             Saving::EndOnly => {}
         }
-        integrator.eval_stage(0, t0, Source::U)?;
+        integrator.eval_stage(0, t0, Source::U);
+        if let Some(e) = integrator.non_finite_stage(0..1, 0.0, t0) {
+            return Err(e);
+        }
         integrator.k1_fresh = true;
         integrator.h_abs = match (integrator.options.fixed_step, integrator.options.h0) {
             (Some(h), _) => h,
@@ -293,33 +355,62 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     }
 
     /// Evaluates stage `i`: K_i = f(t, x) with x = u, u_new or y.
+    ///
+    /// No finiteness test here (it would cost a pass over K_i per stage): a NaN or ∞ anywhere reaches the
+    /// error norm or u_{n+1}, which are tested once per step, and [`Self::non_finite_stage`] then finds it.
     #[inline]
-    fn eval_stage(&mut self, i: usize, t: f64, source: Source) -> Result<(), SolverError> {
+    fn eval_stage(&mut self, i: usize, t: f64, source: Source) {
         let n = self.n;
         let x: &[f64] = match source {
             Source::U => &self.u,
             Source::UNew => &self.u_new,
             Source::Y => &self.y,
         };
-        let du = &mut self.k[i * n..(i + 1) * n];
         self.problem.model().rhs(
             t,
             ArrayView1::from(x),
             self.problem.params().view(),
-            ArrayViewMut1::from(&mut du[..]),
+            ArrayViewMut1::from(&mut self.k[i * n..(i + 1) * n]),
         );
         self.stats.rhs_evaluations += 1;
-        // A cheap finiteness test: the sum is NaN/∞ iff some entry is (or the sum overflows).
-        if !du.iter().sum::<f64>().is_finite() {
-            if let Some(component) = du.iter().position(|v| !v.is_finite()) {
-                return Err(SolverError::NonFiniteRhs {
+    }
+
+    /// The error for the first non-finite value among stages `stages` (evaluated at `t + c_i h`, or at
+    /// `t_new` for c_i = 1), if any.
+    fn non_finite_stage(
+        &self,
+        stages: std::ops::Range<usize>,
+        h: f64,
+        t_new: f64,
+    ) -> Option<SolverError> {
+        let n = self.n;
+        for i in stages {
+            let k = &self.k[i * n..(i + 1) * n];
+            if let Some(component) = k.iter().position(|v| !v.is_finite()) {
+                let c = self.tab.c[i];
+                let t = if c == 1.0 { t_new } else { self.t + c * h };
+                return Some(SolverError::NonFiniteRhs {
                     t,
                     component,
-                    value: du[component],
+                    value: k[component],
                 });
             }
         }
-        Ok(())
+        None
+    }
+
+    /// The error for a step whose error norm or new state is not finite: the first non-finite stage, or
+    /// else the first non-finite component of u_{n+1} (an overflow in the stage sums).
+    fn non_finite_error(&self, h: f64, t_new: f64) -> SolverError {
+        self.non_finite_stage(0..self.tab.stages, h, t_new)
+            .unwrap_or_else(|| {
+                let component = self.u_new.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                SolverError::NonFiniteRhs {
+                    t: t_new,
+                    component,
+                    value: self.u_new[component],
+                }
+            })
     }
 
     /// Hairer's starting step size (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4, algorithm on p. 169):
@@ -342,7 +433,15 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         for i in 0..n {
             self.y[i] = self.u[i] + self.dir * h0 * self.k[i];
         }
-        self.eval_stage(1, self.t + self.dir * h0, Source::Y)?;
+        self.eval_stage(1, self.t + self.dir * h0, Source::Y);
+        if let Some(component) = self.k[n..2 * n].iter().position(|v| !v.is_finite()) {
+            let t = self.t + self.dir * h0;
+            return Err(SolverError::NonFiniteRhs {
+                t,
+                component,
+                value: self.k[n + component],
+            });
+        }
         for i in 0..n {
             self.err[i] = self.k[n + i] - self.k[i];
         }
@@ -365,12 +464,15 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         let n = self.n;
         for i in self.tab.stages..self.tab.total_stages() {
             if Some(i) == self.tab.end_stage {
-                self.eval_stage(i, t_new, Source::UNew)?;
+                self.eval_stage(i, t_new, Source::UNew);
             } else {
                 combine(&mut self.y, &self.u, h, self.tab.a[i], &self.k, n);
-                self.eval_stage(i, self.t + self.tab.c[i] * h, Source::Y)?;
+                self.eval_stage(i, self.t + self.tab.c[i] * h, Source::Y);
             }
             self.stats.interpolation_rhs_evaluations += 1;
+        }
+        if let Some(e) = self.non_finite_stage(self.tab.stages..self.tab.total_stages(), h, t_new) {
+            return Err(e);
         }
         self.extras_fresh = true;
         Ok(())
@@ -378,7 +480,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
 
     /// Computes the step's main stages and u_new for a step of signed size `h` ending at `t_new`.
     #[inline]
-    fn compute_stages(&mut self, h: f64, t_new: f64) -> Result<(), SolverError> {
+    fn compute_stages(&mut self, h: f64, t_new: f64) {
         let n = self.n;
         let tab = self.tab;
         let s = tab.stages;
@@ -387,43 +489,40 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             combine(&mut self.y, &self.u, h, tab.a[i], &self.k, n);
             let c = tab.c[i];
             let ti = if c == 1.0 { t_new } else { self.t + c * h };
-            self.eval_stage(i, ti, Source::Y)?;
+            self.eval_stage(i, ti, Source::Y);
         }
         if tab.fsal {
             combine(&mut self.u_new, &self.u, h, tab.a[s - 1], &self.k, n);
-            self.eval_stage(s - 1, t_new, Source::UNew)?;
+            self.eval_stage(s - 1, t_new, Source::UNew);
         } else {
-            // u_new = u + h Σ b_i K_i over the nonzero weights.
-            self.u_new.copy_from_slice(&self.u);
-            for (i, &b) in tab.b.iter().enumerate() {
-                if b != 0.0 {
-                    let hb = h * b;
-                    for (o, &kv) in self.u_new.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
-                        *o += hb * kv;
-                    }
-                }
-            }
+            combine(&mut self.u_new, &self.u, h, &self.b_row, &self.k, n);
         }
-        Ok(())
     }
 
     /// Error norm RMS(e_i / (atol_i + rtol·max(|u_n,i|, |u_{n+1},i|))) with e = h Σ b̃_i K_i.
     #[inline]
     fn error_norm(&mut self, h: f64) -> f64 {
         let n = self.n;
-        self.err.iter_mut().for_each(|e| *e = 0.0);
-        for (i, &bt) in self.tab.btilde.iter().enumerate() {
-            if bt != 0.0 {
-                for (e, &kv) in self.err.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
-                    *e += bt * kv;
-                }
-            }
-        }
+        // err = Σ b̃_i K_i, then e = h · err.
+        combine(
+            &mut self.err,
+            &self.zeros,
+            1.0,
+            &self.btilde_row,
+            &self.k,
+            n,
+        );
         let rtol = self.options.rtol;
+        let (err, u, u_new, atol) = (
+            &self.err[..n],
+            &self.u[..n],
+            &self.u_new[..n],
+            &self.atol[..n],
+        );
         let mut sum = 0.0;
-        for i in 0..n {
-            let sc = self.atol[i] + rtol * self.u[i].abs().max(self.u_new[i].abs());
-            let r = h * self.err[i] / sc;
+        for m in 0..n {
+            let (a, b) = (u[m].abs(), u_new[m].abs());
+            let r = h * err[m] / (atol[m] + rtol * if a > b { a } else { b });
             sum += r * r;
         }
         (sum / n as f64).sqrt()
@@ -444,7 +543,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             });
         }
         if !self.k1_fresh {
-            self.eval_stage(0, self.t, Source::U)?;
+            self.eval_stage(0, self.t, Source::U);
             self.k1_fresh = true;
         }
         let stop = self.tstops[self.next_tstop];
@@ -467,29 +566,23 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             });
         }
 
-        self.compute_stages(h, t_new)?;
+        self.compute_stages(h, t_new);
 
         let accept = match self.options.fixed_step {
             Some(_) => true,
             None => {
                 let err = self.error_norm(h);
                 if !err.is_finite() {
-                    let component = self.u_new.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                    return Err(SolverError::NonFiniteRhs {
-                        t: t_new,
-                        component,
-                        value: self.u_new[component],
-                    });
+                    return Err(self.non_finite_error(h, t_new));
                 }
                 let c = self.options.controller;
                 if err <= 1.0 {
                     let q_max = if self.last_rejected { 1.0 } else { c.q_max };
-                    let q = if err == 0.0 {
-                        q_max
-                    } else {
-                        (c.safety * err.powf(-self.beta1) * self.err_prev_pow).clamp(c.q_min, q_max)
-                    };
-                    self.err_prev_pow = err.max(1e-4).powf(self.beta2);
+                    // q = safety · err^(−β1) · err_prev^(β2), by one ln and one exp (cheaper than two powf).
+                    let log_err = err.max(f64::MIN_POSITIVE).ln();
+                    let q = (c.safety * (self.err_prev_log - self.beta1 * log_err).exp())
+                        .clamp(c.q_min, q_max);
+                    self.err_prev_log = self.beta2 * err.max(MIN_ERR_PREV).ln();
                     self.h_abs = h_abs * q;
                     true
                 } else {
@@ -507,12 +600,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         if self.options.fixed_step.is_none() {
             self.last_rejected = false;
         } else if !self.u_new.iter().sum::<f64>().is_finite() {
-            let component = self.u_new.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(SolverError::NonFiniteRhs {
-                t: t_new,
-                component,
-                value: self.u_new[component],
-            });
+            return Err(self.non_finite_error(h, t_new));
         }
         self.stats.accepted_steps += 1;
         self.extras_fresh = false;

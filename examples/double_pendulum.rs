@@ -1,0 +1,153 @@
+//! The main job: the chaotic double pendulum of MIT 18.063 (*Matrix Calculus*).
+//!
+//! Solves the course's set-up (l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665, u0 = [2, 2, 0, 0], t ∈ [0, 10])
+//! with every explicit method, prints the statistics, checks the benchmark set-up against its reference
+//! value, and draws θ1(t), θ2(t).
+//!
+//! Run: `cargo run --release --example double_pendulum [-- --out DIR]` (default `out/double_pendulum`).
+
+mod common;
+
+use std::time::Instant;
+
+use odesens::models::DoublePendulum;
+use odesens::prelude::*;
+use plotters::style::RGBColor;
+
+const BLUE: RGBColor = RGBColor(25, 90, 200);
+const RED: RGBColor = RGBColor(200, 40, 40);
+
+/// u(10) of the benchmark set-up (l1 = l2 = m1 = m2 = 1, u0 = [π/2, π/2, 0, 0]), from data/reference.
+const BENCH_U10: [f64; 4] = [
+    -0.5788360081598,
+    -0.5098755884235,
+    6.055174314802,
+    -9.662377808596,
+];
+
+fn median_time<F: FnMut()>(mut f: F, repeats: usize) -> f64 {
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[repeats / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = common::out_dir("out/double_pendulum");
+    let p = DoublePendulum::course_params();
+    let problem = OdeProblem::new(
+        DoublePendulum,
+        vec![2.0, 2.0, 0.0, 0.0],
+        p.clone(),
+        (0.0, 10.0),
+    )?;
+    let e0 = DoublePendulum::energy(&[2.0, 2.0, 0.0, 0.0], &p);
+
+    println!(
+        "Double pendulum (MIT 18.063): l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665, u0 = [2, 2, 0, 0], t in [0, 10]"
+    );
+    println!("rtol = atol = 1e-10\n");
+    println!(
+        "{:<7} {:>9} {:>9} {:>10} {:>12} {:>12}  u(10)",
+        "method", "accepted", "rejected", "rhs evals", "time", "energy drift"
+    );
+    for method in Method::ALL {
+        let options = SolverOptions::default()
+            .method(method)
+            .tol(1e-10)
+            .max_steps(1_000_000);
+        let sol = solve(&problem, &options)?;
+        let time = median_time(|| drop(solve(&problem, &options)), 5);
+        let drift = sol
+            .states
+            .rows()
+            .into_iter()
+            .map(|r| (DoublePendulum::energy(&r.to_vec(), &p) - e0).abs() / e0.abs())
+            .fold(0.0, f64::max);
+        println!(
+            "{:<7} {:>9} {:>9} {:>10} {:>10.3} ms {:>12.1e}  [{:.6}, {:.6}, {:.6}, {:.6}]",
+            method.name(),
+            sol.stats.accepted_steps,
+            sol.stats.rejected_steps,
+            sol.stats.rhs_evaluations,
+            time * 1e3,
+            drift,
+            sol.u_end[0],
+            sol.u_end[1],
+            sol.u_end[2],
+            sol.u_end[3]
+        );
+    }
+
+    // The benchmark set-up against its reference value.
+    let bench = OdeProblem::new(
+        DoublePendulum,
+        vec![
+            std::f64::consts::FRAC_PI_2,
+            std::f64::consts::FRAC_PI_2,
+            0.0,
+            0.0,
+        ],
+        DoublePendulum::bench_params(),
+        (0.0, 10.0),
+    )?;
+    println!(
+        "\nBenchmark set-up (l1 = l2 = m1 = m2 = 1, u0 = [π/2, π/2, 0, 0]): max |u(10) − reference|"
+    );
+    for tol in [1e-6, 1e-8, 1e-10, 1e-12] {
+        let sol = solve(&bench, &SolverOptions::default().tol(tol).save_end_only())?;
+        let err = sol
+            .u_end
+            .iter()
+            .zip(BENCH_U10)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "  Tsit5 rtol = atol = {tol:.0e}: error {err:.2e} ({} steps, {} rejected)",
+            sol.stats.accepted_steps, sol.stats.rejected_steps
+        );
+    }
+
+    // θ1(t), θ2(t) on a fine grid by dense output.
+    let times: Vec<f64> = (0..=2000).map(|i| 0.005 * f64::from(i)).collect();
+    let sol = solve(
+        &problem,
+        &SolverOptions::default()
+            .method(Method::Vern9)
+            .tol(1e-12)
+            .save_at(times),
+    )?;
+    let series = |k: usize| -> Vec<(f64, f64)> {
+        sol.times
+            .iter()
+            .zip(sol.states.column(k))
+            .map(|(&t, &x)| (t, x))
+            .collect()
+    };
+    let path = out.join("angles.png");
+    common::line_plot(
+        &path,
+        "Double pendulum: angles (u0 = [2, 2, 0, 0], Vern9, tol 1e-12)",
+        "time t [s]",
+        "angle [rad]",
+        &[
+            common::Series {
+                label: "θ1(t)",
+                points: series(0),
+                color: BLUE,
+            },
+            common::Series {
+                label: "θ2(t)",
+                points: series(1),
+                color: RED,
+            },
+        ],
+    )?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
