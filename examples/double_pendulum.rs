@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use odesens::models::DoublePendulum;
 use odesens::prelude::*;
 use plotters::style::RGBColor;
@@ -24,18 +22,6 @@ const BENCH_U10: [f64; 4] = [
     6.055174314802,
     -9.662377808596,
 ];
-
-fn median_time<F: FnMut()>(mut f: F, repeats: usize) -> f64 {
-    let mut times: Vec<f64> = (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[repeats / 2]
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = common::out_dir("out/double_pendulum");
@@ -62,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .tol(1e-10)
             .max_steps(1_000_000);
         let sol = solve(&problem, &options)?;
-        let time = median_time(|| drop(solve(&problem, &options)), 5);
+        let time = common::median_time(|| drop(solve(&problem, &options)), 5);
         let drift = sol
             .states
             .rows()

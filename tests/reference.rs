@@ -182,11 +182,8 @@ fn closed_form_solutions_forward_and_backward() {
         )
         .unwrap();
         let exact = LinearOscillator::exact([1.0, -0.5], 2.0, 0.1, t0, t1);
-        for i in 0..2 {
-            assert!(
-                (sol.u_end[i] - exact[i]).abs() < 1e-9,
-                "oscillator {t0} → {t1}"
-            );
+        for (got, want) in sol.u_end.iter().zip(exact) {
+            assert!((got - want).abs() < 1e-9, "oscillator {t0} → {t1}");
         }
     }
 }

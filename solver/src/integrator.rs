@@ -76,7 +76,12 @@ fn check_times(
         if !(t >= lo && t <= hi) || (!allow_t0 && t == t0) {
             return Err(SolverError::TimeOutsideSpan { what, t, lo, hi });
         }
-        if index > 0 && !(dir * (t - times[index - 1]) > 0.0) {
+        // `is_gt` is false for NaN as well as for repeats and reversals.
+        if index > 0
+            && !(dir * (t - times[index - 1]))
+                .partial_cmp(&0.0)
+                .is_some_and(|o| o.is_gt())
+        {
             return Err(SolverError::UnsortedTimes { what, index, t });
         }
     }

@@ -251,7 +251,7 @@ impl SolverOptions {
         if let Some(h) = self.fixed_step {
             positive("fixed_step", h)?;
         }
-        if !(self.h_max > 0.0) {
+        if self.h_max.is_nan() || self.h_max <= 0.0 {
             return Err(SolverError::InvalidOption {
                 name: "h_max",
                 value: self.h_max,

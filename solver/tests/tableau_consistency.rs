@@ -1,6 +1,8 @@
 //! One looped test checks every tableau: structure, row sums, and the Runge–Kutta order conditions
 //! (Butcher's rooted trees) for the method, its embedded pair and its continuous extension.
 
+#![allow(clippy::needless_range_loop)] // index loops mirror the formulas (Σ_i b_i Φ_i, rows of A)
+
 use odesens_solver::Method;
 use odesens_solver::tableau::ExplicitTableau;
 

@@ -14,8 +14,10 @@ impl Arenstorf {
     /// μ = 0.012277471.
     pub const MU: f64 = 0.012277471;
     /// The periodic orbit's initial value.
+    #[allow(clippy::excessive_precision)]
     pub const U0: [f64; 4] = [0.994, 0.0, 0.0, -2.00158510637908252240537862224];
     /// Its period.
+    #[allow(clippy::excessive_precision)]
     pub const PERIOD: f64 = 17.0652165601579625588917206249;
 }
 
