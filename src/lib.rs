@@ -34,3 +34,8 @@ pub mod prelude {
         SolverError, SolverOptions, Statistics, StepOutcome, solve,
     };
 }
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
