@@ -40,7 +40,12 @@ fn problem() -> OdeProblem<DoublePendulum> {
 
 /// One evaluation of the model's right-hand side, kept out of line like the solver's calls.
 #[inline(never)]
-fn rhs_call(t: f64, u: ndarray::ArrayView1<f64>, p: ndarray::ArrayView1<f64>, du: ndarray::ArrayViewMut1<f64>) {
+fn rhs_call(
+    t: f64,
+    u: ndarray::ArrayView1<f64>,
+    p: ndarray::ArrayView1<f64>,
+    du: ndarray::ArrayViewMut1<f64>,
+) {
     DoublePendulum.rhs(t, u, p, du);
 }
 

@@ -7,6 +7,7 @@
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 
 use crate::error::SolverError;
+use crate::fastmath;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::OdeProblem;
 use crate::solution::{DenseOutput, Solution, Statistics};
@@ -184,7 +185,7 @@ pub struct Integrator<'a, M: OdeSystem> {
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
-    /// β2·ln(err_{n−1}) of the PI controller.
+    /// β2·log2(err_{n−1}) of the PI controller.
     err_prev_log: f64,
     k1_fresh: bool,
     extras_fresh: bool,
@@ -263,7 +264,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
-            err_prev_log: c.beta2 / k_err * MIN_ERR_PREV.ln(),
+            err_prev_log: c.beta2 / k_err * fastmath::log2(MIN_ERR_PREV),
             k1_fresh: false,
             extras_fresh: false,
             last_rejected: false,
@@ -583,15 +584,17 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 let c = self.options.controller;
                 if err <= 1.0 {
                     let q_max = if self.last_rejected { 1.0 } else { c.q_max };
-                    // q = safety · err^(−β1) · err_prev^(β2), by one ln and one exp (cheaper than two powf).
-                    let log_err = err.max(f64::MIN_POSITIVE).ln();
-                    let q = (c.safety * (self.err_prev_log - self.beta1 * log_err).exp())
+                    // q = safety · err^(−β1) · err_prev^(β2), by one log2 and one exp2 of `fastmath`.
+                    let log_err = fastmath::log2(err.max(f64::MIN_POSITIVE));
+                    let q = (c.safety * fastmath::exp2(self.err_prev_log - self.beta1 * log_err))
                         .clamp(c.q_min, q_max);
-                    self.err_prev_log = self.beta2 * err.max(MIN_ERR_PREV).ln();
+                    self.err_prev_log = self.beta2 * log_err.max(fastmath::log2(MIN_ERR_PREV));
                     self.h_abs = h_abs * q;
                     true
                 } else {
-                    let q = (c.safety * err.powf(-self.reject_exponent)).max(c.q_min);
+                    let q = (c.safety
+                        * fastmath::exp2(-self.reject_exponent * fastmath::log2(err)))
+                    .max(c.q_min);
                     self.h_abs = h_abs * q;
                     false
                 }

@@ -16,6 +16,7 @@
 #![allow(clippy::excessive_precision)]
 
 mod error;
+mod fastmath;
 mod integrator;
 mod options;
 mod problem;
