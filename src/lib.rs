@@ -31,7 +31,7 @@ pub use odesens_solver::*;
 pub mod prelude {
     pub use odesens_solver::{
         Atol, Integrator, Method, OdeProblem, OdeSystem, PiController, Saving, Scalar, Solution,
-        SolverError, SolverOptions, Statistics, StepOutcome, solve,
+        SolverError, SolverOptions, Statistics, StepOutcome, StepReplay, solve,
     };
 }
 

@@ -249,3 +249,52 @@ fn solution_serializes_to_json() {
         serde_json::from_str(&serde_json::to_string(&sol).unwrap()).unwrap();
     assert_eq!(back, json);
 }
+
+#[test]
+fn step_replay_reproduces_every_step_bit_for_bit() {
+    let problem = OdeProblem::new(
+        DoublePendulum,
+        vec![2.0, 2.0, 0.0, 0.0],
+        DoublePendulum::course_params(),
+        (0.0, 2.0),
+    )
+    .unwrap();
+    for method in Method::ALL {
+        let options = SolverOptions::default()
+            .method(method)
+            .tol(1e-8)
+            .tstops(vec![0.5, 1.0]);
+        let mut integrator = Integrator::new(&problem, &options).unwrap();
+        let mut replay = StepReplay::new(method, 4);
+        let s = method.tableau().stages;
+        let mut checked = 0;
+        while !integrator.is_finished() {
+            integrator.step().unwrap();
+            if let Some(step) = integrator.accepted_step() {
+                replay.replay(
+                    problem.model(),
+                    problem.params().view(),
+                    step.t,
+                    step.h,
+                    step.t_next,
+                    step.u,
+                );
+                assert_eq!(
+                    replay.u_next(),
+                    step.u_next,
+                    "{method}: u_(n+1) at t = {}",
+                    step.t
+                );
+                for i in 0..s {
+                    assert_eq!(
+                        replay.stage_input(i),
+                        step.stage_input(i),
+                        "{method}: Y_{i}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, integrator.stats().accepted_steps);
+    }
+}

@@ -12,7 +12,7 @@ use crate::options::{Saving, SolverOptions};
 use crate::problem::OdeProblem;
 use crate::solution::{DenseOutput, Solution, Statistics};
 use crate::system::OdeSystem;
-use crate::tableau::ExplicitTableau;
+use crate::tableau::{ExplicitTableau, Method};
 
 /// The PI controller's memory of the previous error norm is floored here (as in OrdinaryDiffEq's
 /// `qoldinit`), so that one very accurate step does not license a huge next one.
@@ -155,6 +155,178 @@ fn sparse(w: &[f64]) -> Vec<(usize, f64)> {
         .collect()
 }
 
+/// Evaluates du = f(t, x, p) on slices.
+#[inline(always)]
+fn eval<M: OdeSystem>(model: &M, p: ArrayView1<f64>, t: f64, x: &[f64], du: &mut [f64]) {
+    model.rhs(t, ArrayView1::from(x), p, ArrayViewMut1::from(du));
+}
+
+/// The main stages of one step from (t, u) with signed size h to t_new = t + h, given K_1 = f(t, u) in
+/// `k[0..n]`: stage inputs Y_i = u + h Σ_j a_ij K_j into `ys[i·n..]` (Y_1 = u is not written), stages
+/// K_i = f(t + c_i h, Y_i) into `k`, and u_{n+1} into `u_new` (for FSAL tableaus the last stage input,
+/// whose stage K_s = f(t_new, u_{n+1}) is evaluated too). Returns the number of rhs evaluations.
+///
+/// The one implementation of a step, shared by the integrator and by [`StepReplay`], so that a replay
+/// reproduces the integrator's values bit for bit.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn main_stages<M: OdeSystem>(
+    tab: &ExplicitTableau,
+    b_row: &[(usize, f64)],
+    model: &M,
+    p: ArrayView1<f64>,
+    (t, h, t_new): (f64, f64, f64),
+    u: &[f64],
+    u_new: &mut [f64],
+    k: &mut [f64],
+    ys: &mut [f64],
+) -> usize {
+    let n = u.len();
+    let s = tab.stages;
+    let last = if tab.fsal { s - 1 } else { s };
+    for i in 1..last {
+        let (done, rest) = k.split_at_mut(i * n);
+        let yi = &mut ys[i * n..(i + 1) * n];
+        combine(yi, u, h, tab.a[i], done, n);
+        let c = tab.c[i];
+        let ti = if c == 1.0 { t_new } else { t + c * h };
+        eval(model, p, ti, yi, &mut rest[..n]);
+    }
+    if tab.fsal {
+        let (done, rest) = k.split_at_mut((s - 1) * n);
+        combine(u_new, u, h, tab.a[s - 1], done, n);
+        eval(model, p, t_new, u_new, &mut rest[..n]);
+        s - 1
+    } else {
+        combine(u_new, u, h, b_row, k, n);
+        s - 1
+    }
+}
+
+/// Recomputes steps of an explicit Runge–Kutta method exactly as [`Integrator`] computed them: from a
+/// checkpoint (t_n, u_n) and the step size h_n of the forward solve, the same stage inputs Y_i, stages
+/// K_i and u_{n+1}, bit for bit. This is what adjoints need to revisit a step.
+#[derive(Debug, Clone)]
+pub struct StepReplay {
+    tab: &'static ExplicitTableau,
+    n: usize,
+    b_row: Vec<(usize, f64)>,
+    k: Vec<f64>,
+    ys: Vec<f64>,
+    u: Vec<f64>,
+    u_new: Vec<f64>,
+}
+
+impl StepReplay {
+    /// Buffers for a system of `n` states.
+    pub fn new(method: Method, n: usize) -> Self {
+        let tab = method.tableau();
+        Self {
+            tab,
+            n,
+            b_row: sparse(tab.b),
+            k: vec![0.0; tab.stages * n],
+            ys: vec![0.0; tab.stages * n],
+            u: vec![0.0; n],
+            u_new: vec![0.0; n],
+        }
+    }
+
+    /// The method's tableau.
+    pub fn tableau(&self) -> &'static ExplicitTableau {
+        self.tab
+    }
+
+    /// Replays the step from (t, u) of signed size h ending at `t_new` (pass the forward solve's t_{n+1},
+    /// which for a step onto a tstop is the tstop itself). Costs s rhs evaluations (K_1 included).
+    pub fn replay<M: OdeSystem>(
+        &mut self,
+        model: &M,
+        p: ArrayView1<f64>,
+        t: f64,
+        h: f64,
+        t_new: f64,
+        u: &[f64],
+    ) {
+        let n = self.n;
+        self.u.copy_from_slice(&u[..n]);
+        eval(model, p, t, &self.u, &mut self.k[..n]);
+        main_stages(
+            self.tab,
+            &self.b_row,
+            model,
+            p,
+            (t, h, t_new),
+            &self.u,
+            &mut self.u_new,
+            &mut self.k,
+            &mut self.ys,
+        );
+    }
+
+    /// The stage input Y_i of the replayed step (Y_1 = u_n; for FSAL methods Y_s = u_{n+1}).
+    pub fn stage_input(&self, i: usize) -> &[f64] {
+        stage_input(self.tab, self.n, i, &self.u, &self.u_new, &self.ys)
+    }
+
+    /// The stage K_i of the replayed step.
+    pub fn stage(&self, i: usize) -> &[f64] {
+        &self.k[i * self.n..(i + 1) * self.n]
+    }
+
+    /// u_{n+1} of the replayed step.
+    pub fn u_next(&self) -> &[f64] {
+        &self.u_new
+    }
+}
+
+/// Stage input i given u_n, u_{n+1} and the stored inputs.
+fn stage_input<'b>(
+    tab: &ExplicitTableau,
+    n: usize,
+    i: usize,
+    u: &'b [f64],
+    u_new: &'b [f64],
+    ys: &'b [f64],
+) -> &'b [f64] {
+    if i == 0 {
+        u
+    } else if tab.fsal && i == tab.stages - 1 {
+        u_new
+    } else {
+        &ys[i * n..(i + 1) * n]
+    }
+}
+
+/// The step just accepted by [`Integrator::step`]: what forward sensitivities need.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedStep<'b> {
+    /// Start time t_n.
+    pub t: f64,
+    /// Signed step size h_n (t_{n+1} = `t_next`).
+    pub h: f64,
+    /// End time t_{n+1}.
+    pub t_next: f64,
+    /// u_n.
+    pub u: &'b [f64],
+    /// u_{n+1}.
+    pub u_next: &'b [f64],
+    tab: &'static ExplicitTableau,
+    ys: &'b [f64],
+}
+
+impl AcceptedStep<'_> {
+    /// Stage input Y_i (Y_1 = u_n; for FSAL methods Y_s = u_{n+1}).
+    pub fn stage_input(&self, i: usize) -> &[f64] {
+        stage_input(self.tab, self.u.len(), i, self.u, self.u_next, self.ys)
+    }
+
+    /// The method's tableau.
+    pub fn tableau(&self) -> &'static ExplicitTableau {
+        self.tab
+    }
+}
+
 /// A running solve, advanced one step at a time by [`Integrator::step`] (or to the end by
 /// [`Integrator::run`]).
 pub struct Integrator<'a, M: OdeSystem> {
@@ -181,7 +353,12 @@ pub struct Integrator<'a, M: OdeSystem> {
     u_new: Vec<f64>,
     /// Stages, `total_stages × n`.
     k: Vec<f64>,
+    /// Stage inputs Y_i of the main stages, `stages × n`.
+    ys: Vec<f64>,
+    /// Scratch stage input (initial step, extra stages, interpolation).
     y: Vec<f64>,
+    /// t_n and h of the last accepted step, if the last step was accepted.
+    last_accepted: Option<(f64, f64)>,
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
@@ -260,7 +437,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             u: u0.clone(),
             u_new: u0,
             k: vec![0.0; total * n],
+            ys: vec![0.0; tab.stages * n],
             y: vec![0.0; n],
+            last_accepted: None,
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
@@ -327,6 +506,26 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.finished
     }
 
+    /// The step just accepted (after [`Integrator::step`] returned `Accepted` or `Finished`): t_n, h,
+    /// u_n, u_{n+1} and the stage inputs, as forward sensitivities need them. `None` after a rejection.
+    pub fn accepted_step(&self) -> Option<AcceptedStep<'_>> {
+        // After acceptance `u` holds u_{n+1} and `u_new` holds u_n (the buffers were swapped).
+        self.last_accepted.map(|(t, h)| AcceptedStep {
+            t,
+            h,
+            t_next: self.t,
+            u: &self.u_new,
+            u_next: &self.u,
+            tab: self.tab,
+            ys: &self.ys,
+        })
+    }
+
+    /// The solver options in use.
+    pub fn options(&self) -> &SolverOptions {
+        &self.options
+    }
+
     /// Steps until t_end.
     ///
     /// # Errors
@@ -372,11 +571,12 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             Source::UNew => &self.u_new,
             Source::Y => &self.y,
         };
-        self.problem.model().rhs(
-            t,
-            ArrayView1::from(x),
+        eval(
+            self.problem.model(),
             self.problem.params().view(),
-            ArrayViewMut1::from(&mut self.k[i * n..(i + 1) * n]),
+            t,
+            x,
+            &mut self.k[i * n..(i + 1) * n],
         );
         self.stats.rhs_evaluations += 1;
     }
@@ -487,22 +687,18 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// Computes the step's main stages and u_new for a step of signed size `h` ending at `t_new`.
     #[inline]
     fn compute_stages(&mut self, h: f64, t_new: f64) {
-        let n = self.n;
-        let tab = self.tab;
-        let s = tab.stages;
-        let last = if tab.fsal { s - 1 } else { s };
-        for i in 1..last {
-            combine(&mut self.y, &self.u, h, tab.a[i], &self.k, n);
-            let c = tab.c[i];
-            let ti = if c == 1.0 { t_new } else { self.t + c * h };
-            self.eval_stage(i, ti, Source::Y);
-        }
-        if tab.fsal {
-            combine(&mut self.u_new, &self.u, h, tab.a[s - 1], &self.k, n);
-            self.eval_stage(s - 1, t_new, Source::UNew);
-        } else {
-            combine(&mut self.u_new, &self.u, h, &self.b_row, &self.k, n);
-        }
+        let evaluations = main_stages(
+            self.tab,
+            &self.b_row,
+            self.problem.model(),
+            self.problem.params().view(),
+            (self.t, h, t_new),
+            &self.u,
+            &mut self.u_new,
+            &mut self.k,
+            &mut self.ys,
+        );
+        self.stats.rhs_evaluations += evaluations;
     }
 
     /// Error norm RMS(e_i / (atol_i + rtol·max(|u_n,i|, |u_{n+1},i|))) with e = h Σ b̃_i K_i.
@@ -603,6 +799,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         if !accept {
             self.stats.rejected_steps += 1;
             self.last_rejected = true;
+            self.last_accepted = None;
             return Ok(StepOutcome::Rejected);
         }
         if self.options.fixed_step.is_none() {
@@ -612,6 +809,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         }
         self.stats.accepted_steps += 1;
         self.extras_fresh = false;
+        self.last_accepted = Some((self.t, h));
 
         // Outputs inside (t, t_new], dense output of the step.
         self.save_in_step(h, t_new)?;
