@@ -298,6 +298,38 @@ fn stage_input<'b>(
     }
 }
 
+/// The state of an [`Integrator`] between steps, from which the solve can be replayed bit for bit
+/// ([`Integrator::checkpoint_into`], [`Integrator::restore`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Checkpoint {
+    /// Time.
+    pub t: f64,
+    /// State u(t).
+    pub u: Vec<f64>,
+    /// f(t, u) when the integrator had it (FSAL methods), else empty.
+    pub k1: Vec<f64>,
+    /// Magnitude of the next step to try.
+    pub h_abs: f64,
+    /// The PI controller's memory of the previous error.
+    pub err_prev_log: f64,
+    /// Whether the last attempted step was rejected.
+    pub last_rejected: bool,
+    /// Index of the next tstop.
+    pub next_tstop: usize,
+    /// Steps attempted so far.
+    pub steps_taken: usize,
+    /// Whether t_end was reached.
+    pub finished: bool,
+}
+
+impl Checkpoint {
+    /// Bytes of floating-point data the checkpoint holds (state, first stage and scalars).
+    pub fn bytes(&self) -> usize {
+        (self.u.len() + self.k1.len() + 3) * std::mem::size_of::<f64>()
+            + 3 * std::mem::size_of::<usize>()
+    }
+}
+
 /// The step just accepted by [`Integrator::step`]: what forward sensitivities need.
 #[derive(Debug, Clone, Copy)]
 pub struct AcceptedStep<'b> {
@@ -359,6 +391,10 @@ pub struct Integrator<'a, M: OdeSystem> {
     y: Vec<f64>,
     /// t_n and h of the last accepted step, if the last step was accepted.
     last_accepted: Option<(f64, f64)>,
+    /// Steps attempted (accepted + rejected) since t0, for `max_steps`; restored with checkpoints.
+    steps_taken: usize,
+    /// Whether steps store outputs (off for replays from checkpoints).
+    recording: bool,
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
@@ -440,6 +476,8 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             ys: vec![0.0; tab.stages * n],
             y: vec![0.0; n],
             last_accepted: None,
+            steps_taken: 0,
+            recording: true,
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
@@ -524,6 +562,78 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// The solver options in use.
     pub fn options(&self) -> &SolverOptions {
         &self.options
+    }
+
+    /// Writes into `cp` everything needed to replay the solve from the current point bit for bit: t, u,
+    /// the first stage f(t, u) when it is known (FSAL), the next step size and the controller's state.
+    /// Reuses `cp`'s buffers (no allocation once they have the right size).
+    pub fn checkpoint_into(&self, cp: &mut Checkpoint) {
+        cp.t = self.t;
+        cp.u.clear();
+        cp.u.extend_from_slice(&self.u);
+        cp.k1.clear();
+        if self.k1_fresh {
+            cp.k1.extend_from_slice(&self.k[..self.n]);
+        }
+        cp.h_abs = self.h_abs;
+        cp.err_prev_log = self.err_prev_log;
+        cp.last_rejected = self.last_rejected;
+        cp.next_tstop = self.next_tstop;
+        cp.steps_taken = self.steps_taken;
+        cp.finished = self.finished;
+    }
+
+    /// A new [`Checkpoint`] of the current point.
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut cp = Checkpoint::default();
+        self.checkpoint_into(&mut cp);
+        cp
+    }
+
+    /// Resumes from a checkpoint taken by an integrator of the same problem and options. From then on the
+    /// integrator only steps (no outputs are stored): the steps it takes are bit for bit those of the
+    /// original solve. Statistics keep accumulating, so they count the recomputation.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] if the checkpoint's state has the wrong length.
+    pub fn restore(&mut self, cp: &Checkpoint) -> Result<(), SolverError> {
+        let n = self.n;
+        if cp.u.len() != n || !(cp.k1.is_empty() || cp.k1.len() == n) {
+            return Err(SolverError::DimensionMismatch {
+                what: "checkpoint state",
+                expected: n,
+                got: cp.u.len(),
+            });
+        }
+        self.t = cp.t;
+        self.u.copy_from_slice(&cp.u);
+        self.k1_fresh = !cp.k1.is_empty();
+        if self.k1_fresh {
+            self.k[..n].copy_from_slice(&cp.k1);
+        }
+        self.h_abs = cp.h_abs;
+        self.err_prev_log = cp.err_prev_log;
+        self.last_rejected = cp.last_rejected;
+        self.next_tstop = cp.next_tstop;
+        self.steps_taken = cp.steps_taken;
+        self.finished = cp.finished;
+        self.last_accepted = None;
+        self.extras_fresh = false;
+        self.recording = false;
+        Ok(())
+    }
+
+    /// Takes steps until one is accepted; returns it (rejections in between are part of the replay).
+    ///
+    /// # Errors
+    /// As [`Integrator::step`].
+    pub fn step_accepted(&mut self) -> Result<AcceptedStep<'_>, SolverError> {
+        loop {
+            if self.step()? != StepOutcome::Rejected {
+                break;
+            }
+        }
+        Ok(self.accepted_step().expect("the last step was accepted"))
     }
 
     /// Steps until t_end.
@@ -738,7 +848,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         if self.finished {
             return Err(SolverError::AlreadyFinished { t: self.t });
         }
-        if self.stats.accepted_steps + self.stats.rejected_steps >= self.options.max_steps {
+        if self.steps_taken >= self.options.max_steps {
             return Err(SolverError::MaxStepsReached {
                 t: self.t,
                 max_steps: self.options.max_steps,
@@ -796,6 +906,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 }
             }
         };
+        self.steps_taken += 1;
         if !accept {
             self.stats.rejected_steps += 1;
             self.last_rejected = true;
@@ -812,8 +923,10 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.last_accepted = Some((self.t, h));
 
         // Outputs inside (t, t_new], dense output of the step.
-        self.save_in_step(h, t_new)?;
-        if self.dense.is_some() {
+        if self.recording {
+            self.save_in_step(h, t_new)?;
+        }
+        if self.recording && self.dense.is_some() {
             self.ensure_extras(h, t_new)?;
             if let Some(d) = self.dense.as_mut() {
                 d.push(self.t, h, &self.u, &self.k);
@@ -840,8 +953,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 self.finished = true;
             }
         }
-        if matches!(self.options.saving, Saving::EveryStep)
-            || (self.finished && matches!(self.options.saving, Saving::EndOnly))
+        if self.recording
+            && (matches!(self.options.saving, Saving::EveryStep)
+                || (self.finished && matches!(self.options.saving, Saving::EndOnly)))
         {
             self.push_output(self.t, true);
         }

@@ -49,6 +49,33 @@ pub trait OdeSystem: Sync {
 
     /// Evaluates du = f(t, u, p) into `du` (length n).
     fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, du: ArrayViewMut1<S>);
+
+    /// Optional hand-written Jacobian–vector product: writes f_u(t, u, p)·v + f_p(t, u, p)·w into `out`
+    /// and returns `true`. The default returns `false`, and odesens differentiates `rhs` by forward-mode
+    /// AD instead (exact, about 1–2 rhs evaluations). Override only where a hand-written product is
+    /// cheaper; it must be exact, or gradients will be wrong.
+    fn jvp(&self, t: f64, u: &[f64], p: &[f64], v: &[f64], w: &[f64], out: &mut [f64]) -> bool {
+        let _ = (t, u, p, v, w, out);
+        false
+    }
+
+    /// Optional hand-written vector–Jacobian product: writes λᵀ f_u(t, u, p) into `u_bar` and
+    /// λᵀ f_p(t, u, p) into `p_bar` (both overwritten) and returns `true`. The default returns `false`,
+    /// and odesens forms the Jacobian [f_u f_p] by forward-mode AD in chunks of dual numbers instead
+    /// (cost grows with n + number of parameters). Adjoints call this once per stage of every step: a
+    /// hand-written vjp pays off for larger systems.
+    fn vjp(
+        &self,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+        lambda: &[f64],
+        u_bar: &mut [f64],
+        p_bar: &mut [f64],
+    ) -> bool {
+        let _ = (t, u, p, lambda, u_bar, p_bar);
+        false
+    }
 }
 
 impl<T: OdeSystem + ?Sized> OdeSystem for &T {
@@ -60,5 +87,19 @@ impl<T: OdeSystem + ?Sized> OdeSystem for &T {
     }
     fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, du: ArrayViewMut1<S>) {
         (**self).rhs(t, u, p, du)
+    }
+    fn jvp(&self, t: f64, u: &[f64], p: &[f64], v: &[f64], w: &[f64], out: &mut [f64]) -> bool {
+        (**self).jvp(t, u, p, v, w, out)
+    }
+    fn vjp(
+        &self,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+        lambda: &[f64],
+        u_bar: &mut [f64],
+        p_bar: &mut [f64],
+    ) -> bool {
+        (**self).vjp(t, u, p, lambda, u_bar, p_bar)
     }
 }

@@ -1,0 +1,441 @@
+//! The exact discrete adjoint: the gradient of the computed solution's objective with respect to every
+//! parameter and initial value, at a cost that does not grow with their number.
+//!
+//! Each accepted step n (t_n, h, stage inputs Y_i) is differentiated in reverse (A. Sandu, "On the
+//! properties of Runge–Kutta discrete adjoints", 2006; W. Hager 2000): given λ = ∂G/∂u_{n+1},
+//! for i = s … 1: K̄_i = h b_i λ + h Σ_{j>i} a_ji Ȳ_j, Ȳ_i = f_u(Y_i)ᵀ K̄_i (+ h b_i ∂r/∂u for an integral
+//! term), p̄ += f_p(Y_i)ᵀ K̄_i (+ h b_i ∂r/∂p); then λ_n = λ + Σ_i Ȳ_i, plus ∂g_k/∂u at observation times.
+//! ∇_{u0} G = λ_0, ∇_p G = p̄. The step sequence is frozen, so this is the gradient of the discrete
+//! solution to round-off. The FSAL stage of a step (weight 0, no later stage) has K̄ = 0 and is skipped; the
+//! next step's first stage is differentiated as f(t_{n+1}, u_{n+1}), which it equals bit for bit.
+//!
+//! Steps are revisited from checkpoints ([`Checkpointing`]): a checkpoint restores the integrator so that
+//! it retakes the same steps bit for bit, rejections included.
+
+use ndarray::Array1;
+use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
+
+use crate::common::{
+    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, stage_time,
+};
+use crate::derivatives::Derivatives;
+use crate::error::{SensitivityError, check_finite};
+use crate::objective::Objective;
+
+/// How the backward pass gets back to the steps of the forward solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Checkpointing {
+    /// A checkpoint at every step: no recomputation beyond each step's own replay; memory ∝ steps.
+    KeepAll,
+    /// A checkpoint every `every` steps; each segment is recomputed once, storing its steps' checkpoints.
+    Uniform {
+        /// Steps between stored checkpoints (≥ 1).
+        every: usize,
+    },
+    /// Griewank–Walther binomial checkpointing ("Revolve") with at most `snapshots` checkpoints stored at
+    /// once (the initial one included): for l steps the fewest possible steps are recomputed,
+    /// t(l, s) = r·l − β(s+1, r−1), β(s, r) = C(s+r, s), r minimal with β(s, r) ≥ l. l is found by the
+    /// forward solve, which also evaluates G.
+    Binomial {
+        /// Checkpoints stored at once (≥ 1).
+        snapshots: usize,
+    },
+    /// Binomial checkpointing with as many snapshots as fit in `bytes`.
+    MemoryBudget {
+        /// Bytes of checkpoint data allowed.
+        bytes: usize,
+    },
+}
+
+/// β(s, r) = C(s + r, s) (saturating).
+fn beta(s: usize, r: usize) -> usize {
+    // C(s + r, min(s, r)) by the multiplicative formula, saturating at usize::MAX.
+    let k = s.min(r);
+    let mut c: u128 = 1;
+    for i in 1..=k as u128 {
+        c = c * (s.max(r) as u128 + i) / i;
+        if c > usize::MAX as u128 {
+            return usize::MAX;
+        }
+    }
+    c as usize
+}
+
+/// Griewank–Walther's minimal number of recomputed steps t(l, s) for l steps and s snapshots.
+pub fn binomial_recomputations(l: usize, s: usize) -> usize {
+    if l <= 1 {
+        return 0;
+    }
+    if s <= 1 {
+        return l * (l - 1) / 2;
+    }
+    let mut r = 0;
+    while beta(s, r) < l {
+        r += 1;
+    }
+    r * l - if r == 0 { 0 } else { beta(s + 1, r - 1) }
+}
+
+/// The optimal first advance for reversing l > 1 steps with c ≥ 2 snapshots:
+/// l̂ = max(β(c, r−2), l − β(c−1, r)) clamped to [1, l−1] (checked against a brute-force recursion in
+/// the tests).
+fn binomial_split(l: usize, c: usize) -> usize {
+    let mut r = 0;
+    while beta(c, r) < l {
+        r += 1;
+    }
+    let a = if r >= 2 { beta(c, r - 2) } else { 0 };
+    let b = l.saturating_sub(beta(c - 1, r));
+    a.max(b).clamp(1, l - 1)
+}
+
+/// The backward pass's working state.
+struct Engine<'a, 'o, M: OdeSystem, O: Objective> {
+    replay: Integrator<'a, M>,
+    der: Derivatives<'a, M>,
+    tracker: ObjectiveTracker<'o, O>,
+    p: Vec<f64>,
+    lambda: Vec<f64>,
+    p_bar: Vec<f64>,
+    acc: Vec<f64>,
+    y_bar: Vec<f64>,
+    sum_y: Vec<f64>,
+    /// Observations not yet added, counted from the start (the next one to add is `obs_left − 1`).
+    obs_left: usize,
+    stats: SensitivityStats,
+}
+
+impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
+    /// Takes the next step from the integrator's current state and differentiates it backwards.
+    fn adjoint_current(&mut self) -> Result<(), SensitivityError> {
+        let step = self.replay.step_accepted()?;
+        adjoint_step(
+            &step,
+            &mut self.der,
+            &mut self.tracker,
+            &self.p,
+            &mut self.lambda,
+            &mut self.p_bar,
+            &mut self.acc,
+            &mut self.y_bar,
+            &mut self.sum_y,
+            &mut self.obs_left,
+        )
+    }
+
+    /// Restores `cp` and advances `steps` accepted steps (recomputation).
+    fn advance_from(&mut self, cp: &Checkpoint, steps: usize) -> Result<(), SensitivityError> {
+        self.replay.restore(cp)?;
+        for _ in 0..steps {
+            self.replay.step_accepted()?;
+        }
+        self.stats.recomputed_steps += steps;
+        Ok(())
+    }
+}
+
+/// Stored checkpoints: a stack whose buffers are reused.
+struct Stack {
+    items: Vec<Checkpoint>,
+    depth: usize,
+    cp_bytes: usize,
+    peak: usize,
+}
+
+impl Stack {
+    /// Stores the integrator's current point; returns its slot.
+    fn push<M: OdeSystem>(&mut self, integrator: &Integrator<'_, M>) -> usize {
+        if self.depth == self.items.len() {
+            self.items.push(Checkpoint::default());
+        }
+        integrator.checkpoint_into(&mut self.items[self.depth]);
+        self.depth += 1;
+        self.peak = self.peak.max(self.depth);
+        self.depth - 1
+    }
+
+    fn pop(&mut self) {
+        self.depth -= 1;
+    }
+}
+
+/// Reverses steps [a, b) from the checkpoint in `slot` (taken at step a) with `c` snapshots usable, that
+/// one included (Griewank–Walther): advance l̂ steps, store a snapshot, reverse [a + l̂, b) with c − 1,
+/// release it, reverse [a, a + l̂) with c. With one snapshot left every step is reached from `slot`.
+fn revolve<M: OdeSystem, O: Objective>(
+    e: &mut Engine<'_, '_, M, O>,
+    st: &mut Stack,
+    slot: usize,
+    (a, b): (usize, usize),
+    c: usize,
+) -> Result<(), SensitivityError> {
+    let l = b - a;
+    if l == 0 {
+        return Ok(());
+    }
+    if l == 1 {
+        e.replay.restore(&st.items[slot])?;
+        return e.adjoint_current();
+    }
+    if c <= 1 {
+        for j in (a..b).rev() {
+            e.advance_from(&st.items[slot], j - a)?;
+            e.adjoint_current()?;
+        }
+        return Ok(());
+    }
+    let lh = binomial_split(l, c);
+    e.advance_from(&st.items[slot], lh)?;
+    let m = st.push(&e.replay);
+    revolve(e, st, m, (a + lh, b), c - 1)?;
+    st.pop();
+    revolve(e, st, slot, (a, a + lh), c)
+}
+
+/// Differentiates one accepted step backwards (see the module docs); λ and p̄ are updated in place.
+#[allow(clippy::too_many_arguments)]
+fn adjoint_step<M: OdeSystem, O: Objective>(
+    step: &AcceptedStep<'_>,
+    der: &mut Derivatives<'_, M>,
+    tracker: &mut ObjectiveTracker<'_, O>,
+    p: &[f64],
+    lambda: &mut [f64],
+    p_bar: &mut [f64],
+    acc: &mut [f64],
+    y_bar: &mut [f64],
+    sum_y: &mut [f64],
+    obs_left: &mut usize,
+) -> Result<(), SensitivityError> {
+    let n = lambda.len();
+    let tab = step.tableau();
+    let h = step.h;
+    // Observation at the end of the step: λ += ∂g/∂u(u_{n+1}), p̄ += ∂g/∂p.
+    if *obs_left > 0 && tracker.times()[*obs_left - 1] == step.t_next {
+        let k = *obs_left - 1;
+        tracker.observation_gradient(k, step.u_next, p);
+        for (l, g) in lambda.iter_mut().zip(&tracker.g_u) {
+            *l += g;
+        }
+        for (pb, g) in p_bar.iter_mut().zip(&tracker.g_p) {
+            *pb += g;
+        }
+        *obs_left -= 1;
+    }
+    let s = tab.stages;
+    let last = if tab.fsal { s - 1 } else { s };
+    acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
+    sum_y.iter_mut().for_each(|x| *x = 0.0);
+    let running = tracker.objective().has_running_cost();
+    for i in (0..last).rev() {
+        // K̄_i = h b_i λ + Σ_{j>i} h a_ji Ȳ_j (accumulated in acc_i).
+        let hb = h * tab.b[i];
+        let kbar = &mut acc[i * n..(i + 1) * n];
+        if hb != 0.0 {
+            for (k, l) in kbar.iter_mut().zip(lambda.iter()) {
+                *k += hb * l;
+            }
+        }
+        y_bar.iter_mut().for_each(|x| *x = 0.0);
+        let ti = stage_time(tab.c[i], step);
+        let yi = step.stage_input(i);
+        if kbar.iter().any(|&x| x != 0.0) {
+            let kb: &[f64] = kbar;
+            der.vjp_add(ti, yi, p, kb, y_bar, p_bar);
+        }
+        if running && hb != 0.0 {
+            tracker.running_gradient(ti, yi, p);
+            for (y, g) in y_bar.iter_mut().zip(&tracker.g_u) {
+                *y += hb * g;
+            }
+            for (pb, g) in p_bar.iter_mut().zip(&tracker.g_p) {
+                *pb += hb * g;
+            }
+        }
+        // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j.
+        for &(j, a) in tab.a[i] {
+            let ha = h * a;
+            for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
+                *x += ha * y;
+            }
+        }
+        for (sy, y) in sum_y.iter_mut().zip(y_bar.iter()) {
+            *sy += y;
+        }
+    }
+    for (l, sy) in lambda.iter_mut().zip(sum_y.iter()) {
+        *l += sy;
+    }
+    check_finite("adjoint λ", step.t, lambda)?;
+    check_finite("adjoint p̄", step.t, p_bar)
+}
+
+/// The gradient of `objective` with respect to every parameter and initial value by the exact discrete
+/// adjoint, revisiting steps as `checkpointing` says.
+///
+/// # Errors
+/// Solver errors (also from replays); objective errors (wrong size, observation times outside the span
+/// or unsorted); [`SensitivityError::InvalidSetting`] for zero snapshots, a zero uniform interval or a
+/// memory budget below one checkpoint; [`SensitivityError::NonFiniteDerivative`] if λ or p̄ becomes
+/// NaN/∞ (naming the step's time).
+pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    checkpointing: Checkpointing,
+) -> Result<Gradient, SensitivityError> {
+    check_objective(problem, objective)?;
+    let (n, np) = (problem.n_states(), problem.model().n_params());
+    let opts = derivative_options(problem, options, &[objective.observation_times()])?;
+    let p = problem.params().to_vec();
+    match checkpointing {
+        Checkpointing::Uniform { every: 0 } => {
+            return Err(SensitivityError::InvalidSetting {
+                name: "Uniform.every",
+                value: 0.0,
+                valid: ">= 1",
+            });
+        }
+        Checkpointing::Binomial { snapshots: 0 } => {
+            return Err(SensitivityError::InvalidSetting {
+                name: "Binomial.snapshots",
+                value: 0.0,
+                valid: ">= 1",
+            });
+        }
+        _ => {}
+    }
+
+    // Forward pass: G, the step count, and the checkpoints the policy keeps.
+    let mut forward = Integrator::new(problem, &opts)?;
+    let mut tracker = ObjectiveTracker::new(objective, n, np);
+    let t0 = problem.t0();
+    let mut value = 0.0;
+    let u0 = problem.u0().to_vec();
+    if tracker.times().first() == Some(&t0) {
+        value += tracker.observe(0, &u0, &p);
+        tracker.next = 1;
+    }
+    let keep_every = match checkpointing {
+        Checkpointing::KeepAll => Some(1),
+        Checkpointing::Uniform { every } => Some(every),
+        _ => None,
+    };
+    let mut stored: Vec<Checkpoint> = Vec::new();
+    let initial = forward.checkpoint();
+    let cp_bytes = initial.bytes();
+    let mut steps = 0usize;
+    while !forward.is_finished() {
+        if keep_every.is_some_and(|k| steps.is_multiple_of(k)) {
+            stored.push(forward.checkpoint());
+        }
+        let step = forward.step_accepted()?;
+        if objective.has_running_cost() {
+            value += tracker.quadrature(&step, &p);
+        }
+        if tracker.times().get(tracker.next) == Some(&step.t_next) {
+            value += tracker.observe(tracker.next, step.u_next, &p);
+            tracker.next += 1;
+        }
+        steps += 1;
+    }
+    let snapshots = match checkpointing {
+        Checkpointing::Binomial { snapshots } => snapshots,
+        Checkpointing::MemoryBudget { bytes } => {
+            let s = bytes / cp_bytes;
+            if s == 0 {
+                return Err(SensitivityError::InvalidSetting {
+                    name: "MemoryBudget.bytes",
+                    value: bytes as f64,
+                    valid: "at least the size of one checkpoint (state, first stage and scalars)",
+                });
+            }
+            s
+        }
+        _ => 0,
+    };
+
+    let n_obs = tracker.times().len();
+    let mut e = Engine {
+        replay: Integrator::new(problem, &opts)?,
+        der: Derivatives::new(problem.model()),
+        tracker: ObjectiveTracker::new(objective, n, np),
+        p: p.clone(),
+        lambda: vec![0.0; n],
+        p_bar: vec![0.0; np],
+        acc: vec![0.0; opts.method.tableau().stages * n],
+        y_bar: vec![0.0; n],
+        sum_y: vec![0.0; n],
+        obs_left: n_obs,
+        stats: SensitivityStats {
+            forward: forward.stats(),
+            ..Default::default()
+        },
+    };
+    let replay_start = e.replay.stats();
+    let peak_snapshots = match checkpointing {
+        Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
+            for cp in stored.iter().rev() {
+                e.replay.restore(cp)?;
+                e.adjoint_current()?;
+            }
+            stored.len()
+        }
+        Checkpointing::Uniform { every } => {
+            // The stored checkpoints plus one segment's (its first is a stored one).
+            let mut segment: Vec<Checkpoint> = vec![Checkpoint::default(); every];
+            for (c, cp) in stored.iter().enumerate().rev() {
+                let len = (steps - c * every).min(every);
+                e.replay.restore(cp)?;
+                segment[0].clone_from(cp);
+                for slot in segment.iter_mut().take(len).skip(1) {
+                    e.replay.step_accepted()?;
+                    e.replay.checkpoint_into(slot);
+                }
+                e.stats.recomputed_steps += len - 1;
+                for slot in segment[..len].iter().rev() {
+                    e.replay.restore(slot)?;
+                    e.adjoint_current()?;
+                }
+            }
+            stored.len() + every - 1
+        }
+        Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
+            let mut st = Stack {
+                items: Vec::with_capacity(snapshots),
+                depth: 0,
+                cp_bytes,
+                peak: 0,
+            };
+            st.items.push(initial);
+            st.depth = 1;
+            st.peak = 1;
+            revolve(&mut e, &mut st, 0, (0, steps), snapshots)?;
+            let _ = st.cp_bytes;
+            st.peak
+        }
+    };
+    e.stats.peak_snapshots = peak_snapshots;
+    e.stats.peak_checkpoint_bytes = peak_snapshots * cp_bytes;
+    let mut back = e;
+    // An observation at t0 adds ∂g/∂u0 directly.
+    if back.obs_left == 1 && back.tracker.times()[0] == t0 {
+        back.tracker.observation_gradient(0, &u0, &p);
+        for (l, g) in back.lambda.iter_mut().zip(&back.tracker.g_u) {
+            *l += g;
+        }
+        for (pb, g) in back.p_bar.iter_mut().zip(&back.tracker.g_p) {
+            *pb += g;
+        }
+    }
+    let end = back.replay.stats();
+    back.stats.recomputation.accepted_steps = end.accepted_steps - replay_start.accepted_steps;
+    back.stats.recomputation.rejected_steps = end.rejected_steps - replay_start.rejected_steps;
+    back.stats.recomputation.rhs_evaluations = end.rhs_evaluations - replay_start.rhs_evaluations;
+    back.stats.derivatives = back.der.counts;
+    Ok(Gradient {
+        value,
+        wrt_params: Array1::from(back.p_bar),
+        wrt_u0: Array1::from(back.lambda),
+        stats: back.stats,
+    })
+}

@@ -1,0 +1,179 @@
+//! What forward sensitivities and adjoints share: the solve set-up for an objective, the objective's
+//! evaluation along the steps, and the statistics.
+
+use ndarray::ArrayView1;
+use odesens_solver::{AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statistics};
+use serde::Serialize;
+
+use crate::derivatives::{CHUNK, ChunkDual, DerivativeCounts, ScalarGradient};
+use crate::error::{SensitivityError, check_times};
+use crate::objective::Objective;
+
+/// Counters of a derivative computation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SensitivityStats {
+    /// The forward solve's counters (for forward sensitivities: summed over the parallel chunks).
+    pub forward: Statistics,
+    /// Counters of the steps recomputed from checkpoints (adjoints: every replayed step, rejections
+    /// included).
+    pub recomputation: Statistics,
+    /// Steps advanced from checkpoints only to reach a later step (Griewank's recomputation count; the
+    /// replay that each adjoint step makes of its own step is not included).
+    pub recomputed_steps: usize,
+    /// Checkpoints stored at the peak.
+    pub peak_snapshots: usize,
+    /// Bytes of checkpoint data stored at the peak.
+    pub peak_checkpoint_bytes: usize,
+    /// Derivative evaluations (jvp, vjp, dual passes).
+    pub derivatives: DerivativeCounts,
+}
+
+impl SensitivityStats {
+    /// All rhs evaluations in f64: forward solve plus recomputation.
+    pub fn rhs_evaluations(&self) -> usize {
+        self.forward.rhs_evaluations + self.recomputation.rhs_evaluations
+    }
+}
+
+/// The gradient of an objective with respect to the parameters and the initial values.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gradient {
+    /// G(p, u0).
+    pub value: f64,
+    /// ∂G/∂p.
+    pub wrt_params: ndarray::Array1<f64>,
+    /// ∂G/∂u0.
+    pub wrt_u0: ndarray::Array1<f64>,
+    /// Counters.
+    pub stats: SensitivityStats,
+}
+
+/// Merges sorted time lists (in the direction `dir`), dropping repeats and `t0`.
+pub(crate) fn merge_times(a: &[f64], b: &[f64], t0: f64, dir: f64) -> Vec<f64> {
+    let mut all: Vec<f64> = a.iter().chain(b).copied().filter(|&t| t != t0).collect();
+    all.sort_by(|x, y| (dir * x).total_cmp(&(dir * y)));
+    all.dedup();
+    all
+}
+
+/// Solver options for a derivative computation: the user's tolerances and method, with `extra` times
+/// (observations, save times) added to the tstops, and nothing stored.
+pub(crate) fn derivative_options<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    extra: &[&[f64]],
+) -> Result<SolverOptions, SensitivityError> {
+    let (t0, t_end) = (problem.t0(), problem.t_end());
+    let dir = (t_end - t0).signum();
+    let mut tstops = options.tstops.clone();
+    for times in extra {
+        tstops = merge_times(&tstops, times, t0, dir);
+    }
+    let mut o = options.clone().tstops(tstops).save_end_only().dense(false);
+    o.saving = odesens_solver::Saving::EndOnly;
+    Ok(o)
+}
+
+/// Validates an objective for `problem`.
+pub(crate) fn check_objective<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    objective: &O,
+) -> Result<(), SensitivityError> {
+    objective.check(problem.n_states())?;
+    check_times(
+        "observation",
+        objective.observation_times(),
+        problem.t0(),
+        problem.t_end(),
+    )
+}
+
+/// Evaluates the objective along a solve and, on request, its gradients at the observations and stages.
+pub(crate) struct ObjectiveTracker<'o, O: Objective> {
+    objective: &'o O,
+    times: &'o [f64],
+    /// Index of the next observation (forward order).
+    pub next: usize,
+    grad: ScalarGradient,
+    /// ∂g/∂u and ∂g/∂p of the last gradient evaluation.
+    pub g_u: Vec<f64>,
+    pub g_p: Vec<f64>,
+}
+
+impl<'o, O: Objective> ObjectiveTracker<'o, O> {
+    pub fn new(objective: &'o O, n: usize, np: usize) -> Self {
+        Self {
+            objective,
+            times: objective.observation_times(),
+            next: 0,
+            grad: ScalarGradient::new(n, np),
+            g_u: vec![0.0; n],
+            g_p: vec![0.0; np],
+        }
+    }
+
+    pub fn times(&self) -> &'o [f64] {
+        self.times
+    }
+
+    pub fn objective(&self) -> &'o O {
+        self.objective
+    }
+
+    /// g_k(u, p).
+    pub fn observe(&self, k: usize, u: &[f64], p: &[f64]) -> f64 {
+        self.objective.observation::<f64>(
+            k,
+            self.times[k],
+            ArrayView1::from(u),
+            ArrayView1::from(p),
+        )
+    }
+
+    /// Gradient of g_k at (u, p) into `g_u`, `g_p`.
+    pub fn observation_gradient(&mut self, k: usize, u: &[f64], p: &[f64]) {
+        let (objective, t) = (self.objective, self.times[k]);
+        self.grad
+            .gradient(u, p, &mut self.g_u, &mut self.g_p, |ud, pd| {
+                objective.observation::<ChunkDual>(k, t, ud, pd)
+            });
+    }
+
+    /// Gradient of the running cost r(t, u, p) into `g_u`, `g_p`; returns r.
+    pub fn running_gradient(&mut self, t: f64, u: &[f64], p: &[f64]) -> f64 {
+        let objective = self.objective;
+        self.grad
+            .gradient(u, p, &mut self.g_u, &mut self.g_p, |ud, pd| {
+                objective.running_cost::<ChunkDual>(t, ud, pd)
+            })
+    }
+
+    /// The running cost's contribution h Σ_i b_i r(t_i, Y_i, p) of an accepted step.
+    pub fn quadrature(&self, step: &AcceptedStep<'_>, p: &[f64]) -> f64 {
+        let tab = step.tableau();
+        let mut q = 0.0;
+        for (i, &b) in tab.b.iter().enumerate() {
+            if b != 0.0 {
+                let ti = stage_time(tab.c[i], step);
+                q += b * self.objective.running_cost::<f64>(
+                    ti,
+                    ArrayView1::from(step.stage_input(i)),
+                    ArrayView1::from(p),
+                );
+            }
+        }
+        step.h * q
+    }
+}
+
+/// The time of stage with node c in `step` (exactly t_{n+1} for c = 1, as the integrator does).
+pub(crate) fn stage_time(c: f64, step: &AcceptedStep<'_>) -> f64 {
+    if c == 1.0 {
+        step.t_next
+    } else {
+        step.t + c * step.h
+    }
+}
+
+/// Directions are processed in chunks of this many.
+pub(crate) const DIRECTION_CHUNK: usize = CHUNK;

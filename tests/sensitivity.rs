@@ -1,0 +1,484 @@
+//! Forward sensitivities and discrete adjoints: against each other (same discrete solution, ≤ 1e-10),
+//! against finite differences, against closed forms and the course's reference values; checkpointing.
+
+#![allow(clippy::needless_range_loop)] // index loops mirror (time, state, direction) indices
+
+use ndarray::{Array2, array};
+use odesens::models::{
+    DoublePendulum, ExponentialDecay, LinearOscillator, Lorenz, LotkaVolterra, VanDerPol,
+};
+use odesens::prelude::*;
+use odesens::sensitivity::{
+    Checkpointing, ComponentAt, Directions, Gradient, IntegralOfSquare, LeastSquares, Objective,
+    SensitivityError, SquaredNormAt, WeightedSumAt, adjoint_gradient, binomial_recomputations,
+    check_gradient, forward_gradient, forward_sensitivities,
+};
+
+fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
+    let x: Vec<f64> = a
+        .wrt_params
+        .iter()
+        .chain(a.wrt_u0.iter())
+        .copied()
+        .collect();
+    let y: Vec<f64> = b
+        .wrt_params
+        .iter()
+        .chain(b.wrt_u0.iter())
+        .copied()
+        .collect();
+    let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    x.iter()
+        .zip(&y)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+fn bitwise_equal(a: &Gradient, b: &Gradient) -> bool {
+    a.wrt_params
+        .iter()
+        .zip(b.wrt_params.iter())
+        .all(|(x, y)| x.to_bits() == y.to_bits())
+        && a.wrt_u0
+            .iter()
+            .zip(b.wrt_u0.iter())
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+const POLICIES: [Checkpointing; 4] = [
+    Checkpointing::Uniform { every: 7 },
+    Checkpointing::Binomial { snapshots: 5 },
+    Checkpointing::Binomial { snapshots: 1 },
+    Checkpointing::MemoryBudget { bytes: 2000 },
+];
+
+fn check_all_methods<M: OdeSystem, O: Objective>(
+    name: &str,
+    problem: &OdeProblem<M>,
+    objective: &O,
+    tol: f64,
+) {
+    for method in Method::ALL {
+        let options = SolverOptions::default()
+            .method(method)
+            .tol(tol)
+            .max_steps(1_000_000);
+        let keep_all =
+            adjoint_gradient(problem, &options, objective, Checkpointing::KeepAll).unwrap();
+        let forward = forward_gradient(problem, &options, objective).unwrap();
+        let d = rel_diff(&keep_all, &forward);
+        println!(
+            "{name} {method}: |adjoint − forward| / |grad| = {d:.2e}, G = {}",
+            keep_all.value
+        );
+        assert!(
+            d <= 1e-10,
+            "{name} {method}: adjoint and forward differ by {d:e}"
+        );
+        assert_eq!(
+            keep_all.value.to_bits(),
+            forward.value.to_bits(),
+            "{name} {method}: G"
+        );
+        for policy in POLICIES {
+            let g = adjoint_gradient(problem, &options, objective, policy).unwrap();
+            assert!(
+                bitwise_equal(&g, &keep_all),
+                "{name} {method}: {policy:?} is not bitwise keep-all"
+            );
+        }
+    }
+}
+
+#[test]
+fn adjoint_equals_forward_on_the_double_pendulum() {
+    let p = DoublePendulum::course_params();
+    let problem = OdeProblem::new(DoublePendulum, vec![2.0, 2.0, 0.0, 0.0], p, (0.0, 2.0)).unwrap();
+    check_all_methods("pendulum θ1(2)", &problem, &ComponentAt::new(0, 2.0), 1e-8);
+    let data = Array2::from_shape_fn((3, 4), |(k, i)| 0.1 * (k + i) as f64);
+    let ls = LeastSquares::new(vec![0.5, 1.25, 2.0], data).unwrap();
+    check_all_methods("pendulum least squares", &problem, &ls, 1e-7);
+}
+
+#[test]
+fn adjoint_equals_forward_on_lotka_volterra_and_lorenz() {
+    let lv = OdeProblem::new(
+        LotkaVolterra,
+        vec![1.0, 1.0],
+        LotkaVolterra::classic_params(),
+        (0.0, 5.0),
+    )
+    .unwrap();
+    check_all_methods("Lotka–Volterra ∫x²", &lv, &IntegralOfSquare::new(0), 1e-8);
+    check_all_methods(
+        "Lotka–Volterra wᵀu(5)",
+        &lv,
+        &WeightedSumAt::new(vec![1.0, -2.0], 5.0),
+        1e-8,
+    );
+    let lorenz = OdeProblem::new(
+        Lorenz,
+        vec![1.0, 0.0, 0.0],
+        Lorenz::classic_params(),
+        (0.0, 1.0),
+    )
+    .unwrap();
+    check_all_methods("Lorenz ‖u(1)‖²", &lorenz, &SquaredNormAt::new(1.0), 1e-8);
+}
+
+#[test]
+fn gradients_agree_with_finite_differences() {
+    let cases: Vec<(String, f64)> = {
+        let mut v = Vec::new();
+        let pend = OdeProblem::new(
+            DoublePendulum,
+            vec![2.0, 2.0, 0.0, 0.0],
+            DoublePendulum::course_params(),
+            (0.0, 2.0),
+        )
+        .unwrap();
+        let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
+        let objective = SquaredNormAt::new(2.0);
+        let g = adjoint_gradient(&pend, &options, &objective, Checkpointing::KeepAll).unwrap();
+        let check = check_gradient(&pend, &options, &objective, &g, None).unwrap();
+        v.push(("pendulum".to_string(), check.max_rel_error));
+        let lv = OdeProblem::new(
+            LotkaVolterra,
+            vec![1.0, 1.0],
+            LotkaVolterra::classic_params(),
+            (0.0, 5.0),
+        )
+        .unwrap();
+        let objective = IntegralOfSquare::new(1);
+        let g = forward_gradient(&lv, &options, &objective).unwrap();
+        let check = check_gradient(&lv, &options, &objective, &g, None).unwrap();
+        v.push(("Lotka–Volterra".to_string(), check.max_rel_error));
+        v
+    };
+    for (name, err) in cases {
+        println!("{name}: max relative error against central differences {err:.2e}");
+        assert!(err < 1e-6, "{name}: {err:e}");
+    }
+}
+
+#[test]
+fn closed_form_gradients() {
+    // Exponential decay: G = u(T) = u0 e^{−kT}: dG/dk = −T G, dG/du0 = e^{−kT}.
+    let (u0, k, t) = (1.5, 0.8, 2.0);
+    let problem = OdeProblem::new(ExponentialDecay, vec![u0], vec![k], (0.0, t)).unwrap();
+    let g = adjoint_gradient(
+        &problem,
+        &SolverOptions::default().tol(1e-12),
+        &ComponentAt::new(0, t),
+        Checkpointing::KeepAll,
+    )
+    .unwrap();
+    let exact = u0 * (-k * t).exp();
+    assert!(
+        (g.wrt_params[0] + t * exact).abs() < 1e-9,
+        "dG/dk = {}",
+        g.wrt_params[0]
+    );
+    assert!((g.wrt_u0[0] - (-k * t).exp()).abs() < 1e-9);
+    // Damped oscillator: G = x(T); derivatives of the closed form by central differences of it.
+    let (w, z, x0, v0, t) = (1.3, 0.1, 1.0, -0.4, 3.0);
+    let problem = OdeProblem::new(LinearOscillator, vec![x0, v0], vec![w, z], (0.0, t)).unwrap();
+    let g = adjoint_gradient(
+        &problem,
+        &SolverOptions::default().method(Method::Vern9).tol(1e-13),
+        &ComponentAt::new(0, t),
+        Checkpointing::KeepAll,
+    )
+    .unwrap();
+    let x = |w: f64, z: f64, x0: f64, v0: f64| LinearOscillator::exact([x0, v0], w, z, 0.0, t)[0];
+    let d = 1e-6;
+    let exact = [
+        (x(w + d, z, x0, v0) - x(w - d, z, x0, v0)) / (2.0 * d),
+        (x(w, z + d, x0, v0) - x(w, z - d, x0, v0)) / (2.0 * d),
+        (x(w, z, x0 + d, v0) - x(w, z, x0 - d, v0)) / (2.0 * d),
+        (x(w, z, x0, v0 + d) - x(w, z, x0, v0 - d)) / (2.0 * d),
+    ];
+    let ours = [g.wrt_params[0], g.wrt_params[1], g.wrt_u0[0], g.wrt_u0[1]];
+    for (a, b) in ours.iter().zip(exact) {
+        assert!(
+            (a - b).abs() < 1e-8 * b.abs().max(1.0),
+            "{a} vs closed form {b}"
+        );
+    }
+}
+
+#[test]
+fn course_adjoint_matches_the_reference() {
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("../data/reference/double_pendulum.json")).unwrap();
+    let want: Vec<f64> = reference["course"]["grad_u0_G_converged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let g_ref = reference["course"]["G_norm_squared_u_end"]
+        .as_f64()
+        .unwrap();
+    let problem = OdeProblem::new(
+        DoublePendulum,
+        vec![2.0, 2.0, 0.0, 0.0],
+        DoublePendulum::course_params(),
+        (0.0, 2.0),
+    )
+    .unwrap();
+    for method in [Method::Tsit5, Method::Vern9] {
+        let options = SolverOptions::default().method(method).tol(1e-12);
+        let g = adjoint_gradient(
+            &problem,
+            &options,
+            &SquaredNormAt::new(2.0),
+            Checkpointing::KeepAll,
+        )
+        .unwrap();
+        let err = g
+            .wrt_u0
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() / b.abs())
+            .fold(0.0, f64::max);
+        println!(
+            "{method}: ∇u0 G = {:?}, max relative error {err:.2e}; G = {}",
+            g.wrt_u0.to_vec(),
+            g.value
+        );
+        assert!(err < 1e-8, "{method}: {err:e}");
+        assert!((g.value - g_ref).abs() / g_ref < 1e-10);
+    }
+}
+
+#[test]
+fn forward_sensitivities_at_save_times_match_finite_differences() {
+    let problem = OdeProblem::new(
+        LotkaVolterra,
+        vec![1.0, 1.0],
+        LotkaVolterra::classic_params(),
+        (0.0, 3.0),
+    )
+    .unwrap();
+    let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
+    let times = vec![0.0, 1.0, 2.0, 3.0];
+    let fs = forward_sensitivities(&problem, &options, &Directions::All, &times).unwrap();
+    assert_eq!(fs.sensitivities.shape(), &[4, 2, 6]);
+    // At t0: ∂u/∂p = 0, ∂u/∂u0 = I.
+    assert_eq!(fs.sensitivities[[0, 0, 4]], 1.0);
+    assert_eq!(fs.sensitivities[[0, 1, 0]], 0.0);
+    let d = 1e-6;
+    for j in 0..6 {
+        let (mut pp, mut pm) = (problem.params().clone(), problem.params().clone());
+        let (mut up, mut um) = (problem.u0().clone(), problem.u0().clone());
+        if j < 4 {
+            pp[j] += d;
+            pm[j] -= d;
+        } else {
+            up[j - 4] += d;
+            um[j - 4] -= d;
+        }
+        let solve_at = |u0, p| {
+            solve(
+                &OdeProblem::new(LotkaVolterra, u0, p, (0.0, 3.0)).unwrap(),
+                &options
+                    .clone()
+                    .save_at(times.clone())
+                    .tstops(vec![1.0, 2.0]),
+            )
+            .unwrap()
+        };
+        let (sp, sm) = (solve_at(up, pp), solve_at(um, pm));
+        for k in 1..4 {
+            for m in 0..2 {
+                let fd = (sp.states[[k, m]] - sm.states[[k, m]]) / (2.0 * d);
+                let ours = fs.sensitivities[[k, m, j]];
+                assert!(
+                    (ours - fd).abs() < 1e-6 * fd.abs().max(1.0),
+                    "t = {}, u{m}, direction {j}: {ours} vs {fd}",
+                    times[k]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn binomial_checkpointing_recomputes_the_optimal_number_of_steps() {
+    assert_eq!(binomial_recomputations(1000, 10), 3636);
+    assert_eq!(binomial_recomputations(2, 1), 1);
+    assert_eq!(binomial_recomputations(3, 1), 3);
+    // Exactly 1000 fixed steps.
+    let problem = OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 1.0)).unwrap();
+    let options = SolverOptions::default().fixed_step(1e-3);
+    let objective = ComponentAt::new(0, 1.0);
+    let keep_all =
+        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+    assert_eq!(keep_all.stats.forward.accepted_steps, 1000);
+    let g = adjoint_gradient(
+        &problem,
+        &options,
+        &objective,
+        Checkpointing::Binomial { snapshots: 10 },
+    )
+    .unwrap();
+    println!(
+        "binomial(10), 1000 steps: {} recomputed, peak {} snapshots",
+        g.stats.recomputed_steps, g.stats.peak_snapshots
+    );
+    assert_eq!(g.stats.recomputed_steps, 3636);
+    assert!(g.stats.peak_snapshots <= 10);
+    assert!(bitwise_equal(&g, &keep_all));
+    for s in [1, 2, 3, 7, 50] {
+        let l = 137;
+        let problem =
+            OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 0.137)).unwrap();
+        let g = adjoint_gradient(
+            &problem,
+            &options,
+            &objective_at(0.137),
+            Checkpointing::Binomial { snapshots: s },
+        )
+        .unwrap();
+        assert_eq!(
+            g.stats.recomputed_steps,
+            binomial_recomputations(l, s),
+            "s = {s}"
+        );
+        assert!(g.stats.peak_snapshots <= s);
+    }
+}
+
+fn objective_at(t: f64) -> ComponentAt {
+    ComponentAt::new(0, t)
+}
+
+#[test]
+fn long_van_der_pol_solve_within_a_64_kib_budget() {
+    // μ = 1 on its limit cycle (period ≈ 6.663): ≥ 10^5 accepted steps.
+    let problem = OdeProblem::new(
+        VanDerPol,
+        vec![2.008_619_860_874_843, 0.0],
+        vec![1.0],
+        (0.0, 400.0),
+    )
+    .unwrap();
+    let options = SolverOptions::default()
+        .method(Method::Bs3)
+        .tol(1e-9)
+        .max_steps(10_000_000);
+    let objective = SquaredNormAt::new(400.0);
+    let keep_all =
+        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+    let l = keep_all.stats.forward.accepted_steps;
+    let budget = 64 * 1024;
+    let g = adjoint_gradient(
+        &problem,
+        &options,
+        &objective,
+        Checkpointing::MemoryBudget { bytes: budget },
+    )
+    .unwrap();
+    let s = g.stats.peak_snapshots;
+    let optimal = binomial_recomputations(l, budget / (g.stats.peak_checkpoint_bytes / s.max(1)));
+    println!(
+        "Van der Pol: {l} steps, {s} snapshots, peak {} bytes, {} recomputed (optimum {optimal})",
+        g.stats.peak_checkpoint_bytes, g.stats.recomputed_steps
+    );
+    assert!(l >= 100_000, "only {l} steps");
+    assert!(bitwise_equal(&g, &keep_all));
+    assert!(g.stats.peak_checkpoint_bytes <= budget);
+    assert!(g.stats.recomputed_steps as f64 <= 1.1 * optimal as f64);
+}
+
+#[test]
+fn bad_input_is_reported() {
+    let problem = OdeProblem::new(
+        LotkaVolterra,
+        vec![1.0, 1.0],
+        LotkaVolterra::classic_params(),
+        (0.0, 2.0),
+    )
+    .unwrap();
+    let options = SolverOptions::default();
+    assert!(matches!(
+        adjoint_gradient(&problem, &options, &ComponentAt::new(0, 3.0), Checkpointing::KeepAll),
+        Err(SensitivityError::TimeOutsideSpan { t, .. }) if t == 3.0
+    ));
+    let ls = LeastSquares::new(vec![1.0, 0.5], Array2::zeros((2, 2))).unwrap();
+    assert!(matches!(
+        adjoint_gradient(&problem, &options, &ls, Checkpointing::KeepAll),
+        Err(SensitivityError::UnsortedTimes { index: 1, .. })
+    ));
+    assert!(matches!(
+        forward_gradient(&problem, &options, &WeightedSumAt::new(vec![1.0; 3], 2.0)),
+        Err(SensitivityError::DimensionMismatch {
+            expected: 2,
+            got: 3,
+            ..
+        })
+    ));
+    let bad = Directions::Custom {
+        du0: Array2::zeros((3, 1)),
+        dp: Array2::zeros((4, 1)),
+    };
+    assert!(matches!(
+        forward_sensitivities(&problem, &options, &bad, &[1.0]),
+        Err(SensitivityError::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        adjoint_gradient(
+            &problem,
+            &options,
+            &SquaredNormAt::new(2.0),
+            Checkpointing::MemoryBudget { bytes: 8 }
+        ),
+        Err(SensitivityError::InvalidSetting { .. })
+    ));
+    assert!(matches!(
+        adjoint_gradient(
+            &problem,
+            &options,
+            &SquaredNormAt::new(2.0),
+            Checkpointing::Binomial { snapshots: 0 }
+        ),
+        Err(SensitivityError::InvalidSetting { .. })
+    ));
+}
+
+/// A model whose Jacobian is NaN (f = √|u|·… at u = 0 has an infinite derivative): the forward solve is
+/// fine, the backward pass is not.
+struct SqrtAtZero;
+impl OdeSystem for SqrtAtZero {
+    fn n_states(&self) -> usize {
+        2
+    }
+    fn n_params(&self) -> usize {
+        0
+    }
+    fn rhs<S: Scalar>(&self, _t: S, u: ArrayView1<S>, _p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
+        du[0] = u[1].abs().sqrt();
+        du[1] = u[1] * 0.0;
+    }
+}
+
+use ndarray::{ArrayView1, ArrayViewMut1};
+
+#[test]
+fn nan_in_the_backward_pass_names_the_time() {
+    let problem =
+        OdeProblem::new(SqrtAtZero, array![0.0, 0.0], Vec::<f64>::new(), (0.0, 1.0)).unwrap();
+    let err = adjoint_gradient(
+        &problem,
+        &SolverOptions::default(),
+        &ComponentAt::new(0, 1.0),
+        Checkpointing::KeepAll,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, SensitivityError::NonFiniteDerivative { t, .. } if (0.0..1.0).contains(&t)),
+        "{err:?}"
+    );
+}
