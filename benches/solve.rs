@@ -8,9 +8,11 @@
 //! Run: `cargo bench --bench solve`.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::Criterion;
+
+mod common;
+use common::median_ns;
 use ndarray::Array1;
 use odesens::models::DoublePendulum;
 use odesens::prelude::*;
@@ -102,21 +104,6 @@ fn trajectory(problem: &OdeProblem<DoublePendulum>) -> ndarray::Array2<f64> {
         .states
 }
 
-/// The median (ns) criterion stored for a bench id.
-fn median_ns(id: &str) -> Option<f64> {
-    let base = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = base
-        .join("criterion")
-        .join(id.replace('/', "_"))
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
-
 fn report() {
     let problem = problem();
     let Some(rhs_ns) = median_ns("double_pendulum/rhs") else {
@@ -191,11 +178,7 @@ fn report() {
         "solves": rows,
         "peer_for_scale": { "diffsol_0.18_tsit45_1e-8": { "accepted": 569, "rejected": 84, "rhs": 3918, "time_s": 405e-6, "error_u_end": 2.0e-6, "overhead": 1.45 } },
     });
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/benchmarks/solve.json");
-    match std::fs::write(&path, serde_json::to_string_pretty(&out).expect("json")) {
-        Ok(()) => println!("wrote {}", path.display()),
-        Err(e) => eprintln!("could not write {}: {e}", path.display()),
-    }
+    common::write_report("solve.json", &out);
 }
 
 fn main() {
@@ -203,7 +186,7 @@ fn main() {
     benches(&mut c);
     c.final_summary();
     // `cargo test --benches` runs the bench functions once in test mode: no estimates, no report.
-    if !std::env::args().any(|a| a == "--test") {
+    if !common::test_mode() {
         report();
     }
 }

@@ -113,6 +113,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
     const C: usize = DIRECTION_CHUNK;
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let p = problem.params().to_vec();
+    let lanes = cols.len();
     let mut udot = vec![0.0; n * C];
     let mut pdot = vec![0.0; np * C];
     for (lane, col) in cols.clone().enumerate() {
@@ -184,13 +185,14 @@ fn run_chunk<M: OdeSystem, O: Objective>(
                 }
             }
             let ti = stage_time(tab.c[i], &step);
-            der.jvp_chunk(
+            der.jvp_block(
                 ti,
                 step.stage_input(i),
                 &p,
                 &ydot,
                 &pdot,
                 &mut kdot[i * n * C..(i + 1) * n * C],
+                lanes,
             );
             if let Some(tr) = tracker.as_mut()
                 && tr.objective().has_running_cost()
@@ -259,8 +261,11 @@ fn run_all<M: OdeSystem, O: Objective>(
     objective: Option<&O>,
 ) -> Result<Vec<(std::ops::Range<usize>, ChunkResult)>, SensitivityError> {
     let nd = du0.ncols();
-    let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(DIRECTION_CHUNK).max(1))
-        .map(|c| c * DIRECTION_CHUNK..((c + 1) * DIRECTION_CHUNK).min(nd))
+    // Balanced blocks, one per thread where possible, at most DIRECTION_CHUNK directions each.
+    let threads = rayon::current_num_threads().max(1);
+    let block = nd.div_ceil(threads).clamp(1, DIRECTION_CHUNK);
+    let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(block).max(1))
+        .map(|c| c * block..((c + 1) * block).min(nd))
         .collect();
     ranges
         .into_par_iter()

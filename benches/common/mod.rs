@@ -1,0 +1,36 @@
+//! Helpers shared by the benches: reading criterion's medians and writing reports.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The median (ns) criterion stored for a bench id (`group/name`).
+pub fn median_ns(id: &str) -> Option<f64> {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let path = base
+        .join("criterion")
+        .join(id.replace('/', "_"))
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+/// Writes a JSON report under `data/benchmarks/`.
+pub fn write_report(name: &str, value: &serde_json::Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data/benchmarks")
+        .join(name);
+    match std::fs::write(&path, serde_json::to_string_pretty(value).expect("json")) {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}
+
+/// Whether criterion runs in test mode (`cargo test --benches`): no estimates, no report.
+pub fn test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}

@@ -1,0 +1,139 @@
+//! Criterion bench of the gradient of θ1(10) with respect to all 5 parameters and 4 initial values of
+//! the double pendulum benchmark set-up (l1 = l2 = m1 = m2 = 1, u0 = [π/2, π/2, 0, 0], t ∈ [0, 10],
+//! Tsit5, rtol = atol = 1e-8), by the discrete adjoint (keep-all and binomial(16)) and by forward
+//! sensitivities (9 directions), each as a ratio to the plain solve measured in the same run.
+//!
+//! Run: `cargo bench --bench sensitivity` (writes `data/benchmarks/sensitivity.json`).
+
+use std::hint::black_box;
+
+use criterion::Criterion;
+use odesens::models::DoublePendulum;
+use odesens::prelude::*;
+use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient, forward_gradient};
+
+mod common;
+use common::median_ns;
+
+fn problem() -> OdeProblem<DoublePendulum> {
+    OdeProblem::new(
+        DoublePendulum,
+        vec![
+            std::f64::consts::FRAC_PI_2,
+            std::f64::consts::FRAC_PI_2,
+            0.0,
+            0.0,
+        ],
+        DoublePendulum::bench_params(),
+        (0.0, 10.0),
+    )
+    .expect("valid problem")
+}
+
+fn options() -> SolverOptions {
+    SolverOptions::default().tol(1e-8).save_end_only()
+}
+
+const CASES: [(&str, Option<Checkpointing>); 3] = [
+    ("adjoint_keep_all", Some(Checkpointing::KeepAll)),
+    (
+        "adjoint_binomial_16",
+        Some(Checkpointing::Binomial { snapshots: 16 }),
+    ),
+    ("forward_9_directions", None),
+];
+
+fn benches(c: &mut Criterion) {
+    let problem = problem();
+    let options = options();
+    let objective = ComponentAt::new(0, 10.0);
+    c.bench_function("pendulum_gradient/solve", |b| {
+        b.iter(|| solve(black_box(&problem), black_box(&options)).expect("solve"))
+    });
+    for (id, policy) in CASES {
+        c.bench_function(&format!("pendulum_gradient/{id}"), |b| {
+            b.iter(|| match policy {
+                Some(p) => {
+                    adjoint_gradient(black_box(&problem), &options, &objective, p).expect("adjoint")
+                }
+                None => {
+                    forward_gradient(black_box(&problem), &options, &objective).expect("forward")
+                }
+            })
+        });
+    }
+}
+
+fn report() {
+    let problem = problem();
+    let options = options();
+    let objective = ComponentAt::new(0, 10.0);
+    let Some(solve_ns) = median_ns("pendulum_gradient/solve") else {
+        eprintln!("no criterion estimates found");
+        return;
+    };
+    println!(
+        "\nGradient of θ1(10) wrt 5 parameters + 4 initial values; plain Tsit5 solve {:.1} µs (median)",
+        solve_ns / 1e3
+    );
+    println!(
+        "{:<22} {:>12} {:>8} {:>10} {:>12} {:>10} {:>10}",
+        "method", "median", "ratio", "rhs (f64)", "dual passes", "recomputed", "snapshots"
+    );
+    let mut rows = Vec::new();
+    let reference =
+        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).expect("adjoint");
+    for (id, policy) in CASES {
+        let g = match policy {
+            Some(p) => adjoint_gradient(&problem, &options, &objective, p).expect("adjoint"),
+            None => forward_gradient(&problem, &options, &objective).expect("forward"),
+        };
+        let Some(t) = median_ns(&format!("pendulum_gradient/{id}")) else {
+            continue;
+        };
+        let diff = g
+            .wrt_params
+            .iter()
+            .chain(g.wrt_u0.iter())
+            .zip(reference.wrt_params.iter().chain(reference.wrt_u0.iter()))
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-300))
+            .fold(0.0, f64::max);
+        println!(
+            "{id:<22} {:>9.1} µs {:>8.2} {:>10} {:>12} {:>10} {:>10}",
+            t / 1e3,
+            t / solve_ns,
+            g.stats.rhs_evaluations(),
+            g.stats.derivatives.dual_passes,
+            g.stats.recomputed_steps,
+            g.stats.peak_snapshots
+        );
+        rows.push(serde_json::json!({
+            "id": id, "median_time_s": t * 1e-9, "ratio_to_solve": t / solve_ns,
+            "rhs_evaluations": g.stats.rhs_evaluations(), "dual_passes": g.stats.derivatives.dual_passes,
+            "recomputed_steps": g.stats.recomputed_steps, "peak_snapshots": g.stats.peak_snapshots,
+            "peak_checkpoint_bytes": g.stats.peak_checkpoint_bytes,
+            "max_rel_diff_to_keep_all_adjoint": diff,
+            "gradient_params": g.wrt_params.to_vec(), "gradient_u0": g.wrt_u0.to_vec(),
+        }));
+    }
+    common::write_report(
+        "sensitivity.json",
+        &serde_json::json!({
+            "problem": "double pendulum, l1 = l2 = m1 = m2 = 1, g = 9.80665, u0 = [pi/2, pi/2, 0, 0], t in [0, 10], Tsit5, rtol = atol = 1e-8, G = theta1(10)",
+            "command": "cargo bench --bench sensitivity",
+            "threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "solve_median_time_s": solve_ns * 1e-9,
+            "rows": rows,
+            "peer_for_scale": { "diffsol_0.18": { "forward_4_params_ratio": 11.0, "discrete_adjoint_ratio": 9.0, "continuous_adjoint_ratio": 17.0 } },
+        }),
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    if !common::test_mode() {
+        report();
+    }
+}
