@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::Criterion;
-use odesens::models::DoublePendulum;
+use odesens::models::{DoublePendulum, DoublePendulumWithVjp};
 use odesens::prelude::*;
 use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient, forward_gradient};
 
@@ -16,8 +16,13 @@ mod common;
 use common::median_ns;
 
 fn problem() -> OdeProblem<DoublePendulum> {
+    problem_of(DoublePendulum)
+}
+
+/// The set-up for a given model (the plain one, or the one with a hand-written vjp).
+fn problem_of<M: OdeSystem>(model: M) -> OdeProblem<M> {
     OdeProblem::new(
-        DoublePendulum,
+        model,
         vec![
             std::f64::consts::FRAC_PI_2,
             std::f64::consts::FRAC_PI_2,
@@ -43,6 +48,15 @@ const CASES: [(&str, Option<Checkpointing>); 3] = [
     ("forward_9_directions", None),
 ];
 
+/// The adjoint cases again with the model's hand-written vjp (`DoublePendulumWithVjp`).
+const HAND_CASES: [(&str, Checkpointing); 2] = [
+    ("adjoint_keep_all_hand_vjp", Checkpointing::KeepAll),
+    (
+        "adjoint_binomial_16_hand_vjp",
+        Checkpointing::Binomial { snapshots: 16 },
+    ),
+];
+
 fn benches(c: &mut Criterion) {
     let problem = problem();
     let options = options();
@@ -59,6 +73,14 @@ fn benches(c: &mut Criterion) {
                 None => {
                     forward_gradient(black_box(&problem), &options, &objective).expect("forward")
                 }
+            })
+        });
+    }
+    let hand = problem_of(DoublePendulumWithVjp);
+    for (id, policy) in HAND_CASES {
+        c.bench_function(&format!("pendulum_gradient/{id}"), |b| {
+            b.iter(|| {
+                adjoint_gradient(black_box(&hand), &options, &objective, policy).expect("adjoint")
             })
         });
     }
@@ -83,10 +105,18 @@ fn report() {
     let mut rows = Vec::new();
     let reference =
         adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).expect("adjoint");
-    for (id, policy) in CASES {
-        let g = match policy {
-            Some(p) => adjoint_gradient(&problem, &options, &objective, p).expect("adjoint"),
-            None => forward_gradient(&problem, &options, &objective).expect("forward"),
+    let hand = problem_of(DoublePendulumWithVjp);
+    let all_cases = CASES
+        .iter()
+        .map(|&(id, p)| (id, p, false))
+        .chain(HAND_CASES.iter().map(|&(id, p)| (id, Some(p), true)));
+    for (id, policy, hand_vjp) in all_cases {
+        let g = match (policy, hand_vjp) {
+            (Some(p), false) => {
+                adjoint_gradient(&problem, &options, &objective, p).expect("adjoint")
+            }
+            (Some(p), true) => adjoint_gradient(&hand, &options, &objective, p).expect("adjoint"),
+            (None, _) => forward_gradient(&problem, &options, &objective).expect("forward"),
         };
         let Some(t) = median_ns(&format!("pendulum_gradient/{id}")) else {
             continue;

@@ -70,3 +70,71 @@ impl OdeSystem for DoublePendulum {
         du[3] = (a * r2 - c * r1) * inv_det;
     }
 }
+
+/// The same double pendulum with a hand-written vector–Jacobian product ([`OdeSystem::vjp`]), the
+/// reverse-mode derivative of [`DoublePendulum`]'s right-hand side written out by hand (about the cost
+/// of one rhs call). Adjoints use it instead of forming the Jacobian by n + p = 9 dual passes; the tests
+/// check it against automatic differentiation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DoublePendulumWithVjp;
+
+impl OdeSystem for DoublePendulumWithVjp {
+    fn n_states(&self) -> usize {
+        4
+    }
+    fn n_params(&self) -> usize {
+        5
+    }
+    fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, du: ArrayViewMut1<S>) {
+        DoublePendulum.rhs(t, u, p, du)
+    }
+
+    fn vjp(
+        &self,
+        _t: f64,
+        u: &[f64],
+        p: &[f64],
+        lambda: &[f64],
+        u_bar: &mut [f64],
+        p_bar: &mut [f64],
+    ) -> bool {
+        let (t1, t2, w1, w2) = (u[0], u[1], u[2], u[3]);
+        let (l1, l2, m1, m2, g) = (p[0], p[1], p[2], p[3], p[4]);
+        // Forward sweep (as in `rhs`).
+        let (sd, cd) = (t1 - t2).sin_cos();
+        let (s1, c1) = t1.sin_cos();
+        let (s2, c2) = t2.sin_cos();
+        let m = m1 + m2;
+        let (a, b, c, d) = (l1 * m, m2 * l2 * cd, l1 * cd, l2);
+        let r1 = -(m2 * l2 * w2 * w2 * sd) - g * m * s1;
+        let r2 = l1 * w1 * w1 * sd - g * s2;
+        let inv = 1.0 / (a * d - b * c);
+        let f3 = (d * r1 - b * r2) * inv;
+        let f4 = (a * r2 - c * r1) * inv;
+        // Reverse sweep.
+        let (n3, n4) = (lambda[2] * inv, lambda[3] * inv);
+        let det_bar = -(lambda[2] * f3 + lambda[3] * f4) * inv;
+        let a_bar = n4 * r2 + det_bar * d;
+        let b_bar = -n3 * r2 - det_bar * c;
+        let c_bar = -n4 * r1 - det_bar * b;
+        let d_bar = n3 * r1 + det_bar * a;
+        let r1_bar = n3 * d - n4 * c;
+        let r2_bar = -n3 * b + n4 * a;
+        // r1 = −m2 l2 w2² sd − g m sin θ1, r2 = l1 w1² sd − g sin θ2.
+        let sd_bar = -r1_bar * m2 * l2 * w2 * w2 + r2_bar * l1 * w1 * w1;
+        // b = m2 l2 cd, c = l1 cd.
+        let cd_bar = b_bar * m2 * l2 + c_bar * l1;
+        let delta_bar = sd_bar * cd - cd_bar * sd;
+        let m_bar = -r1_bar * g * s1 + a_bar * l1;
+        u_bar[0] = delta_bar - r1_bar * g * m * c1;
+        u_bar[1] = -delta_bar - r2_bar * g * c2;
+        u_bar[2] = lambda[0] + r2_bar * 2.0 * l1 * w1 * sd;
+        u_bar[3] = lambda[1] - r1_bar * 2.0 * m2 * l2 * w2 * sd;
+        p_bar[0] = r2_bar * w1 * w1 * sd + a_bar * m + c_bar * cd;
+        p_bar[1] = -r1_bar * m2 * w2 * w2 * sd + b_bar * m2 * cd + d_bar;
+        p_bar[2] = m_bar;
+        p_bar[3] = m_bar - r1_bar * l2 * w2 * w2 * sd + b_bar * l2 * cd;
+        p_bar[4] = -r1_bar * m * s1 - r2_bar * s2;
+        true
+    }
+}

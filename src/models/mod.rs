@@ -13,7 +13,7 @@ mod lotka_volterra;
 mod van_der_pol;
 
 pub use arenstorf::Arenstorf;
-pub use double_pendulum::DoublePendulum;
+pub use double_pendulum::{DoublePendulum, DoublePendulumWithVjp};
 pub use exp_sin_cos::ExpSinCos;
 pub use kepler::Kepler;
 pub use linear::{ExponentialDecay, LinearOscillator};
