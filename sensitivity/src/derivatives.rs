@@ -104,9 +104,9 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
         }
     }
 
-    /// Jacobian–vector products for the first `lanes` ≤ [`CHUNK`] of a block of directions. `v` is
-    /// n × CHUNK and `w` np × CHUNK (row-major: entry (m, d) at `m·CHUNK + d`); `out` (n × CHUNK) receives
-    /// f_u·v + f_p·w in its first `lanes` columns. One `Dual64` pass per direction (or the model's jvp).
+    /// Jacobian–vector products for a block of `lanes` directions. `v` is n × lanes and `w` np × lanes
+    /// (row-major: entry (m, d) at `m·lanes + d`); `out` (n × lanes) receives f_u·v + f_p·w. One `Dual64`
+    /// pass per direction (or the model's jvp).
     #[allow(clippy::too_many_arguments)]
     pub fn jvp_block(
         &mut self,
@@ -121,16 +121,16 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
         let (n, np) = (self.n, self.np);
         for d in 0..lanes {
             for (m, x) in self.v1.iter_mut().enumerate() {
-                *x = v[m * CHUNK + d];
+                *x = v[m * lanes + d];
             }
             for (m, x) in self.w1.iter_mut().enumerate() {
-                *x = w[m * CHUNK + d];
+                *x = w[m * lanes + d];
             }
             let (v1, w1) = (std::mem::take(&mut self.v1), std::mem::take(&mut self.w1));
             let mut o1 = std::mem::take(&mut self.o1);
             self.jvp(t, u, p, &v1, &w1, &mut o1);
             for (m, x) in o1.iter().enumerate() {
-                out[m * CHUNK + d] = *x;
+                out[m * lanes + d] = *x;
             }
             (self.v1, self.w1, self.o1) = (v1, w1, o1);
         }

@@ -8,7 +8,9 @@
 //! parallel with rayon. Tangents are not part of the error control.
 
 use ndarray::{Array1, Array2, Array3};
-use odesens_solver::{Integrator, OdeProblem, OdeSystem, SolverOptions};
+use odesens_solver::{
+    AcceptedStep, ExplicitTableau, Integrator, OdeProblem, OdeSystem, SolverOptions,
+};
 use rayon::prelude::*;
 
 use crate::common::{
@@ -88,18 +90,104 @@ pub struct ForwardSensitivities {
     pub stats: SensitivityStats,
 }
 
-/// What one chunk produces.
+/// What one block of directions produces.
 struct ChunkResult {
-    /// Tangents at the save times, (time, state, lane).
+    /// Tangents at the save times, (time, state, lane) with `lanes` lanes.
     saved: Vec<f64>,
     states: Vec<f64>,
     /// dG/dθ per lane.
-    d_objective: [f64; DIRECTION_CHUNK],
+    d_objective: Vec<f64>,
     value: f64,
     stats: SensitivityStats,
 }
 
-/// Propagates one chunk of directions (columns `cols` of the seeds) along a fresh forward solve.
+/// Tangent state of one block of `c` directions (row-major (component, lane) layouts).
+struct Tangents {
+    c: usize,
+    udot: Vec<f64>,
+    pdot: Vec<f64>,
+    kdot: Vec<f64>,
+    ydot: Vec<f64>,
+    unew: Vec<f64>,
+}
+
+impl Tangents {
+    /// K̇_i for stages `0..last` of `step` (Ẏ_i = u̇_n + h Σ_j a_ij K̇_j), with u̇_n = `udot`.
+    fn stages<M: OdeSystem>(
+        &mut self,
+        der: &mut Derivatives<'_, M>,
+        step: &AcceptedStep<'_>,
+        p: &[f64],
+        last: usize,
+    ) {
+        let tab = step.tableau();
+        let (n, c, h) = (step.u.len(), self.c, step.h);
+        for i in 0..last {
+            self.ydot.copy_from_slice(&self.udot);
+            for &(j, a) in tab.a[i] {
+                let ha = h * a;
+                for (y, k) in self
+                    .ydot
+                    .iter_mut()
+                    .zip(&self.kdot[j * n * c..(j + 1) * n * c])
+                {
+                    *y += ha * k;
+                }
+            }
+            let ti = stage_time(tab.c[i], step);
+            der.jvp_block(
+                ti,
+                step.stage_input(i),
+                p,
+                &self.ydot,
+                &self.pdot,
+                &mut self.kdot[i * n * c..(i + 1) * n * c],
+                c,
+            );
+        }
+    }
+
+    /// u̇_{n+1} = u̇_n + h Σ b_i K̇_i into `unew`.
+    fn advance(&mut self, tab: &ExplicitTableau, h: f64, n: usize) {
+        let c = self.c;
+        self.unew.copy_from_slice(&self.udot);
+        for (i, &b) in tab.b.iter().enumerate() {
+            if b != 0.0 {
+                let hb = h * b;
+                for (u, k) in self
+                    .unew
+                    .iter_mut()
+                    .zip(&self.kdot[i * n * c..(i + 1) * n * c])
+                {
+                    *u += hb * k;
+                }
+            }
+        }
+    }
+
+    /// Σ r² over the tangents' scaled error estimates h Σ b̃_i K̇_i (all stages computed).
+    fn error_sum(&self, tab: &ExplicitTableau, h: f64, n: usize, atol: &[f64], rtol: f64) -> f64 {
+        let c = self.c;
+        let mut sum = 0.0;
+        for (m, &atol_m) in atol.iter().enumerate().take(n) {
+            for lane in 0..c {
+                let mut e = 0.0;
+                for (i, &bt) in tab.btilde.iter().enumerate() {
+                    if bt != 0.0 {
+                        e += bt * self.kdot[(i * n + m) * c + lane];
+                    }
+                }
+                let (a, b) = (self.udot[m * c + lane].abs(), self.unew[m * c + lane].abs());
+                let r = h * e / (atol_m + rtol * a.max(b));
+                sum += r * r;
+            }
+        }
+        sum
+    }
+}
+
+/// Propagates one block of directions (columns `cols` of the seeds) along a fresh forward solve; with
+/// `error_control` the tangents' error estimates join the step-size control.
 #[allow(clippy::too_many_arguments)]
 fn run_chunk<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
@@ -109,130 +197,133 @@ fn run_chunk<M: OdeSystem, O: Objective>(
     cols: std::ops::Range<usize>,
     save_times: &[f64],
     objective: Option<&O>,
+    error_control: bool,
 ) -> Result<ChunkResult, SensitivityError> {
-    const C: usize = DIRECTION_CHUNK;
     let (n, np) = (problem.n_states(), problem.model().n_params());
+    let c = cols.len();
     let p = problem.params().to_vec();
-    let lanes = cols.len();
-    let mut udot = vec![0.0; n * C];
-    let mut pdot = vec![0.0; np * C];
+    let tab = options.method.tableau();
+    let s = tab.stages;
+    let mut tg = Tangents {
+        c,
+        udot: vec![0.0; n * c],
+        pdot: vec![0.0; np * c],
+        kdot: vec![0.0; s * n * c],
+        ydot: vec![0.0; n * c],
+        unew: vec![0.0; n * c],
+    };
     for (lane, col) in cols.clone().enumerate() {
         for m in 0..n {
-            udot[m * C + lane] = du0[[m, col]];
+            tg.udot[m * c + lane] = du0[[m, col]];
         }
         for m in 0..np {
-            pdot[m * C + lane] = dp[[m, col]];
+            tg.pdot[m * c + lane] = dp[[m, col]];
         }
     }
     let mut integrator = Integrator::new(problem, options)?;
-    let tab = options.method.tableau();
-    let s = tab.stages;
-    let mut kdot = vec![0.0; s * n * C];
-    let mut ydot = vec![0.0; n * C];
     let mut der = Derivatives::new(problem.model());
     let mut tracker = objective.map(|o| ObjectiveTracker::new(o, n, np));
-    let mut d_objective = [0.0; C];
+    let mut d_objective = vec![0.0; c];
     let mut value = 0.0;
-    let mut saved = Vec::with_capacity(save_times.len() * n * C);
+    let mut saved = Vec::with_capacity(save_times.len() * n * c);
     let mut states = Vec::with_capacity(save_times.len() * n);
     let mut next_save = 0;
     let u0 = problem.u0().to_vec();
     let t0 = problem.t0();
-    // Observations and saves at t0.
-    let add_observation = |tr: &mut ObjectiveTracker<O>,
-                           k: usize,
-                           u: &[f64],
-                           udot: &[f64],
-                           d: &mut [f64; C]|
-     -> f64 {
-        tr.observation_gradient(k, u, &p);
-        for lane in 0..C {
-            let mut acc = 0.0;
-            for m in 0..n {
-                acc += tr.g_u[m] * udot[m * C + lane];
+    // dG += ∇_u g·u̇ + ∇_p g·ṗ per lane, for the gradient held in the tracker.
+    let add_gradient =
+        |tr: &ObjectiveTracker<O>, weight: f64, udot: &[f64], pdot: &[f64], d: &mut [f64]| {
+            for (lane, dl) in d.iter_mut().enumerate() {
+                let mut acc = 0.0;
+                for m in 0..n {
+                    acc += tr.g_u[m] * udot[m * c + lane];
+                }
+                for m in 0..np {
+                    acc += tr.g_p[m] * pdot[m * c + lane];
+                }
+                *dl += weight * acc;
             }
-            for m in 0..np {
-                acc += tr.g_p[m] * pdot[m * C + lane];
-            }
-            d[lane] += acc;
-        }
-        tr.observe(k, u, &p)
-    };
+        };
     if let Some(tr) = tracker.as_mut()
         && tr.times().first() == Some(&t0)
     {
-        value += add_observation(tr, 0, &u0, &udot, &mut d_objective);
+        tr.observation_gradient(0, &u0, &p);
+        add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
+        value += tr.observe(0, &u0, &p);
         tr.next = 1;
     }
     if save_times.first() == Some(&t0) {
-        saved.extend_from_slice(&udot);
+        saved.extend_from_slice(&tg.udot);
         states.extend_from_slice(&u0);
         next_save = 1;
     }
     let last = if tab.fsal { s - 1 } else { s };
     while !integrator.is_finished() {
-        let step = integrator.step_accepted()?;
-        let h = step.h;
-        // Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
-        let mut q = 0.0;
-        for i in 0..last {
-            // Ẏ_i = u̇_n + h Σ_j a_ij K̇_j
-            ydot.copy_from_slice(&udot);
-            for &(j, a) in tab.a[i] {
-                let ha = h * a;
-                for (y, k) in ydot.iter_mut().zip(&kdot[j * n * C..(j + 1) * n * C]) {
-                    *y += ha * k;
-                }
+        if error_control {
+            // Every stage (the FSAL one too: its b̃ is not zero), then let the tangents' errors vote.
+            let proposal = integrator.propose()?;
+            tg.stages(&mut der, &proposal.step, &p, last);
+            tg.advance(tab, proposal.step.h, n);
+            if tab.fsal {
+                // Ẏ_s = u̇_{n+1}: K̇_s at (t_{n+1}, u_{n+1}).
+                let (t_next, u_next) = (proposal.step.t_next, proposal.step.u_next);
+                der.jvp_block(
+                    t_next,
+                    u_next,
+                    &p,
+                    &tg.unew,
+                    &tg.pdot,
+                    &mut tg.kdot[(s - 1) * n * c..s * n * c],
+                    c,
+                );
             }
-            let ti = stage_time(tab.c[i], &step);
-            der.jvp_block(
-                ti,
-                step.stage_input(i),
-                &p,
-                &ydot,
-                &pdot,
-                &mut kdot[i * n * C..(i + 1) * n * C],
-                lanes,
-            );
-            if let Some(tr) = tracker.as_mut()
-                && tr.objective().has_running_cost()
-                && tab.b[i] != 0.0
-            {
-                let hb = h * tab.b[i];
-                q += tab.b[i] * tr.running_gradient(ti, step.stage_input(i), &p);
-                for (lane, d) in d_objective.iter_mut().enumerate() {
-                    let mut acc = 0.0;
-                    for m in 0..n {
-                        acc += tr.g_u[m] * ydot[m * C + lane];
-                    }
-                    for m in 0..np {
-                        acc += tr.g_p[m] * pdot[m * C + lane];
-                    }
-                    *d += hb * acc;
-                }
+            let extra = tg.error_sum(tab, proposal.step.h, n, proposal.atol, proposal.rtol);
+            if integrator.decide(Some((extra, n * c)))? == odesens_solver::StepOutcome::Rejected {
+                continue;
             }
+        } else {
+            let step = integrator.step_accepted()?;
+            tg.stages(&mut der, &step, &p, last);
+            tg.advance(tab, step.h, n);
         }
-        value += h * q;
-        // u̇_{n+1} = u̇_n + h Σ b_i K̇_i
-        for (i, &b) in tab.b.iter().enumerate() {
-            if b != 0.0 {
-                let hb = h * b;
-                for (u, k) in udot.iter_mut().zip(&kdot[i * n * C..(i + 1) * n * C]) {
-                    *u += hb * k;
+        let step = integrator.accepted_step().expect("accepted");
+        if let Some(tr) = tracker.as_mut()
+            && tr.objective().has_running_cost()
+        {
+            // Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
+            let mut q = 0.0;
+            for i in 0..last {
+                let b = tab.b[i];
+                if b != 0.0 {
+                    let ti = stage_time(tab.c[i], &step);
+                    // Ẏ_i again (the stage loop overwrote it).
+                    tg.ydot.copy_from_slice(&tg.udot);
+                    for &(j, a) in tab.a[i] {
+                        let ha = step.h * a;
+                        for (y, k) in tg.ydot.iter_mut().zip(&tg.kdot[j * n * c..(j + 1) * n * c]) {
+                            *y += ha * k;
+                        }
+                    }
+                    q += b * tr.running_gradient(ti, step.stage_input(i), &p);
+                    add_gradient(tr, step.h * b, &tg.ydot, &tg.pdot, &mut d_objective);
                 }
             }
+            value += step.h * q;
         }
-        check_finite("tangent", step.t_next, &udot)?;
+        std::mem::swap(&mut tg.udot, &mut tg.unew);
+        check_finite("tangent", step.t_next, &tg.udot)?;
         let t_next = step.t_next;
         if let Some(tr) = tracker.as_mut()
             && tr.times().get(tr.next) == Some(&t_next)
         {
             let k = tr.next;
-            value += add_observation(tr, k, step.u_next, &udot, &mut d_objective);
+            tr.observation_gradient(k, step.u_next, &p);
+            add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
+            value += tr.observe(k, step.u_next, &p);
             tr.next += 1;
         }
         if save_times.get(next_save) == Some(&t_next) {
-            saved.extend_from_slice(&udot);
+            saved.extend_from_slice(&tg.udot);
             states.extend_from_slice(step.u_next);
             next_save += 1;
         }
@@ -259,19 +350,34 @@ fn run_all<M: OdeSystem, O: Objective>(
     dp: &Array2<f64>,
     save_times: &[f64],
     objective: Option<&O>,
+    error_control: bool,
 ) -> Result<Vec<(std::ops::Range<usize>, ChunkResult)>, SensitivityError> {
     let nd = du0.ncols();
-    // Balanced blocks, one per thread where possible, at most DIRECTION_CHUNK directions each.
+    // Balanced blocks, one per thread where possible, at most DIRECTION_CHUNK directions each; with the
+    // tangents in the error control all directions share one block (one step sequence).
     let threads = rayon::current_num_threads().max(1);
-    let block = nd.div_ceil(threads).clamp(1, DIRECTION_CHUNK);
+    let block = if error_control {
+        nd.max(1)
+    } else {
+        nd.div_ceil(threads).clamp(1, DIRECTION_CHUNK)
+    };
     let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(block).max(1))
         .map(|c| c * block..((c + 1) * block).min(nd))
         .collect();
     ranges
         .into_par_iter()
         .map(|r| {
-            run_chunk(problem, options, du0, dp, r.clone(), save_times, objective)
-                .map(|res| (r, res))
+            run_chunk(
+                problem,
+                options,
+                du0,
+                dp,
+                r.clone(),
+                save_times,
+                objective,
+                error_control,
+            )
+            .map(|res| (r, res))
         })
         .collect()
 }
@@ -284,6 +390,16 @@ fn add_stats(total: &mut SensitivityStats, s: &SensitivityStats) {
     total.derivatives.jvp += s.derivatives.jvp;
     total.derivatives.vjp += s.derivatives.vjp;
     total.derivatives.dual_passes += s.derivatives.dual_passes;
+}
+
+/// Settings of [`forward_sensitivities_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardSettings {
+    /// Include the tangents' error estimates (h Σ b̃_i K̇_i, scaled like the state's) in the step-size
+    /// control, as solvers of the forward-sensitivity ODE do. The steps then differ from those of the plain
+    /// solve, and all directions are propagated in one block (no parallel blocks). Default: off — the
+    /// tangents are then the exact derivatives of the plain solve's computed solution.
+    pub tangent_error_control: bool,
 }
 
 /// Forward sensitivities ∂u(t)/∂θ at `save_at` times (which become tstops, so the values are step values,
@@ -299,13 +415,40 @@ pub fn forward_sensitivities<M: OdeSystem>(
     directions: &Directions,
     save_at: &[f64],
 ) -> Result<ForwardSensitivities, SensitivityError> {
+    forward_sensitivities_with(
+        problem,
+        options,
+        directions,
+        save_at,
+        ForwardSettings::default(),
+    )
+}
+
+/// [`forward_sensitivities`] with settings (tangents in the error control).
+///
+/// # Errors
+/// As [`forward_sensitivities`].
+pub fn forward_sensitivities_with<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    directions: &Directions,
+    save_at: &[f64],
+    settings: ForwardSettings,
+) -> Result<ForwardSensitivities, SensitivityError> {
     let (n, np) = (problem.n_states(), problem.model().n_params());
     check_times("save_at", save_at, problem.t0(), problem.t_end())?;
     let (du0, dp) = directions.seeds(n, np)?;
     let nd = du0.ncols();
     let opts = derivative_options(problem, options, &[save_at])?;
-    let chunks =
-        run_all::<M, crate::objective::SquaredNormAt>(problem, &opts, &du0, &dp, save_at, None)?;
+    let chunks = run_all::<M, crate::objective::SquaredNormAt>(
+        problem,
+        &opts,
+        &du0,
+        &dp,
+        save_at,
+        None,
+        settings.tangent_error_control,
+    )?;
     let nt = save_at.len();
     let mut sens = Array3::zeros((nt, n, nd));
     let mut states = Array2::zeros((nt, n));
@@ -315,7 +458,7 @@ pub fn forward_sensitivities<M: OdeSystem>(
             for m in 0..n {
                 states[[k, m]] = res.states[k * n + m];
                 for (lane, col) in r.clone().enumerate() {
-                    sens[[k, m, col]] = res.saved[(k * n + m) * DIRECTION_CHUNK + lane];
+                    sens[[k, m, col]] = res.saved[(k * n + m) * r.len() + lane];
                 }
             }
         }
@@ -343,7 +486,7 @@ pub fn forward_gradient<M: OdeSystem, O: Objective>(
     check_objective(problem, objective)?;
     let (du0, dp) = Directions::All.seeds(n, np)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
-    let chunks = run_all(problem, &opts, &du0, &dp, &[], Some(objective))?;
+    let chunks = run_all(problem, &opts, &du0, &dp, &[], Some(objective), false)?;
     let mut grad = vec![0.0; np + n];
     let mut stats = SensitivityStats::default();
     let mut value = 0.0;

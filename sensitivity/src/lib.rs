@@ -51,7 +51,10 @@ mod objective;
 pub use adjoint::{Checkpointing, adjoint_gradient, binomial_recomputations};
 pub use common::{Gradient, SensitivityStats};
 pub use error::SensitivityError;
-pub use forward::{Directions, ForwardSensitivities, forward_gradient, forward_sensitivities};
+pub use forward::{
+    Directions, ForwardSensitivities, ForwardSettings, forward_gradient, forward_sensitivities,
+    forward_sensitivities_with,
+};
 pub use gradient_check::{GradientCheck, check_gradient, objective_value};
 pub use objective::{
     ComponentAt, IntegralOfSquare, LeastSquares, Objective, SquaredNormAt, WeightedSumAt,

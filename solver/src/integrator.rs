@@ -298,6 +298,27 @@ fn stage_input<'b>(
     }
 }
 
+/// A step attempt awaiting its decision.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    h: f64,
+    h_abs: f64,
+    t_new: f64,
+    hits_stop: bool,
+}
+
+/// A step attempt computed by [`Integrator::propose`]: its stages, and the tolerances with which the
+/// caller should scale error terms of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposedStep<'b> {
+    /// The attempt's times, states and stage inputs (u_next is the proposed u_{n+1}).
+    pub step: AcceptedStep<'b>,
+    /// Absolute tolerances per state component.
+    pub atol: &'b [f64],
+    /// Relative tolerance.
+    pub rtol: f64,
+}
+
 /// The state of an [`Integrator`] between steps, from which the solve can be replayed bit for bit
 /// ([`Integrator::checkpoint_into`], [`Integrator::restore`]).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -391,6 +412,8 @@ pub struct Integrator<'a, M: OdeSystem> {
     y: Vec<f64>,
     /// t_n and h of the last accepted step, if the last step was accepted.
     last_accepted: Option<(f64, f64)>,
+    /// The step proposed by `propose`, awaiting `decide`.
+    pending: Option<Pending>,
     /// Steps attempted (accepted + rejected) since t0, for `max_steps`; restored with checkpoints.
     steps_taken: usize,
     /// Whether steps store outputs (off for replays from checkpoints).
@@ -476,6 +499,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             ys: vec![0.0; tab.stages * n],
             y: vec![0.0; n],
             last_accepted: None,
+            pending: None,
             steps_taken: 0,
             recording: true,
             err: vec![0.0; n],
@@ -618,6 +642,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.steps_taken = cp.steps_taken;
         self.finished = cp.finished;
         self.last_accepted = None;
+        self.pending = None;
         self.extras_fresh = false;
         self.recording = false;
         Ok(())
@@ -811,9 +836,10 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.stats.rhs_evaluations += evaluations;
     }
 
-    /// Error norm RMS(e_i / (atol_i + rtol·max(|u_n,i|, |u_{n+1},i|))) with e = h Σ b̃_i K_i.
+    /// Σ_i r_i² and n for the error norm RMS(r_i), r_i = e_i / (atol_i + rtol·max(|u_n,i|, |u_{n+1},i|)),
+    /// e = h Σ b̃_i K_i.
     #[inline]
-    fn error_norm(&mut self, h: f64) -> f64 {
+    fn error_sum(&mut self, h: f64) -> (f64, usize) {
         let n = self.n;
         // err = Σ b̃_i K_i, then e = h · err.
         combine(
@@ -837,7 +863,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             let r = h * err[m] / (atol[m] + rtol * if a > b { a } else { b });
             sum += r * r;
         }
-        (sum / n as f64).sqrt()
+        (sum, n)
     }
 
     /// Takes one step (accepted or rejected).
@@ -845,6 +871,17 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// # Errors
     /// As [`solve`]; [`SolverError::AlreadyFinished`] after t_end.
     pub fn step(&mut self) -> Result<StepOutcome, SolverError> {
+        self.propose()?;
+        self.decide(None)
+    }
+
+    /// Computes the stages of the next step attempt without deciding on it: call [`Integrator::decide`]
+    /// next. Lets a caller add error terms of its own (for example forward-sensitivity tangents) to the
+    /// step-size control. [`Integrator::step`] is `propose` followed by `decide(None)`.
+    ///
+    /// # Errors
+    /// As [`Integrator::step`].
+    pub fn propose(&mut self) -> Result<ProposedStep<'_>, SolverError> {
         if self.finished {
             return Err(SolverError::AlreadyFinished { t: self.t });
         }
@@ -877,13 +914,54 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 h: self.dir * h_abs,
             });
         }
-
         self.compute_stages(h, t_new);
+        self.pending = Some(Pending {
+            h,
+            h_abs,
+            t_new,
+            hits_stop,
+        });
+        Ok(ProposedStep {
+            step: AcceptedStep {
+                t: self.t,
+                h,
+                t_next: t_new,
+                u: &self.u,
+                u_next: &self.u_new,
+                tab: self.tab,
+                ys: &self.ys,
+            },
+            atol: &self.atol,
+            rtol: self.options.rtol,
+        })
+    }
 
+    /// Accepts or rejects the step computed by [`Integrator::propose`]. `extra` = (Σ r_j², m) adds m
+    /// scaled error terms r_j = e_j / (atol + rtol·max(|x_n|, |x_{n+1}|)) of the caller's own quantities to
+    /// the error norm, which becomes RMS over all n + m terms.
+    ///
+    /// # Errors
+    /// As [`Integrator::step`]; [`SolverError::InvalidOption`] if no step was proposed.
+    pub fn decide(&mut self, extra: Option<(f64, usize)>) -> Result<StepOutcome, SolverError> {
+        let Some(Pending {
+            h,
+            h_abs,
+            t_new,
+            hits_stop,
+        }) = self.pending.take()
+        else {
+            return Err(SolverError::InvalidOption {
+                name: "decide without propose",
+                value: f64::NAN,
+                valid: "called once after each propose",
+            });
+        };
         let accept = match self.options.fixed_step {
             Some(_) => true,
             None => {
-                let err = self.error_norm(h);
+                let (sum, count) = self.error_sum(h);
+                let (extra_sum, extra_count) = extra.unwrap_or((0.0, 0));
+                let err = ((sum + extra_sum) / (count + extra_count) as f64).sqrt();
                 if !err.is_finite() {
                     return Err(self.non_finite_error(h, t_new));
                 }

@@ -25,7 +25,9 @@ mod system;
 pub mod tableau;
 
 pub use error::SolverError;
-pub use integrator::{AcceptedStep, Checkpoint, Integrator, StepOutcome, StepReplay, solve};
+pub use integrator::{
+    AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, solve,
+};
 pub use options::{Atol, PiController, Saving, SolverOptions};
 pub use problem::OdeProblem;
 pub use solution::{DenseOutput, Solution, Statistics};
