@@ -16,23 +16,7 @@ mod common;
 use common::median_ns;
 
 fn problem() -> OdeProblem<DoublePendulum> {
-    problem_of(DoublePendulum)
-}
-
-/// The set-up for a given model (the plain one, or the one with a hand-written vjp).
-fn problem_of<M: OdeSystem>(model: M) -> OdeProblem<M> {
-    OdeProblem::new(
-        model,
-        vec![
-            std::f64::consts::FRAC_PI_2,
-            std::f64::consts::FRAC_PI_2,
-            0.0,
-            0.0,
-        ],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .expect("valid problem")
+    DoublePendulum::bench_problem()
 }
 
 fn options() -> SolverOptions {
@@ -76,7 +60,7 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
-    let hand = problem_of(DoublePendulumWithVjp);
+    let hand = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
     for (id, policy) in HAND_CASES {
         c.bench_function(&format!("pendulum_gradient/{id}"), |b| {
             b.iter(|| {
@@ -105,7 +89,7 @@ fn report() {
     let mut rows = Vec::new();
     let reference =
         adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).expect("adjoint");
-    let hand = problem_of(DoublePendulumWithVjp);
+    let hand = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
     let all_cases = CASES
         .iter()
         .map(|&(id, p)| (id, p, false))

@@ -17,27 +17,8 @@ use ndarray::Array1;
 use odesens::models::DoublePendulum;
 use odesens::prelude::*;
 
-/// u(10) of the set-up, from data/reference/double_pendulum.json.
-const U10: [f64; 4] = [
-    -0.5788360081598,
-    -0.5098755884235,
-    6.055174314802,
-    -9.662377808596,
-];
-
 fn problem() -> OdeProblem<DoublePendulum> {
-    OdeProblem::new(
-        DoublePendulum,
-        vec![
-            std::f64::consts::FRAC_PI_2,
-            std::f64::consts::FRAC_PI_2,
-            0.0,
-            0.0,
-        ],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .expect("valid problem")
+    DoublePendulum::bench_problem()
 }
 
 /// One evaluation of the model's right-hand side, kept out of line like the solver's calls.
@@ -143,7 +124,7 @@ fn report() {
         let err = sol
             .u_end
             .iter()
-            .zip(U10)
+            .zip(DoublePendulum::BENCH_U10)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         let Some(t_ns) = median_ns(&format!("double_pendulum/solve_{id}")) else {

@@ -15,14 +15,6 @@ use plotters::style::RGBColor;
 const BLUE: RGBColor = RGBColor(25, 90, 200);
 const RED: RGBColor = RGBColor(200, 40, 40);
 
-/// u(10) of the benchmark set-up (l1 = l2 = m1 = m2 = 1, u0 = [π/2, π/2, 0, 0]), from data/reference.
-const BENCH_U10: [f64; 4] = [
-    -0.5788360081598,
-    -0.5098755884235,
-    6.055174314802,
-    -9.662377808596,
-];
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = common::out_dir("out/double_pendulum");
     let p = DoublePendulum::course_params();
@@ -71,17 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The benchmark set-up against its reference value.
-    let bench = OdeProblem::new(
-        DoublePendulum,
-        vec![
-            std::f64::consts::FRAC_PI_2,
-            std::f64::consts::FRAC_PI_2,
-            0.0,
-            0.0,
-        ],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )?;
+    let bench = DoublePendulum::bench_problem();
     println!(
         "\nBenchmark set-up (l1 = l2 = m1 = m2 = 1, u0 = [π/2, π/2, 0, 0]): max |u(10) − reference|"
     );
@@ -90,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let err = sol
             .u_end
             .iter()
-            .zip(BENCH_U10)
+            .zip(DoublePendulum::BENCH_U10)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
         println!(

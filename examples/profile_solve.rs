@@ -8,18 +8,7 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![
-            std::f64::consts::FRAC_PI_2,
-            std::f64::consts::FRAC_PI_2,
-            0.0,
-            0.0,
-        ],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .unwrap();
+    let problem = DoublePendulum::bench_problem();
     let options = SolverOptions::default().tol(1e-8).save_end_only();
     let mut acc = 0.0;
     for _ in 0..n {

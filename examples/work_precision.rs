@@ -13,26 +13,8 @@ use std::path::Path;
 use odesens::models::DoublePendulum;
 use odesens::prelude::*;
 
-/// u(10) of the set-up, from data/reference/double_pendulum.json.
-const U10: [f64; 4] = [
-    -0.5788360081598,
-    -0.5098755884235,
-    6.055174314802,
-    -9.662377808596,
-];
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![
-            std::f64::consts::FRAC_PI_2,
-            std::f64::consts::FRAC_PI_2,
-            0.0,
-            0.0,
-        ],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )?;
+    let problem = DoublePendulum::bench_problem();
     let tolerances: Vec<f64> = (4..=12).map(|k| 10f64.powi(-k)).collect();
     let mut rows = Vec::new();
     let mut md = String::from(
@@ -54,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let err = sol
                 .u_end
                 .iter()
-                .zip(U10)
+                .zip(DoublePendulum::BENCH_U10)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
             let time = common::median_time(|| drop(solve(&problem, &options)), 5);
@@ -85,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(data.join("figures"))?;
     let json = serde_json::json!({
         "problem": "double pendulum, l1 = l2 = m1 = m2 = 1, g = 9.80665, u0 = [pi/2, pi/2, 0, 0], t in [0, 10]",
-        "reference_u_end": U10,
+        "reference_u_end": DoublePendulum::BENCH_U10,
         "command": "cargo run --release --example work_precision",
         "rows": rows,
     });

@@ -174,13 +174,7 @@ fn fixed_step_mode_takes_exactly_the_steps_asked() {
 
 #[test]
 fn step_api_matches_solve_bit_for_bit() {
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![2.0, 2.0, 0.0, 0.0],
-        DoublePendulum::course_params(),
-        (0.0, 3.0),
-    )
-    .unwrap();
+    let problem = DoublePendulum::course_problem(3.0).unwrap();
     let options = SolverOptions::default().tol(1e-9);
     let full = solve(&problem, &options).unwrap();
     let mut integrator = Integrator::new(&problem, &options).unwrap();
@@ -204,18 +198,7 @@ fn step_api_matches_solve_bit_for_bit() {
 fn statistics_pin_the_benchmark_solve() {
     // Pinned counts of the benchmark problem (Tsit5, rtol = atol = 1e-8): a change of the controller or
     // of a tableau shows up here.
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![
-            std::f64::consts::FRAC_PI_2,
-            std::f64::consts::FRAC_PI_2,
-            0.0,
-            0.0,
-        ],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .unwrap();
+    let problem = DoublePendulum::bench_problem();
     let sol = solve(
         &problem,
         &SolverOptions::default().tol(1e-8).save_end_only(),
@@ -252,13 +235,7 @@ fn solution_serializes_to_json() {
 
 #[test]
 fn step_replay_reproduces_every_step_bit_for_bit() {
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![2.0, 2.0, 0.0, 0.0],
-        DoublePendulum::course_params(),
-        (0.0, 2.0),
-    )
-    .unwrap();
+    let problem = DoublePendulum::course_problem(2.0).unwrap();
     for method in Method::ALL {
         let options = SolverOptions::default()
             .method(method)

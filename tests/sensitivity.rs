@@ -131,13 +131,7 @@ fn adjoint_equals_forward_on_lotka_volterra_and_lorenz() {
 fn gradients_agree_with_finite_differences() {
     let cases: Vec<(String, f64)> = {
         let mut v = Vec::new();
-        let pend = OdeProblem::new(
-            DoublePendulum,
-            vec![2.0, 2.0, 0.0, 0.0],
-            DoublePendulum::course_params(),
-            (0.0, 2.0),
-        )
-        .unwrap();
+        let pend = DoublePendulum::course_problem(2.0).unwrap();
         let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
         let objective = SquaredNormAt::new(2.0);
         let g = adjoint_gradient(&pend, &options, &objective, Checkpointing::KeepAll).unwrap();
@@ -221,13 +215,7 @@ fn course_adjoint_matches_the_reference() {
     let g_ref = reference["course"]["G_norm_squared_u_end"]
         .as_f64()
         .unwrap();
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![2.0, 2.0, 0.0, 0.0],
-        DoublePendulum::course_params(),
-        (0.0, 2.0),
-    )
-    .unwrap();
+    let problem = DoublePendulum::course_problem(2.0).unwrap();
     for method in [Method::Tsit5, Method::Vern9] {
         let options = SolverOptions::default().method(method).tol(1e-12);
         let g = adjoint_gradient(
@@ -529,13 +517,7 @@ fn hand_written_vjp_matches_automatic_differentiation() {
 fn tangent_error_control_steers_the_steps_and_sharpens_the_tangents() {
     use odesens::sensitivity::{ForwardSettings, forward_sensitivities_with};
     // The chaotic pendulum: ∂u/∂u0 grows by orders of magnitude, the state does not.
-    let problem = OdeProblem::new(
-        DoublePendulum,
-        vec![2.0, 2.0, 0.0, 0.0],
-        DoublePendulum::course_params(),
-        (0.0, 5.0),
-    )
-    .unwrap();
+    let problem = DoublePendulum::course_problem(5.0).unwrap();
     let times = [5.0];
     let reference = forward_sensitivities(
         &problem,

@@ -1,5 +1,5 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
-use odesens_solver::{OdeSystem, Scalar};
+use odesens_solver::{OdeProblem, OdeSystem, Scalar};
 
 /// The double pendulum of MIT 18.063 (*Matrix Calculus*, notes/double-pendulum-sensitivity.ipynb).
 ///
@@ -23,6 +23,48 @@ impl DoublePendulum {
     /// The benchmark parameters: l1 = l2 = m1 = m2 = 1, g = 9.80665.
     pub fn bench_params() -> Vec<f64> {
         vec![1.0, 1.0, 1.0, 1.0, Self::G]
+    }
+
+    /// u(10) of the benchmark set-up ([`DoublePendulum::bench_problem`]): fixed-step RK4 in extended
+    /// precision with 2^18, 2^19, 2^20 steps agreeing to ~1e-15 (data/reference/double_pendulum.json).
+    pub const BENCH_U10: [f64; 4] = [
+        -0.5788360081598,
+        -0.5098755884235,
+        6.055174314802,
+        -9.662377808596,
+    ];
+
+    /// The benchmark set-up: l1 = l2 = m1 = m2 = 1, g = 9.80665, u0 = [π/2, π/2, 0, 0], t ∈ [0, 10].
+    pub fn bench_problem() -> OdeProblem<DoublePendulum> {
+        Self::bench_problem_with(DoublePendulum)
+    }
+
+    /// The benchmark set-up for another model of the same equations (e.g. [`DoublePendulumWithVjp`]).
+    pub fn bench_problem_with<M: OdeSystem>(model: M) -> OdeProblem<M> {
+        let u0 = vec![
+            std::f64::consts::FRAC_PI_2,
+            std::f64::consts::FRAC_PI_2,
+            0.0,
+            0.0,
+        ];
+        OdeProblem::new(model, u0, Self::bench_params(), (0.0, 10.0))
+            .expect("the benchmark set-up is valid")
+    }
+
+    /// The course's set-up on [0, t_end]: l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665, u0 = [2, 2, 0, 0]
+    /// (`t_end` must be finite and ≠ 0).
+    ///
+    /// # Errors
+    /// [`odesens_solver::SolverError::InvalidTimeSpan`] for a bad `t_end`.
+    pub fn course_problem(
+        t_end: f64,
+    ) -> Result<OdeProblem<DoublePendulum>, odesens_solver::SolverError> {
+        OdeProblem::new(
+            DoublePendulum,
+            vec![2.0, 2.0, 0.0, 0.0],
+            Self::course_params(),
+            (0.0, t_end),
+        )
     }
 
     /// Total mechanical energy T + V (conserved by the exact flow).
