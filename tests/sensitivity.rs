@@ -393,12 +393,15 @@ fn bad_input_is_reported() {
     let options = SolverOptions::default();
     assert!(matches!(
         adjoint_gradient(&problem, &options, &ComponentAt::new(0, 3.0), Checkpointing::KeepAll),
-        Err(SensitivityError::TimeOutsideSpan { t, .. }) if t == 3.0
+        Err(SensitivityError::Solver(SolverError::TimeOutsideSpan { t, .. })) if t == 3.0
     ));
     let ls = LeastSquares::new(vec![1.0, 0.5], Array2::zeros((2, 2))).unwrap();
     assert!(matches!(
         adjoint_gradient(&problem, &options, &ls, Checkpointing::KeepAll),
-        Err(SensitivityError::UnsortedTimes { index: 1, .. })
+        Err(SensitivityError::Solver(SolverError::UnsortedTimes {
+            index: 1,
+            ..
+        }))
     ));
     assert!(matches!(
         forward_gradient(&problem, &options, &WeightedSumAt::new(vec![1.0; 3], 2.0)),

@@ -69,9 +69,7 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     for times in extra {
         tstops = merge_times(&tstops, times, t0, dir);
     }
-    let mut o = options.clone().tstops(tstops).save_end_only().dense(false);
-    o.saving = odesens_solver::Saving::EndOnly;
-    Ok(o)
+    Ok(options.clone().tstops(tstops).save_end_only().dense(false))
 }
 
 /// Validates an objective for `problem`.

@@ -20,30 +20,6 @@ pub enum SensitivityError {
         /// The length given.
         got: usize,
     },
-    /// An observation (or save) time lies outside the integration span.
-    #[error("{what} time {t} lies outside the span [{lo}, {hi}]")]
-    TimeOutsideSpan {
-        /// Which list of times.
-        what: &'static str,
-        /// The offending time.
-        t: f64,
-        /// Lower end of the span.
-        lo: f64,
-        /// Upper end of the span.
-        hi: f64,
-    },
-    /// Observation (or save) times are not strictly monotone in the direction of integration.
-    #[error(
-        "{what} times must be strictly monotone in the direction of integration; entry {index} = {t} is not"
-    )]
-    UnsortedTimes {
-        /// Which list of times.
-        what: &'static str,
-        /// Index of the first entry out of order.
-        index: usize,
-        /// Its value.
-        t: f64,
-    },
     /// A derivative (tangent, adjoint or objective gradient) became NaN or infinite.
     #[error("non-finite {what} at t = {t}: component {component} = {value}")]
     NonFiniteDerivative {
@@ -68,28 +44,14 @@ pub enum SensitivityError {
     },
 }
 
-/// Checks that `times` lie in [t0, t_end] (either orientation) and are strictly monotone towards t_end.
+/// Checks observation or save times against the span (t0 allowed), with the solver's check.
 pub(crate) fn check_times(
     what: &'static str,
     times: &[f64],
     t0: f64,
     t_end: f64,
 ) -> Result<(), SensitivityError> {
-    let dir = (t_end - t0).signum();
-    let (lo, hi) = if dir > 0.0 { (t0, t_end) } else { (t_end, t0) };
-    for (index, &t) in times.iter().enumerate() {
-        if !(t >= lo && t <= hi) {
-            return Err(SensitivityError::TimeOutsideSpan { what, t, lo, hi });
-        }
-        if index > 0
-            && !(dir * (t - times[index - 1]))
-                .partial_cmp(&0.0)
-                .is_some_and(|o| o.is_gt())
-        {
-            return Err(SensitivityError::UnsortedTimes { what, index, t });
-        }
-    }
-    Ok(())
+    Ok(odesens_solver::check_times(what, times, t0, t_end, true)?)
 }
 
 /// The first non-finite entry of `v`, as an error.

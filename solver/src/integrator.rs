@@ -63,8 +63,12 @@ pub fn solve<M: OdeSystem>(
     Ok(integrator.into_solution())
 }
 
-/// Checks that `times` lie in the span and are strictly monotone in the direction of integration.
-fn check_times(
+/// Checks that `times` lie in the span [t0, t_end] (either orientation; t0 itself only if `allow_t0`) and
+/// are strictly monotone in the direction of integration.
+///
+/// # Errors
+/// [`SolverError::TimeOutsideSpan`] or [`SolverError::UnsortedTimes`] naming `what`.
+pub fn check_times(
     what: &'static str,
     times: &[f64],
     t0: f64,

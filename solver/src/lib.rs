@@ -26,7 +26,7 @@ pub mod tableau;
 
 pub use error::SolverError;
 pub use integrator::{
-    AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, solve,
+    AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, check_times, solve,
 };
 pub use options::{Atol, PiController, Saving, SolverOptions};
 pub use problem::OdeProblem;
