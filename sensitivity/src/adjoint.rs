@@ -439,3 +439,41 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
         stats: back.stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{binomial_recomputations, binomial_split};
+
+    /// T(l, c) by brute force: the fewest advances to reverse l steps with c snapshots.
+    fn brute_force(max_l: usize, max_c: usize) -> Vec<Vec<usize>> {
+        let mut t = vec![vec![0usize; max_c + 1]; max_l + 1];
+        for l in 2..=max_l {
+            t[l][1] = l * (l - 1) / 2;
+            for c in 2..=max_c {
+                t[l][c] = (1..l)
+                    .map(|lh| lh + t[l - lh][c - 1] + t[lh][c])
+                    .min()
+                    .unwrap();
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn closed_form_and_split_are_optimal() {
+        let t = brute_force(90, 7);
+        for l in 2..=90 {
+            for c in 1..=7 {
+                assert_eq!(binomial_recomputations(l, c), t[l][c], "t({l}, {c})");
+                if c >= 2 {
+                    let lh = binomial_split(l, c);
+                    assert_eq!(
+                        lh + t[l - lh][c - 1] + t[lh][c],
+                        t[l][c],
+                        "split of ({l}, {c})"
+                    );
+                }
+            }
+        }
+    }
+}
