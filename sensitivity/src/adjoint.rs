@@ -16,7 +16,8 @@ use ndarray::Array1;
 use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
 
 use crate::common::{
-    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, stage_time,
+    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options,
+    forward_pass, stage_time,
 };
 use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
@@ -307,37 +308,10 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
 
     // Forward pass: G, the step count, and the checkpoints the policy keeps.
     let mut forward = Integrator::new(problem, &opts)?;
-    let mut tracker = ObjectiveTracker::new(objective, n, np);
     let t0 = problem.t0();
-    let mut value = 0.0;
     let u0 = problem.u0().to_vec();
-    if tracker.times().first() == Some(&t0) {
-        value += tracker.observe(0, &u0, &p);
-        tracker.next = 1;
-    }
-    let keep_every = match checkpointing {
-        Checkpointing::KeepAll => Some(1),
-        Checkpointing::Uniform { every } => Some(every),
-        _ => None,
-    };
-    let mut stored: Vec<Checkpoint> = Vec::new();
     let initial = forward.checkpoint();
     let cp_bytes = initial.bytes();
-    let mut steps = 0usize;
-    while !forward.is_finished() {
-        if keep_every.is_some_and(|k| steps.is_multiple_of(k)) {
-            stored.push(forward.checkpoint());
-        }
-        let step = forward.step_accepted()?;
-        if objective.has_running_cost() {
-            value += tracker.quadrature(&step, &p);
-        }
-        if tracker.times().get(tracker.next) == Some(&step.t_next) {
-            value += tracker.observe(tracker.next, step.u_next, &p);
-            tracker.next += 1;
-        }
-        steps += 1;
-    }
     let snapshots = match checkpointing {
         Checkpointing::Binomial { snapshots } => snapshots,
         Checkpointing::MemoryBudget { bytes } => {
@@ -353,8 +327,19 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
         }
         _ => 0,
     };
+    let keep_every = match checkpointing {
+        Checkpointing::KeepAll => Some(1),
+        Checkpointing::Uniform { every } => Some(every),
+        _ => None,
+    };
+    let mut stored: Vec<Checkpoint> = Vec::new();
+    let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integrator, k| {
+        if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
+            stored.push(integrator.checkpoint());
+        }
+    })?;
 
-    let n_obs = tracker.times().len();
+    let n_obs = objective.observation_times().len();
     let mut e = Engine {
         replay: Integrator::new(problem, &opts)?,
         der: Derivatives::new(problem.model()),

@@ -164,6 +164,37 @@ impl<'o, O: Objective> ObjectiveTracker<'o, O> {
     }
 }
 
+/// Runs `integrator` to the end, evaluating G = Σ_k g_k + ∫ r dt along the steps; `before_step(integrator,
+/// k)` is called before the k-th accepted step (for checkpoints). Returns G and the number of steps.
+pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
+    integrator: &mut odesens_solver::Integrator<'_, M>,
+    objective: &O,
+    p: &[f64],
+    (t0, u0): (f64, &[f64]),
+    mut before_step: impl FnMut(&odesens_solver::Integrator<'_, M>, usize),
+) -> Result<(f64, usize), SensitivityError> {
+    let mut tracker = ObjectiveTracker::new(objective, u0.len(), p.len());
+    let mut value = 0.0;
+    if tracker.times().first() == Some(&t0) {
+        value += tracker.observe(0, u0, p);
+        tracker.next = 1;
+    }
+    let mut steps = 0;
+    while !integrator.is_finished() {
+        before_step(integrator, steps);
+        let step = integrator.step_accepted()?;
+        if objective.has_running_cost() {
+            value += tracker.quadrature(&step, p);
+        }
+        if tracker.times().get(tracker.next) == Some(&step.t_next) {
+            value += tracker.observe(tracker.next, step.u_next, p);
+            tracker.next += 1;
+        }
+        steps += 1;
+    }
+    Ok((value, steps))
+}
+
 /// The time of stage with node c in `step` (exactly t_{n+1} for c = 1, as the integrator does).
 pub(crate) fn stage_time(c: f64, step: &AcceptedStep<'_>) -> f64 {
     if c == 1.0 {

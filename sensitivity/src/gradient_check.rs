@@ -4,7 +4,7 @@ use ndarray::Array1;
 use odesens_solver::{Integrator, OdeProblem, OdeSystem, SolverOptions};
 use serde::Serialize;
 
-use crate::common::{Gradient, ObjectiveTracker, check_objective, derivative_options};
+use crate::common::{Gradient, check_objective, derivative_options, forward_pass};
 use crate::error::SensitivityError;
 use crate::objective::Objective;
 
@@ -36,26 +36,15 @@ pub fn objective_value<M: OdeSystem, O: Objective>(
     objective: &O,
 ) -> Result<f64, SensitivityError> {
     check_objective(problem, objective)?;
-    let (n, np) = (problem.n_states(), problem.model().n_params());
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
-    let p = problem.params().to_vec();
-    let mut tracker = ObjectiveTracker::new(objective, n, np);
-    let mut value = 0.0;
-    if tracker.times().first() == Some(&problem.t0()) {
-        value += tracker.observe(0, &problem.u0().to_vec(), &p);
-        tracker.next = 1;
-    }
     let mut integrator = Integrator::new(problem, &opts)?;
-    while !integrator.is_finished() {
-        let step = integrator.step_accepted()?;
-        if objective.has_running_cost() {
-            value += tracker.quadrature(&step, &p);
-        }
-        if tracker.times().get(tracker.next) == Some(&step.t_next) {
-            value += tracker.observe(tracker.next, step.u_next, &p);
-            tracker.next += 1;
-        }
-    }
+    let (value, _) = forward_pass(
+        &mut integrator,
+        objective,
+        &problem.params().to_vec(),
+        (problem.t0(), &problem.u0().to_vec()),
+        |_, _| {},
+    )?;
     Ok(value)
 }
 
