@@ -121,12 +121,7 @@ fn report() {
                 .save_end_only(),
         )
         .expect("solve");
-        let err = sol
-            .u_end
-            .iter()
-            .zip(DoublePendulum::BENCH_U10)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let err = DoublePendulum::bench_error(sol.u_end.as_slice().expect("contiguous"));
         let Some(t_ns) = median_ns(&format!("double_pendulum/solve_{id}")) else {
             continue;
         };

@@ -24,7 +24,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         p.clone(),
         (0.0, 10.0),
     )?;
-    let e0 = DoublePendulum::energy(&[2.0, 2.0, 0.0, 0.0], &p);
 
     println!(
         "Double pendulum (MIT 18.063): l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665, u0 = [2, 2, 0, 0], t in [0, 10]"
@@ -41,12 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .max_steps(1_000_000);
         let sol = solve(&problem, &options)?;
         let time = common::median_time(|| drop(solve(&problem, &options)), 5);
-        let drift = sol
-            .states
-            .rows()
-            .into_iter()
-            .map(|r| (DoublePendulum::energy(&r.to_vec(), &p) - e0).abs() / e0.abs())
-            .fold(0.0, f64::max);
+        let drift = DoublePendulum::max_energy_drift(&sol.states, &p);
         println!(
             "{:<7} {:>9} {:>9} {:>10} {:>10.3} ms {:>12.1e}  [{:.6}, {:.6}, {:.6}, {:.6}]",
             method.name(),
@@ -69,12 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for tol in [1e-6, 1e-8, 1e-10, 1e-12] {
         let sol = solve(&bench, &SolverOptions::default().tol(tol).save_end_only())?;
-        let err = sol
-            .u_end
-            .iter()
-            .zip(DoublePendulum::BENCH_U10)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let err = DoublePendulum::bench_error(sol.u_end.as_slice().expect("contiguous"));
         println!(
             "  Tsit5 rtol = atol = {tol:.0e}: error {err:.2e} ({} steps, {} rejected)",
             sol.stats.accepted_steps, sol.stats.rejected_steps

@@ -33,12 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .save_end_only()
                 .max_steps(10_000_000);
             let sol = solve(&problem, &options)?;
-            let err = sol
-                .u_end
-                .iter()
-                .zip(DoublePendulum::BENCH_U10)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let err = DoublePendulum::bench_error(sol.u_end.as_slice().expect("contiguous"));
             let time = common::median_time(|| drop(solve(&problem, &options)), 5);
             let s = sol.stats;
             writeln!(

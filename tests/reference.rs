@@ -92,13 +92,7 @@ fn double_pendulum_energy_drift_is_bounded() {
         (Method::Tsit5, 1e-8, 1e-5),
     ] {
         let sol = solve(&problem, &SolverOptions::default().method(method).tol(tol)).unwrap();
-        let e0 = DoublePendulum::energy(problem.u0().as_slice().unwrap(), &p);
-        let drift = sol
-            .states
-            .rows()
-            .into_iter()
-            .map(|row| (DoublePendulum::energy(&row.to_vec(), &p) - e0).abs() / e0.abs())
-            .fold(0.0, f64::max);
+        let drift = DoublePendulum::max_energy_drift(&sol.states, &p);
         println!(
             "{method} tol {tol:e}: max relative energy drift {drift:.2e} over {} steps",
             sol.times.len()

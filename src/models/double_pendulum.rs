@@ -78,6 +78,24 @@ impl DoublePendulum {
         kinetic + potential
     }
 
+    /// Largest relative deviation |E(u_k) − E(u_0)| / |E(u_0)| of the energy over the rows u_k of
+    /// `states` (row 0 is the reference).
+    pub fn max_energy_drift(states: &ndarray::Array2<f64>, p: &[f64]) -> f64 {
+        let energy = |k: usize| Self::energy(&states.row(k).to_vec(), p);
+        let e0 = energy(0);
+        (0..states.nrows())
+            .map(|k| (energy(k) - e0).abs() / e0.abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Max-norm distance of `u` from [`DoublePendulum::BENCH_U10`].
+    pub fn bench_error(u: &[f64]) -> f64 {
+        u.iter()
+            .zip(Self::BENCH_U10)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
     /// Bob positions (x1, y1, x2, y2) for state u and lengths l1, l2.
     pub fn positions(u: &[f64], l1: f64, l2: f64) -> [f64; 4] {
         let x1 = l1 * u[0].sin();
