@@ -567,3 +567,30 @@ fn tangent_error_control_steers_the_steps_and_sharpens_the_tangents() {
     );
     assert!(e_controlled < 0.5 * e_plain);
 }
+
+/// G = √u_0(1): its gradient is infinite where u_0(1) = 0.
+struct SqrtAtOne;
+impl Objective for SqrtAtOne {
+    fn observation_times(&self) -> &[f64] {
+        &[1.0]
+    }
+    fn observation<S: Scalar>(&self, _k: usize, _t: f64, u: ArrayView1<S>, _p: ArrayView1<S>) -> S {
+        u[0].sqrt()
+    }
+}
+
+#[test]
+fn a_non_finite_objective_gradient_is_an_error() {
+    let problem = OdeProblem::new(ExponentialDecay, vec![0.0], vec![1.0], (0.0, 1.0)).unwrap();
+    let options = SolverOptions::default();
+    for result in [
+        adjoint_gradient(&problem, &options, &SqrtAtOne, Checkpointing::KeepAll),
+        forward_gradient(&problem, &options, &SqrtAtOne),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(err, SensitivityError::NonFiniteDerivative { t, .. } if t == 1.0),
+            "{err:?}"
+        );
+    }
+}

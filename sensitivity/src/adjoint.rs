@@ -213,7 +213,7 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
     // Observation at the end of the step: λ += ∂g/∂u(u_{n+1}), p̄ += ∂g/∂p.
     if *obs_left > 0 && tracker.times()[*obs_left - 1] == step.t_next {
         let k = *obs_left - 1;
-        tracker.observation_gradient(k, step.u_next, p);
+        tracker.observation_gradient(k, step.u_next, p)?;
         for (l, g) in lambda.iter_mut().zip(&tracker.g_u) {
             *l += g;
         }
@@ -244,7 +244,7 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
             der.vjp_add(ti, yi, p, kb, y_bar, p_bar);
         }
         if running && hb != 0.0 {
-            tracker.running_gradient(ti, yi, p);
+            tracker.running_gradient(ti, yi, p)?;
             for (y, g) in y_bar.iter_mut().zip(&tracker.g_u) {
                 *y += hb * g;
             }
@@ -404,7 +404,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
     let mut back = e;
     // An observation at t0 adds ∂g/∂u0 directly.
     if back.obs_left == 1 && back.tracker.times()[0] == t0 {
-        back.tracker.observation_gradient(0, &u0, &p);
+        back.tracker.observation_gradient(0, &u0, &p)?;
         for (l, g) in back.lambda.iter_mut().zip(&back.tracker.g_u) {
             *l += g;
         }

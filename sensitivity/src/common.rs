@@ -6,7 +6,7 @@ use odesens_solver::{AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statist
 use serde::Serialize;
 
 use crate::derivatives::{CHUNK, ChunkDual, DerivativeCounts, ScalarGradient};
-use crate::error::{SensitivityError, check_times};
+use crate::error::{SensitivityError, check_finite, check_times};
 use crate::objective::Objective;
 
 /// Counters of a derivative computation.
@@ -129,21 +129,46 @@ impl<'o, O: Objective> ObjectiveTracker<'o, O> {
     }
 
     /// Gradient of g_k at (u, p) into `g_u`, `g_p`.
-    pub fn observation_gradient(&mut self, k: usize, u: &[f64], p: &[f64]) {
+    ///
+    /// # Errors
+    /// [`SensitivityError::NonFiniteDerivative`] if the gradient is not finite.
+    pub fn observation_gradient(
+        &mut self,
+        k: usize,
+        u: &[f64],
+        p: &[f64],
+    ) -> Result<(), SensitivityError> {
         let (objective, t) = (self.objective, self.times[k]);
         self.grad
             .gradient(u, p, &mut self.g_u, &mut self.g_p, |ud, pd| {
                 objective.observation::<ChunkDual>(k, t, ud, pd)
             });
+        self.check(t)
     }
 
     /// Gradient of the running cost r(t, u, p) into `g_u`, `g_p`; returns r.
-    pub fn running_gradient(&mut self, t: f64, u: &[f64], p: &[f64]) -> f64 {
+    ///
+    /// # Errors
+    /// [`SensitivityError::NonFiniteDerivative`] if the gradient is not finite.
+    pub fn running_gradient(
+        &mut self,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+    ) -> Result<f64, SensitivityError> {
         let objective = self.objective;
-        self.grad
+        let r = self
+            .grad
             .gradient(u, p, &mut self.g_u, &mut self.g_p, |ud, pd| {
                 objective.running_cost::<ChunkDual>(t, ud, pd)
-            })
+            });
+        self.check(t)?;
+        Ok(r)
+    }
+
+    fn check(&self, t: f64) -> Result<(), SensitivityError> {
+        check_finite("objective gradient ∂g/∂u", t, &self.g_u)?;
+        check_finite("objective gradient ∂g/∂p", t, &self.g_p)
     }
 
     /// The running cost's contribution h Σ_i b_i r(t_i, Y_i, p) of an accepted step.

@@ -247,7 +247,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
     if let Some(tr) = tracker.as_mut()
         && tr.times().first() == Some(&t0)
     {
-        tr.observation_gradient(0, &u0, &p);
+        tr.observation_gradient(0, &u0, &p)?;
         add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
         value += tr.observe(0, &u0, &p);
         tr.next = 1;
@@ -304,7 +304,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
                             *y += ha * k;
                         }
                     }
-                    q += b * tr.running_gradient(ti, step.stage_input(i), &p);
+                    q += b * tr.running_gradient(ti, step.stage_input(i), &p)?;
                     add_gradient(tr, step.h * b, &tg.ydot, &tg.pdot, &mut d_objective);
                 }
             }
@@ -317,7 +317,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
             && tr.times().get(tr.next) == Some(&t_next)
         {
             let k = tr.next;
-            tr.observation_gradient(k, step.u_next, &p);
+            tr.observation_gradient(k, step.u_next, &p)?;
             add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
             value += tr.observe(k, step.u_next, &p);
             tr.next += 1;
