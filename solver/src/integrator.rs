@@ -111,9 +111,10 @@ fn combine_fixed<const N: usize>(
     k: &[f64],
 ) {
     let mut acc: [f64; N] = base[..N].try_into().expect("length N");
+    let (stages, _) = k.as_chunks::<N>();
     for &(j, a) in row {
         let ha = h * a;
-        let kj: &[f64; N] = k[j * N..j * N + N].try_into().expect("length N");
+        let kj = &stages[j];
         for m in 0..N {
             acc[m] += ha * kj[m];
         }
