@@ -3,9 +3,10 @@
 //! For a direction θ with u̇_0 = ∂u0/∂θ and ṗ = ∂p/∂θ, each accepted step (t_n, h) of the forward solve is
 //! differentiated with the same tableau (DESIGN.md): Ẏ_i = u̇_n + h Σ_j a_ij K̇_j,
 //! K̇_i = f_u(t_i, Y_i) Ẏ_i + f_p(t_i, Y_i) ṗ, u̇_{n+1} = u̇_n + h Σ_i b_i K̇_i. With the step sequence frozen
-//! this is the exact derivative of the computed solution. Directions are processed in chunks of
-//! [`crate::derivatives::CHUNK`] (one dual-number pass per stage for the whole chunk), and chunks run in
-//! parallel with rayon. Tangents are not part of the error control.
+//! this is the exact derivative of the computed solution. Directions are split into balanced blocks of at
+//! most [`crate::derivatives::CHUNK`], one per thread (rayon); each K̇_i costs one `Dual64` pass (or the
+//! model's hand-written jvp) per direction. By default the tangents are not part of the error control;
+//! [`ForwardSettings::tangent_error_control`] puts them in (all directions then share one block).
 
 use ndarray::{Array1, Array2, Array3};
 use odesens_solver::{
