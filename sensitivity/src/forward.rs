@@ -408,7 +408,7 @@ pub struct ForwardSettings {
 ///
 /// # Errors
 /// Solver errors; [`SensitivityError::DimensionMismatch`] for custom directions of the wrong size;
-/// [`SensitivityError::TimeOutsideSpan`] / [`SensitivityError::UnsortedTimes`] for bad save times;
+/// [`SensitivityError::Solver`] with `TimeOutsideSpan` / `UnsortedTimes` for bad save times;
 /// [`SensitivityError::NonFiniteDerivative`] if a tangent becomes NaN/∞.
 pub fn forward_sensitivities<M: OdeSystem>(
     problem: &OdeProblem<M>,

@@ -2,7 +2,7 @@ use ndarray::{ArrayView1, ArrayViewMut1};
 use odesens_solver::{OdeSystem, Scalar};
 
 /// The Arenstorf orbit: the restricted three-body problem (Earth, Moon, satellite) in rotating
-/// coordinates, p = [μ] (Moon's mass fraction), u = [x, y, x', y'] (Hairer, Nørsett & Wanner,
+/// coordinates, p = \[μ\] (Moon's mass fraction), u = [x, y, x', y'] (Hairer, Nørsett & Wanner,
 /// *Solving ODEs I*, §II.0, eq. (0.1)):
 /// x'' = x + 2y' − μ'(x + μ)/D1 − μ(x − μ')/D2, y'' = y − 2x' − μ' y/D1 − μ y/D2,
 /// D1 = ((x + μ)² + y²)^{3/2}, D2 = ((x − μ')² + y²)^{3/2}, μ' = 1 − μ.

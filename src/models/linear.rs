@@ -1,7 +1,7 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 use odesens_solver::{OdeSystem, Scalar};
 
-/// Exponential decay du/dt = −k u, p = [k]; exact solution u(t) = u0 e^{−k (t − t0)}.
+/// Exponential decay du/dt = −k u, p = \[k\]; exact solution u(t) = u0 e^{−k (t − t0)}.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExponentialDecay;
 

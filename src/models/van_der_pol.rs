@@ -1,7 +1,7 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 use odesens_solver::{OdeSystem, Scalar};
 
-/// The Van der Pol oscillator u1' = u2, u2' = μ (1 − u1²) u2 − u1, p = [μ].
+/// The Van der Pol oscillator u1' = u2, u2' = μ (1 − u1²) u2 − u1, p = \[μ\].
 ///
 /// Non-stiff for μ of order 1 (a limit cycle of period ≈ 6.6633 at μ = 1); stiff for large μ.
 #[derive(Debug, Clone, Copy, Default)]
