@@ -594,3 +594,26 @@ fn a_non_finite_objective_gradient_is_an_error() {
         );
     }
 }
+
+#[test]
+fn binomial_reversal_with_as_many_snapshots_as_steps_does_not_recurse() {
+    // 300 000 fixed steps and room for all of them: the reversal's nesting is 300 000 deep, which must
+    // not live on the call stack.
+    let problem = OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 3.0)).unwrap();
+    let options = SolverOptions::default()
+        .method(Method::Bs3)
+        .fixed_step(1e-5)
+        .max_steps(1_000_000);
+    let objective = ComponentAt::new(0, 3.0);
+    let g = adjoint_gradient(
+        &problem,
+        &options,
+        &objective,
+        Checkpointing::MemoryBudget { bytes: 1 << 30 },
+    )
+    .unwrap();
+    assert_eq!(g.stats.forward.accepted_steps, 300_000);
+    assert_eq!(g.stats.recomputed_steps, 300_000 - 1);
+    let exact = (-0.3f64 * 3.0).exp();
+    assert!((g.wrt_u0[0] - exact).abs() < 1e-12);
+}

@@ -160,37 +160,77 @@ impl Stack {
     }
 }
 
-/// Reverses steps [a, b) from the checkpoint in `slot` (taken at step a) with `c` snapshots usable, that
-/// one included (Griewank–Walther): advance l̂ steps, store a snapshot, reverse [a + l̂, b) with c − 1,
-/// release it, reverse [a, a + l̂) with c. With one snapshot left every step is reached from `slot`.
+/// Work of the binomial reversal.
+enum Work {
+    /// Reverse steps [a, b) from the checkpoint in `slot` (taken at step a) with `c` snapshots usable,
+    /// that one included.
+    Reverse {
+        slot: usize,
+        a: usize,
+        b: usize,
+        c: usize,
+    },
+    /// Release the most recent snapshot.
+    Release,
+}
+
+/// Reverses steps [0, l) from the checkpoint in slot 0 with `c` snapshots (Griewank–Walther): to reverse
+/// [a, b), advance l̂ steps, store a snapshot, reverse [a + l̂, b) with c − 1, release it, reverse
+/// [a, a + l̂) with c; with one snapshot left every step is reached from the range's checkpoint. The
+/// recursion runs on an explicit work list, so its depth (up to the number of snapshots) does not use
+/// the call stack.
 fn revolve<M: OdeSystem, O: Objective>(
     e: &mut Engine<'_, '_, M, O>,
     st: &mut Stack,
-    slot: usize,
-    (a, b): (usize, usize),
+    l: usize,
     c: usize,
 ) -> Result<(), SensitivityError> {
-    let l = b - a;
-    if l == 0 {
-        return Ok(());
-    }
-    if l == 1 {
-        e.replay.restore(&st.items[slot])?;
-        return e.adjoint_current();
-    }
-    if c <= 1 {
-        for j in (a..b).rev() {
-            e.advance_from(&st.items[slot], j - a)?;
-            e.adjoint_current()?;
+    let mut work = vec![Work::Reverse {
+        slot: 0,
+        a: 0,
+        b: l,
+        c,
+    }];
+    while let Some(item) = work.pop() {
+        let (slot, a, b, c) = match item {
+            Work::Release => {
+                st.pop();
+                continue;
+            }
+            Work::Reverse { slot, a, b, c } => (slot, a, b, c),
+        };
+        let l = b - a;
+        if l == 0 {
+            continue;
         }
-        return Ok(());
+        if l == 1 {
+            e.replay.restore(&st.items[slot])?;
+            e.adjoint_current()?;
+        } else if c <= 1 {
+            for j in (a..b).rev() {
+                e.advance_from(&st.items[slot], j - a)?;
+                e.adjoint_current()?;
+            }
+        } else {
+            let lh = binomial_split(l, c);
+            e.advance_from(&st.items[slot], lh)?;
+            let m = st.push(&e.replay);
+            work.push(Work::Reverse {
+                slot,
+                a,
+                b: a + lh,
+                c,
+            });
+            work.push(Work::Release);
+            work.push(Work::Reverse {
+                slot: m,
+                a: a + lh,
+                b,
+                c: c - 1,
+            });
+        }
     }
-    let lh = binomial_split(l, c);
-    e.advance_from(&st.items[slot], lh)?;
-    let m = st.push(&e.replay);
-    revolve(e, st, m, (a + lh, b), c - 1)?;
-    st.pop();
-    revolve(e, st, slot, (a, a + lh), c)
+    Ok(())
 }
 
 /// Differentiates one accepted step backwards (see the module docs); λ and p̄ are updated in place.
@@ -394,7 +434,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
             st.items.push(initial);
             st.depth = 1;
             st.peak = 1;
-            revolve(&mut e, &mut st, 0, (0, steps), snapshots)?;
+            revolve(&mut e, &mut st, steps, snapshots.min(steps.max(1)))?;
             let _ = st.cp_bytes;
             st.peak
         }
