@@ -617,3 +617,24 @@ fn binomial_reversal_with_as_many_snapshots_as_steps_does_not_recurse() {
     let exact = (-0.3f64 * 3.0).exp();
     assert!((g.wrt_u0[0] - exact).abs() < 1e-12);
 }
+
+#[test]
+fn a_uniform_interval_longer_than_the_solve_is_one_segment() {
+    let problem = OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 1.0)).unwrap();
+    let options = SolverOptions::default().fixed_step(0.01);
+    let objective = ComponentAt::new(0, 1.0);
+    let keep_all =
+        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+    let g = adjoint_gradient(
+        &problem,
+        &options,
+        &objective,
+        Checkpointing::Uniform {
+            every: usize::MAX / 2,
+        },
+    )
+    .unwrap();
+    assert!(bitwise_equal(&g, &keep_all));
+    assert_eq!(g.stats.recomputed_steps, 99);
+    assert_eq!(g.stats.peak_snapshots, 100);
+}

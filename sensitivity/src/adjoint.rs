@@ -407,7 +407,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
         }
         Checkpointing::Uniform { every } => {
             // The stored checkpoints plus one segment's (its first is a stored one).
-            let mut segment: Vec<Checkpoint> = vec![Checkpoint::default(); every];
+            let mut segment: Vec<Checkpoint> = vec![Checkpoint::default(); every.min(steps.max(1))];
             for (c, cp) in stored.iter().enumerate().rev() {
                 let len = (steps - c * every).min(every);
                 e.replay.restore(cp)?;
@@ -422,7 +422,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
                     e.adjoint_current()?;
                 }
             }
-            stored.len() + every - 1
+            stored.len() + every.min(steps.max(1)) - 1
         }
         Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
             let mut st = Stack {
