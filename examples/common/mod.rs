@@ -40,6 +40,24 @@ pub struct Series<'a> {
     pub color: RGBColor,
 }
 
+/// The smallest and largest x and y over the points of `series` that pass `keep`.
+fn bounds(series: &[Series], keep: impl Fn(&(f64, f64)) -> bool) -> (f64, f64, f64, f64) {
+    let mut b = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| keep(p))
+    {
+        b = (b.0.min(x), b.1.max(x), b.2.min(y), b.3.max(y));
+    }
+    b
+}
+
 /// Draws the series as lines on one chart and writes a PNG.
 pub fn line_plot(
     path: &std::path::Path,
@@ -51,20 +69,7 @@ pub fn line_plot(
     init_fonts();
     let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for s in series {
-        for &(x, y) in &s.points {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
+    let (x0, x1, y0, y1) = bounds(series, |_| true);
     let pad = 0.05 * (y1 - y0).max(1e-12);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 26))
@@ -112,15 +117,7 @@ pub fn loglog_plot(
     init_fonts();
     let root = BitMapBackend::new(path, (1000, 650)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, 0.0f64, f64::INFINITY, 0.0f64);
-    for s in series {
-        for &(x, y) in s.points.iter().filter(|p| p.0 > 0.0 && p.1 > 0.0) {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
+    let (x0, x1, y0, y1) = bounds(series, |p| p.0 > 0.0 && p.1 > 0.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 26))
         .margin(15)
