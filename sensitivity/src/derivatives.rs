@@ -2,31 +2,31 @@
 //! Jacobians of a model's right-hand side, and gradients of scalar functions (objectives).
 //!
 //! Route, cheapest first: the model's hand-written [`OdeSystem::jvp`]/[`OdeSystem::vjp`] when it
-//! provides them; otherwise forward-mode automatic differentiation through the model's generic `rhs`
-//! with `num-dual`: one `Dual64` pass per direction for jvps, n + p passes for the Jacobian [f_u f_p]
-//! (hence a vjp without a hand-written one), and `DualSVec64<CHUNK>` chunks for gradients of scalar
-//! objectives.
+//! provides them; otherwise forward-mode automatic differentiation through the model's generic `rhs`:
+//! one `Dual64` pass for a single jvp, and [`Lanes`]`<CHUNK>` passes (up to [`CHUNK`] directions at
+//! once: each elementary function evaluated once, then one multiply–add per direction) for blocks of
+//! tangents, for the Jacobian [f_u f_p] (⌈(n + p)/CHUNK⌉ passes, hence a vjp without a hand-written
+//! one) and for gradients of scalar objectives.
 //!
-//! Measured in the adjoint bench (double pendulum, n + p = 9): Jacobians by 9 `Dual64` passes made the
-//! adjoint gradient 1.45× faster than by two `DualSVec64<8>` passes and 1.9× faster than three
-//! `DualSVec64<4>` ones: num-dual's vector duals carry an `Option` per value and cost more per direction
-//! than the scalar dual.
+//! Measured on the adjoint bench (double pendulum, n + p = 9): Jacobians by num-dual's
+//! `DualSVec64<8>` (2 passes) were 1.45× slower than by 9 `Dual64` passes; [`Lanes`] replaced both.
 
 use ndarray::{ArrayView1, ArrayViewMut1};
-use num_dual::{Dual64, DualSVec64};
+use num_dual::Dual64;
 use odesens_solver::OdeSystem;
 
-/// Number of directions in a block: tangents are propagated in blocks of up to this many directions (one
-/// `Dual64` pass each), and scalar gradients use `DualSVec64<CHUNK>`.
+use crate::lanes::Lanes;
+
+/// Number of directions differentiated together in one [`Lanes`] pass.
 pub const CHUNK: usize = 8;
 
 /// The chunked dual number type.
-pub type ChunkDual = DualSVec64<CHUNK>;
+pub type ChunkDual = Lanes<CHUNK>;
 
 /// Counters of derivative evaluations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DerivativeCounts {
-    /// Jacobian–vector products (one per call, any number of directions in a chunk counts once).
+    /// Jacobian–vector products, one per direction.
     pub jvp: usize,
     /// Vector–Jacobian products.
     pub vjp: usize,
@@ -42,6 +42,10 @@ pub struct Derivatives<'m, M: OdeSystem> {
     u1: Vec<Dual64>,
     p1: Vec<Dual64>,
     f1: Vec<Dual64>,
+    /// Lane buffers.
+    ul: Vec<ChunkDual>,
+    pl: Vec<ChunkDual>,
+    fl: Vec<ChunkDual>,
     /// [f_u f_p], row-major n × (n + np).
     jac: Vec<f64>,
     /// One direction of a block (v, w) and its product.
@@ -55,10 +59,6 @@ pub struct Derivatives<'m, M: OdeSystem> {
     pub counts: DerivativeCounts,
 }
 
-fn eps_of(x: &ChunkDual, d: usize) -> f64 {
-    x.eps.0.as_ref().map_or(0.0, |v| v[d])
-}
-
 impl<'m, M: OdeSystem> Derivatives<'m, M> {
     /// Buffers for `model`.
     pub fn new(model: &'m M) -> Self {
@@ -70,6 +70,9 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
             u1: vec![Dual64::from(0.0); n],
             p1: vec![Dual64::from(0.0); np],
             f1: vec![Dual64::from(0.0); n],
+            ul: vec![ChunkDual::constant(0.0); n],
+            pl: vec![ChunkDual::constant(0.0); np],
+            fl: vec![ChunkDual::constant(0.0); n],
             jac: vec![0.0; n * (n + np)],
             v1: vec![0.0; n],
             w1: vec![0.0; np],
@@ -105,8 +108,8 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
     }
 
     /// Jacobian–vector products for a block of `lanes` directions. `v` is n × lanes and `w` np × lanes
-    /// (row-major: entry (m, d) at `m·lanes + d`); `out` (n × lanes) receives f_u·v + f_p·w. One `Dual64`
-    /// pass per direction (or the model's jvp).
+    /// (row-major: entry (m, d) at `m·lanes + d`); `out` (n × lanes) receives f_u·v + f_p·w. One
+    /// [`Lanes`] pass per [`CHUNK`] directions, or the model's jvp per direction.
     #[allow(clippy::too_many_arguments)]
     pub fn jvp_block(
         &mut self,
@@ -118,7 +121,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
         out: &mut [f64],
         lanes: usize,
     ) {
-        let (n, np) = (self.n, self.np);
+        // A hand-written jvp, direction by direction.
         for d in 0..lanes {
             for (m, x) in self.v1.iter_mut().enumerate() {
                 *x = v[m * lanes + d];
@@ -126,38 +129,78 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
             for (m, x) in self.w1.iter_mut().enumerate() {
                 *x = w[m * lanes + d];
             }
-            let (v1, w1) = (std::mem::take(&mut self.v1), std::mem::take(&mut self.w1));
-            let mut o1 = std::mem::take(&mut self.o1);
-            self.jvp(t, u, p, &v1, &w1, &mut o1);
-            for (m, x) in o1.iter().enumerate() {
+            if !self.model.jvp(t, u, p, &self.v1, &self.w1, &mut self.o1) {
+                break;
+            }
+            self.counts.jvp += 1;
+            for (m, x) in self.o1.iter().enumerate() {
                 out[m * lanes + d] = *x;
             }
-            (self.v1, self.w1, self.o1) = (v1, w1, o1);
+            if d + 1 == lanes {
+                return;
+            }
         }
-        let _ = (n, np);
+        // Forward-mode AD, CHUNK directions per pass.
+        let mut start = 0;
+        while start < lanes {
+            let width = CHUNK.min(lanes - start);
+            for (m, x) in self.ul.iter_mut().enumerate() {
+                let mut eps = [0.0; CHUNK];
+                eps[..width].copy_from_slice(&v[m * lanes + start..m * lanes + start + width]);
+                *x = ChunkDual::new(u[m], eps);
+            }
+            for (m, x) in self.pl.iter_mut().enumerate() {
+                let mut eps = [0.0; CHUNK];
+                eps[..width].copy_from_slice(&w[m * lanes + start..m * lanes + start + width]);
+                *x = ChunkDual::new(p[m], eps);
+            }
+            self.model.rhs(
+                ChunkDual::constant(t),
+                ArrayView1::from(&self.ul[..]),
+                ArrayView1::from(&self.pl[..]),
+                ArrayViewMut1::from(&mut self.fl[..]),
+            );
+            self.counts.jvp += width;
+            self.counts.dual_passes += 1;
+            for (m, f) in self.fl.iter().enumerate() {
+                out[m * lanes + start..m * lanes + start + width].copy_from_slice(&f.eps[..width]);
+            }
+            start += CHUNK;
+        }
     }
 
-    /// The Jacobian [f_u f_p] at (t, u, p), row-major n × (n + np), by n + np `Dual64` passes.
+    /// The Jacobian [f_u f_p] at (t, u, p), row-major n × (n + np), by ⌈(n + np)/CHUNK⌉ [`Lanes`] passes.
     pub fn jacobian(&mut self, t: f64, u: &[f64], p: &[f64]) -> &[f64] {
         let (n, np) = (self.n, self.np);
         let cols = n + np;
-        for c in 0..cols {
-            for (m, d) in self.u1.iter_mut().enumerate() {
-                *d = Dual64::new(u[m], if m == c { 1.0 } else { 0.0 });
+        let mut start = 0;
+        while start < cols {
+            let seed = |c: usize, x: f64| {
+                let mut eps = [0.0; CHUNK];
+                if c >= start && c < start + CHUNK {
+                    eps[c - start] = 1.0;
+                }
+                ChunkDual::new(x, eps)
+            };
+            for (m, x) in self.ul.iter_mut().enumerate() {
+                *x = seed(m, u[m]);
             }
-            for (m, d) in self.p1.iter_mut().enumerate() {
-                *d = Dual64::new(p[m], if n + m == c { 1.0 } else { 0.0 });
+            for (m, x) in self.pl.iter_mut().enumerate() {
+                *x = seed(n + m, p[m]);
             }
             self.model.rhs(
-                Dual64::from(t),
-                ArrayView1::from(&self.u1[..]),
-                ArrayView1::from(&self.p1[..]),
-                ArrayViewMut1::from(&mut self.f1[..]),
+                ChunkDual::constant(t),
+                ArrayView1::from(&self.ul[..]),
+                ArrayView1::from(&self.pl[..]),
+                ArrayViewMut1::from(&mut self.fl[..]),
             );
             self.counts.dual_passes += 1;
-            for (row, f) in self.f1.iter().enumerate() {
-                self.jac[row * cols + c] = f.eps;
+            let width = CHUNK.min(cols - start);
+            for (row, f) in self.fl.iter().enumerate() {
+                self.jac[row * cols + start..row * cols + start + width]
+                    .copy_from_slice(&f.eps[..width]);
             }
+            start += CHUNK;
         }
         &self.jac
     }
@@ -214,8 +257,8 @@ impl ScalarGradient {
     /// Buffers for n states and np parameters.
     pub fn new(n: usize, np: usize) -> Self {
         Self {
-            ud: vec![ChunkDual::from_re(0.0); n],
-            pd: vec![ChunkDual::from_re(0.0); np],
+            ud: vec![ChunkDual::constant(0.0); n],
+            pd: vec![ChunkDual::constant(0.0); np],
             dual_passes: 0,
         }
     }
@@ -238,20 +281,18 @@ impl ScalarGradient {
         let mut value;
         let mut start = 0;
         loop {
+            let seed = |c: usize, x: f64| {
+                let mut eps = [0.0; CHUNK];
+                if c >= start && c < start + CHUNK {
+                    eps[c - start] = 1.0;
+                }
+                ChunkDual::new(x, eps)
+            };
             for (m, d) in self.ud.iter_mut().enumerate() {
-                *d = if m >= start && m < start + CHUNK {
-                    ChunkDual::from_re(u[m]).derivative(m - start)
-                } else {
-                    ChunkDual::from_re(u[m])
-                };
+                *d = seed(m, u[m]);
             }
             for (m, d) in self.pd.iter_mut().enumerate() {
-                let c = n + m;
-                *d = if c >= start && c < start + CHUNK {
-                    ChunkDual::from_re(p[m]).derivative(c - start)
-                } else {
-                    ChunkDual::from_re(p[m])
-                };
+                *d = seed(n + m, p[m]);
             }
             let r = g(
                 ArrayView1::from(&self.ud[..]),
@@ -261,7 +302,7 @@ impl ScalarGradient {
             value = r.re;
             for d in 0..CHUNK.min(cols.saturating_sub(start)) {
                 let c = start + d;
-                let e = eps_of(&r, d);
+                let e = r.eps[d];
                 if c < n {
                     g_u[c] = e;
                 } else {

@@ -46,6 +46,7 @@ pub mod derivatives;
 mod error;
 mod forward;
 mod gradient_check;
+pub mod lanes;
 mod objective;
 
 pub use adjoint::{Checkpointing, adjoint_gradient, binomial_recomputations};

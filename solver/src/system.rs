@@ -4,7 +4,7 @@ use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::DualNum;
 
 /// Scalar types a right-hand side is evaluated with: `f64` on the hot path, dual numbers of `num-dual`
-/// (`Dual64`, `DualSVec64<N>`, hyper-duals, ...) when derivatives are needed.
+/// (`Dual64`, the sensitivity crate's `Lanes<N>`, hyper-duals, ...) when derivatives are needed.
 ///
 /// Blanket-implemented; users only write it as a bound.
 pub trait Scalar: DualNum<Primitive = f64> + Copy {}
