@@ -1,18 +1,44 @@
-//! Repeats the benchmark solve (double pendulum, Tsit5, rtol = atol = 1e-8) N times (default 2000), for
-//! profilers: `cargo build --release --example profile_solve && perf record target/release/examples/profile_solve`
-//! or `valgrind --tool=callgrind target/release/examples/profile_solve 20`.
-use odesens::models::DoublePendulum;
+//! Repeats one computation on the double pendulum benchmark set-up (Tsit5, rtol = atol = 1e-8) N times,
+//! for profilers and instruction counts. `MODE` is `solve` (default), or one of the gradient computations
+//! of θ1(10) wrt all 5 parameters and 4 initial values: `adjoint`, `adjoint-binomial`, `adjoint-hand`,
+//! `adjoint-binomial-hand` (the model's hand-written vjp), `forward`.
+//!
+//! `cargo build --release --example profile_solve && valgrind --tool=callgrind
+//! target/release/examples/profile_solve 20 adjoint` (or `perf record …`).
+use odesens::models::{DoublePendulum, DoublePendulumWithVjp};
 use odesens::prelude::*;
-fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient, forward_gradient};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let mode = args.get(2).map_or("solve", String::as_str);
     let problem = DoublePendulum::bench_problem();
+    let hand = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
     let options = SolverOptions::default().tol(1e-8).save_end_only();
+    let objective = ComponentAt::new(0, 10.0);
+    let binomial = Checkpointing::Binomial { snapshots: 16 };
     let mut acc = 0.0;
     for _ in 0..n {
-        acc += solve(&problem, &options).unwrap().u_end[0];
+        acc += match mode {
+            "solve" => solve(&problem, &options)?.u_end[0],
+            "adjoint" => {
+                adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll)?.wrt_params
+                    [0]
+            }
+            "adjoint-binomial" => {
+                adjoint_gradient(&problem, &options, &objective, binomial)?.wrt_params[0]
+            }
+            "adjoint-hand" => {
+                adjoint_gradient(&hand, &options, &objective, Checkpointing::KeepAll)?.wrt_params[0]
+            }
+            "adjoint-binomial-hand" => {
+                adjoint_gradient(&hand, &options, &objective, binomial)?.wrt_params[0]
+            }
+            "forward" => forward_gradient(&problem, &options, &objective)?.wrt_params[0],
+            other => return Err(format!("unknown mode {other}").into()),
+        };
     }
     println!("{acc}");
+    Ok(())
 }
