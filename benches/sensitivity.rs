@@ -144,10 +144,5 @@ fn report() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    benches(&mut c);
-    c.final_summary();
-    if !common::test_mode() {
-        report();
-    }
+    common::run(benches, report);
 }

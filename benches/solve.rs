@@ -158,11 +158,5 @@ fn report() {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    benches(&mut c);
-    c.final_summary();
-    // `cargo test --benches` runs the bench functions once in test mode: no estimates, no report.
-    if !common::test_mode() {
-        report();
-    }
+    common::run(benches, report);
 }

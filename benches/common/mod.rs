@@ -34,3 +34,14 @@ pub fn write_report(name: &str, value: &serde_json::Value) {
 pub fn test_mode() -> bool {
     std::env::args().any(|a| a == "--test")
 }
+
+/// Runs the criterion benches, then the report (skipped in `cargo test --benches` mode, which runs each
+/// bench once and records no estimates).
+pub fn run(benches: fn(&mut criterion::Criterion), report: fn()) {
+    let mut c = criterion::Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    if !test_mode() {
+        report();
+    }
+}

@@ -5,7 +5,7 @@ use ndarray::ArrayView1;
 use odesens_solver::{AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statistics};
 use serde::Serialize;
 
-use crate::derivatives::{CHUNK, ChunkDual, DerivativeCounts, ScalarGradient};
+use crate::derivatives::{ChunkDual, DerivativeCounts, ScalarGradient};
 use crate::error::{SensitivityError, check_finite, check_times};
 use crate::objective::Objective;
 
@@ -228,6 +228,3 @@ pub(crate) fn stage_time(c: f64, step: &AcceptedStep<'_>) -> f64 {
         step.t + c * step.h
     }
 }
-
-/// Directions are processed in chunks of this many.
-pub(crate) const DIRECTION_CHUNK: usize = CHUNK;

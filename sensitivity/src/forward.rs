@@ -4,8 +4,8 @@
 //! differentiated with the same tableau (DESIGN.md): Ẏ_i = u̇_n + h Σ_j a_ij K̇_j,
 //! K̇_i = f_u(t_i, Y_i) Ẏ_i + f_p(t_i, Y_i) ṗ, u̇_{n+1} = u̇_n + h Σ_i b_i K̇_i. With the step sequence frozen
 //! this is the exact derivative of the computed solution. Directions are split into balanced blocks of at
-//! most [`crate::derivatives::CHUNK`], one per thread (rayon); each K̇_i costs one `Dual64` pass (or the
-//! model's hand-written jvp) per direction. By default the tangents are not part of the error control;
+//! most [`crate::derivatives::CHUNK`], one per thread (rayon); each stage costs one `Lanes` pass per block (or the
+//! model's hand-written jvp per direction). By default the tangents are not part of the error control;
 //! [`ForwardSettings::tangent_error_control`] puts them in (all directions then share one block).
 
 use ndarray::{Array1, Array2, Array3};
@@ -15,10 +15,9 @@ use odesens_solver::{
 use rayon::prelude::*;
 
 use crate::common::{
-    DIRECTION_CHUNK, Gradient, ObjectiveTracker, SensitivityStats, check_objective,
-    derivative_options, stage_time,
+    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, stage_time,
 };
-use crate::derivatives::Derivatives;
+use crate::derivatives::{CHUNK, Derivatives};
 use crate::error::{SensitivityError, check_finite, check_times};
 use crate::objective::Objective;
 
@@ -108,6 +107,7 @@ struct Tangents {
     udot: Vec<f64>,
     pdot: Vec<f64>,
     kdot: Vec<f64>,
+    /// Ẏ_i of every stage of the last step (the running cost's gradient needs them again).
     ydot: Vec<f64>,
     unew: Vec<f64>,
 }
@@ -124,14 +124,11 @@ impl Tangents {
         let tab = step.tableau();
         let (n, c, h) = (step.u.len(), self.c, step.h);
         for i in 0..last {
-            self.ydot.copy_from_slice(&self.udot);
+            let ydot = &mut self.ydot[i * n * c..(i + 1) * n * c];
+            ydot.copy_from_slice(&self.udot);
             for &(j, a) in tab.a[i] {
                 let ha = h * a;
-                for (y, k) in self
-                    .ydot
-                    .iter_mut()
-                    .zip(&self.kdot[j * n * c..(j + 1) * n * c])
-                {
+                for (y, k) in ydot.iter_mut().zip(&self.kdot[j * n * c..(j + 1) * n * c]) {
                     *y += ha * k;
                 }
             }
@@ -140,7 +137,7 @@ impl Tangents {
                 ti,
                 step.stage_input(i),
                 p,
-                &self.ydot,
+                ydot,
                 &self.pdot,
                 &mut self.kdot[i * n * c..(i + 1) * n * c],
                 c,
@@ -210,7 +207,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
         udot: vec![0.0; n * c],
         pdot: vec![0.0; np * c],
         kdot: vec![0.0; s * n * c],
-        ydot: vec![0.0; n * c],
+        ydot: vec![0.0; s * n * c],
         unew: vec![0.0; n * c],
     };
     for (lane, col) in cols.clone().enumerate() {
@@ -297,16 +294,9 @@ fn run_chunk<M: OdeSystem, O: Objective>(
                 let b = tab.b[i];
                 if b != 0.0 {
                     let ti = stage_time(tab.c[i], &step);
-                    // Ẏ_i again (the stage loop overwrote it).
-                    tg.ydot.copy_from_slice(&tg.udot);
-                    for &(j, a) in tab.a[i] {
-                        let ha = step.h * a;
-                        for (y, k) in tg.ydot.iter_mut().zip(&tg.kdot[j * n * c..(j + 1) * n * c]) {
-                            *y += ha * k;
-                        }
-                    }
                     q += b * tr.running_gradient(ti, step.stage_input(i), &p)?;
-                    add_gradient(tr, step.h * b, &tg.ydot, &tg.pdot, &mut d_objective);
+                    let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
+                    add_gradient(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
                 }
             }
             value += step.h * q;
@@ -354,13 +344,13 @@ fn run_all<M: OdeSystem, O: Objective>(
     error_control: bool,
 ) -> Result<Vec<(std::ops::Range<usize>, ChunkResult)>, SensitivityError> {
     let nd = du0.ncols();
-    // Balanced blocks, one per thread where possible, at most DIRECTION_CHUNK directions each; with the
+    // Balanced blocks, one per thread where possible, at most CHUNK directions each; with the
     // tangents in the error control all directions share one block (one step sequence).
     let threads = rayon::current_num_threads().max(1);
     let block = if error_control {
         nd.max(1)
     } else {
-        nd.div_ceil(threads).clamp(1, DIRECTION_CHUNK)
+        nd.div_ceil(threads).clamp(1, CHUNK)
     };
     let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(block).max(1))
         .map(|c| c * block..((c + 1) * block).min(nd))
