@@ -477,8 +477,11 @@ fn nan_in_the_backward_pass_names_the_time() {
 #[test]
 fn hand_written_vjp_matches_automatic_differentiation() {
     use odesens::models::DoublePendulumWithVjp;
-    use odesens::sensitivity::derivatives::Derivatives;
+    use odesens::sensitivity::derivatives::{Derivatives, VjpMode};
+    // n + p = 9 > CHUNK: the default AD route is reverse mode; the Jacobian route is checked too.
     let mut ad = Derivatives::new(&DoublePendulum);
+    assert_eq!(ad.ad_vjp_route(), VjpMode::Reverse);
+    let mut jac = Derivatives::new(&DoublePendulum).with_vjp_mode(VjpMode::Jacobian);
     let mut hand = Derivatives::new(&DoublePendulumWithVjp);
     let p = [1.1, 0.7, 0.3, 0.45, 9.81];
     for k in 0..20 {
@@ -491,16 +494,29 @@ fn hand_written_vjp_matches_automatic_differentiation() {
         ];
         let lambda = [0.2 * x - 1.0, 1.5, -0.3 * x.sin(), 0.8 + 0.1 * x];
         let (mut ua, mut pa, mut uh, mut ph) = ([0.0; 4], [0.0; 5], [0.0; 4], [0.0; 5]);
+        let (mut uj, mut pj) = ([0.0; 4], [0.0; 5]);
         ad.vjp_add(0.0, &u, &p, &lambda, &mut ua, &mut pa);
+        jac.vjp_add(0.0, &u, &p, &lambda, &mut uj, &mut pj);
         hand.vjp_add(0.0, &u, &p, &lambda, &mut uh, &mut ph);
-        for (a, h) in ua.iter().chain(&pa).zip(uh.iter().chain(&ph)) {
+        for ((a, h), j) in ua
+            .iter()
+            .chain(&pa)
+            .zip(uh.iter().chain(&ph))
+            .zip(uj.iter().chain(&pj))
+        {
             assert!(
                 (a - h).abs() <= 1e-12 * a.abs().max(1.0),
-                "AD {a} vs hand-written {h}"
+                "reverse AD {a} vs hand-written {h}"
+            );
+            assert!(
+                (j - h).abs() <= 1e-12 * j.abs().max(1.0),
+                "Jacobian AD {j} vs hand-written {h}"
             );
         }
     }
     assert_eq!(hand.counts.dual_passes, 0);
+    assert_eq!((ad.counts.tape_sweeps, ad.counts.dual_passes), (20, 0));
+    assert_eq!((jac.counts.tape_sweeps, jac.counts.dual_passes), (0, 40));
     // And the adjoint gradient through it agrees with forward sensitivities.
     let problem = OdeProblem::new(
         DoublePendulumWithVjp,

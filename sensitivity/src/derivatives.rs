@@ -5,8 +5,10 @@
 //! provides them; otherwise forward-mode automatic differentiation through the model's generic `rhs`:
 //! one `Dual64` pass for a single jvp, and [`Lanes`]`<CHUNK>` passes (up to [`CHUNK`] directions at
 //! once: each elementary function evaluated once, then one multiply–add per direction) for blocks of
-//! tangents, for the Jacobian [f_u f_p] (⌈(n + p)/CHUNK⌉ passes, hence a vjp without a hand-written
-//! one) and for gradients of scalar objectives.
+//! tangents, for the Jacobian [f_u f_p] (⌈(n + p)/CHUNK⌉ passes) and for gradients of scalar
+//! objectives. A vjp without a hand-written one uses that Jacobian when one pass covers it (n + p ≤ CHUNK)
+//! and otherwise reverse mode ([`crate::tape`]: one recording of the rhs and one backward sweep, a cost
+//! independent of n + p), see [`VjpMode`].
 //!
 //! Measured on the adjoint bench (double pendulum, n + p = 9): Jacobians by num-dual's
 //! `DualSVec64<8>` (2 passes) were 1.45× slower than by 9 `Dual64` passes; [`Lanes`] replaced both.
@@ -16,6 +18,7 @@ use num_dual::Dual64;
 use odesens_solver::OdeSystem;
 
 use crate::lanes::Lanes;
+use crate::tape::{Recorder, Var};
 
 /// Number of directions differentiated together in one [`Lanes`] pass.
 pub const CHUNK: usize = 8;
@@ -32,6 +35,21 @@ pub struct DerivativeCounts {
     pub vjp: usize,
     /// Dual-number passes through the model's rhs (chunked Jacobians count one per chunk).
     pub dual_passes: usize,
+    /// Reverse-mode recordings of the rhs (one tape and one backward sweep each).
+    pub tape_sweeps: usize,
+}
+
+/// How a vjp λᵀ[f_u f_p] is computed by automatic differentiation (models without a hand-written vjp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum VjpMode {
+    /// [`VjpMode::Jacobian`] when one [`Lanes`] pass covers all n + p inputs (n + p ≤ [`CHUNK`]),
+    /// otherwise [`VjpMode::Reverse`].
+    #[default]
+    Auto,
+    /// The whole Jacobian by ⌈(n + p)/CHUNK⌉ forward-mode passes, then λᵀJ: cost grows with n + p.
+    Jacobian,
+    /// One recording of the rhs on a reverse-mode tape and one backward sweep: cost independent of n + p.
+    Reverse,
 }
 
 /// Differentiates one model; holds the dual-number buffers (allocated once).
@@ -55,6 +73,13 @@ pub struct Derivatives<'m, M: OdeSystem> {
     /// Outputs of a hand-written vjp.
     scratch_u: Vec<f64>,
     scratch_p: Vec<f64>,
+    /// Reverse-mode buffers: inputs (u then p) and outputs on the tape.
+    recorder: Recorder,
+    vu: Vec<Var>,
+    vp: Vec<Var>,
+    vf: Vec<Var>,
+    /// The route of AD vjps.
+    vjp_mode: VjpMode,
     /// Counters.
     pub counts: DerivativeCounts,
 }
@@ -79,7 +104,27 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
             o1: vec![0.0; n],
             scratch_u: vec![0.0; n],
             scratch_p: vec![0.0; np],
+            recorder: Recorder::new(),
+            vu: vec![Var::constant(0.0); n],
+            vp: vec![Var::constant(0.0); np],
+            vf: vec![Var::constant(0.0); n],
+            vjp_mode: VjpMode::Auto,
             counts: DerivativeCounts::default(),
+        }
+    }
+
+    /// Chooses how vjps are computed when the model has no hand-written one (default [`VjpMode::Auto`]).
+    pub fn with_vjp_mode(mut self, mode: VjpMode) -> Self {
+        self.vjp_mode = mode;
+        self
+    }
+
+    /// The route [`Derivatives::vjp_add`] takes for this model without a hand-written vjp.
+    pub fn ad_vjp_route(&self) -> VjpMode {
+        match self.vjp_mode {
+            VjpMode::Auto if self.n + self.np <= CHUNK => VjpMode::Jacobian,
+            VjpMode::Auto => VjpMode::Reverse,
+            mode => mode,
         }
     }
 
@@ -140,7 +185,11 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
                 return;
             }
         }
-        // Forward-mode AD, CHUNK directions per pass.
+        // Forward-mode AD: one scalar dual for a single direction, else CHUNK directions per pass.
+        if lanes == 1 {
+            self.jvp(t, u, p, v, w, out);
+            return;
+        }
         let mut start = 0;
         while start < lanes {
             let width = CHUNK.min(lanes - start);
@@ -224,6 +273,27 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
                 *a += b;
             }
             for (a, b) in p_bar.iter_mut().zip(&self.scratch_p) {
+                *a += b;
+            }
+            return;
+        }
+        if self.ad_vjp_route() == VjpMode::Reverse {
+            self.recorder.start();
+            self.recorder.input(u, &mut self.vu);
+            self.recorder.input(p, &mut self.vp);
+            self.model.rhs(
+                Var::constant(t),
+                ArrayView1::from(&self.vu[..]),
+                ArrayView1::from(&self.vp[..]),
+                ArrayViewMut1::from(&mut self.vf[..]),
+            );
+            self.counts.tape_sweeps += 1;
+            let grad = self.recorder.sweep(&self.vf, lambda);
+            let (gu, gp) = grad.split_at(self.n);
+            for (a, b) in u_bar.iter_mut().zip(gu) {
+                *a += b;
+            }
+            for (a, b) in p_bar.iter_mut().zip(gp) {
                 *a += b;
             }
             return;

@@ -381,6 +381,7 @@ fn add_stats(total: &mut SensitivityStats, s: &SensitivityStats) {
     total.derivatives.jvp += s.derivatives.jvp;
     total.derivatives.vjp += s.derivatives.vjp;
     total.derivatives.dual_passes += s.derivatives.dual_passes;
+    total.derivatives.tape_sweeps += s.derivatives.tape_sweeps;
 }
 
 /// Settings of [`forward_sensitivities_with`].

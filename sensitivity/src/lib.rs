@@ -48,6 +48,7 @@ mod forward;
 mod gradient_check;
 pub mod lanes;
 mod objective;
+pub mod tape;
 
 pub use adjoint::{Checkpointing, adjoint_gradient, binomial_recomputations};
 pub use common::{Gradient, SensitivityStats};
