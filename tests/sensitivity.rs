@@ -654,3 +654,89 @@ fn a_uniform_interval_longer_than_the_solve_is_one_segment() {
     assert_eq!(g.stats.recomputed_steps, 99);
     assert_eq!(g.stats.peak_snapshots, 100);
 }
+
+#[test]
+fn recorded_adjoint_trajectory_matches_the_closed_form_and_jumps_at_observations() {
+    use odesens::sensitivity::{AdjointSettings, adjoint_gradient_with};
+    // du/dt = −k u, G = Σ_k u(t_k)² at t = 1, 2: λ(t) = Σ_{t_k > t} 2 u(t_k) e^{−k (t_k − t)}.
+    let (u0, k) = (1.5, 0.8);
+    let problem = OdeProblem::new(ExponentialDecay, vec![u0], vec![k], (0.0, 2.0)).unwrap();
+    let times = vec![1.0, 2.0];
+    let data = Array2::zeros((2, 1));
+    let objective = LeastSquares::new(times.clone(), data).unwrap();
+    let settings = AdjointSettings {
+        record_trajectory: true,
+        ..Default::default()
+    };
+    let options = SolverOptions::default().tol(1e-12);
+    let g = adjoint_gradient_with(
+        &problem,
+        &options,
+        &objective,
+        Checkpointing::Binomial { snapshots: 3 },
+        settings,
+    )
+    .unwrap();
+    let plain = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+    assert!(bitwise_equal(&g, &plain));
+    assert!(plain.adjoint.is_none());
+    let traj = g.adjoint.expect("recorded");
+    let u = |t: f64| ExponentialDecay::exact(u0, k, 0.0, t);
+    // LeastSquares is ½ Σ ‖u(t_k) − d_k‖², so each observation adds u(t_k).
+    let lambda = |t: f64, after_jump_at_t: bool| -> f64 {
+        times
+            .iter()
+            .filter(|&&tk| tk > t || (tk == t && after_jump_at_t))
+            .map(|&tk| u(tk) * (-k * (tk - t)).exp())
+            .sum()
+    };
+    let (ts, ls) = (traj.times.to_vec(), traj.lambda.column(0).to_vec());
+    assert_eq!(
+        (ts[0], ls[0]),
+        (2.0, 0.0),
+        "before the terminal observation"
+    );
+    assert_eq!(ts[1], 2.0);
+    assert_eq!(*ts.last().unwrap(), 0.0);
+    assert_eq!(ls.last().unwrap().to_bits(), g.wrt_u0[0].to_bits());
+    assert!(ts.windows(2).all(|w| w[1] <= w[0]), "times run backwards");
+    let mut seen_one = 0;
+    for (r, (&t, &l)) in ts.iter().zip(&ls).enumerate() {
+        // A repeated time is the value after the jump.
+        let after = r > 0 && ts[r - 1] == t;
+        seen_one += usize::from(t == 1.0);
+        let want = lambda(t, after);
+        assert!((l - want).abs() < 1e-9, "λ({t}) = {l}, want {want}");
+    }
+    assert_eq!(seen_one, 2, "t = 1 before and after its jump");
+}
+
+#[test]
+fn directional_derivatives_are_gradient_projections() {
+    use odesens::sensitivity::forward_directional_derivatives;
+    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let options = SolverOptions::default().tol(1e-9);
+    let objective = SquaredNormAt::new(2.0);
+    let full = forward_gradient(&problem, &options, &objective).unwrap();
+    let params =
+        forward_directional_derivatives(&problem, &options, &objective, &Directions::Parameters)
+            .unwrap();
+    assert_eq!(params.value.to_bits(), full.value.to_bits());
+    assert_eq!(params.derivatives.len(), 5);
+    for (a, b) in params.derivatives.iter().zip(full.wrt_params.iter()) {
+        assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    // One custom direction (all u0 and p at once): the gradient's dot product with it.
+    let du0 = Array2::from_shape_vec((4, 1), vec![1.0, -0.5, 0.25, 2.0]).unwrap();
+    let dp = Array2::from_shape_vec((5, 1), vec![0.1, 0.2, -0.3, 0.0, 1.0]).unwrap();
+    let want: f64 = full.wrt_u0.dot(&du0.column(0)) + full.wrt_params.dot(&dp.column(0));
+    let one = forward_directional_derivatives(
+        &problem,
+        &options,
+        &objective,
+        &Directions::Custom { du0, dp },
+    )
+    .unwrap();
+    assert!((one.derivatives[0] - want).abs() <= 1e-10 * want.abs());
+    assert_eq!(one.stats.derivatives.dual_passes, one.stats.derivatives.jvp);
+}

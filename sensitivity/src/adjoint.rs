@@ -12,14 +12,14 @@
 //! Steps are revisited from checkpoints ([`Checkpointing`]): a checkpoint restores the integrator so that
 //! it retakes the same steps bit for bit, rejections included.
 
-use ndarray::Array1;
+use ndarray::{Array1, Array2};
 use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
 
 use crate::common::{
     Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options,
     forward_pass, stage_time,
 };
-use crate::derivatives::Derivatives;
+use crate::derivatives::{Derivatives, VjpMode};
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
 
@@ -103,6 +103,8 @@ struct Engine<'a, 'o, M: OdeSystem, O: Objective> {
     sum_y: Vec<f64>,
     /// Observations not yet added, counted from the start (the next one to add is `obs_left − 1`).
     obs_left: usize,
+    /// Rows [t, λ(t)] in the order the backward pass meets them, when recording.
+    trajectory: Option<Vec<f64>>,
     stats: SensitivityStats,
 }
 
@@ -121,7 +123,13 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
             &mut self.y_bar,
             &mut self.sum_y,
             &mut self.obs_left,
-        )
+            &mut self.trajectory,
+        )?;
+        if let Some(rec) = self.trajectory.as_mut() {
+            rec.push(step.t);
+            rec.extend_from_slice(&self.lambda);
+        }
+        Ok(())
     }
 
     /// Restores `cp` and advances `steps` accepted steps (recomputation).
@@ -246,10 +254,18 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
     y_bar: &mut [f64],
     sum_y: &mut [f64],
     obs_left: &mut usize,
+    trajectory: &mut Option<Vec<f64>>,
 ) -> Result<(), SensitivityError> {
     let n = lambda.len();
     let tab = step.tableau();
     let h = step.h;
+    // The value before an observation's jump (and at the end of the span).
+    if let Some(rec) = trajectory.as_mut()
+        && rec.is_empty()
+    {
+        rec.push(step.t_next);
+        rec.extend_from_slice(lambda);
+    }
     // Observation at the end of the step: λ += ∂g/∂u(u_{n+1}), p̄ += ∂g/∂p.
     if *obs_left > 0 && tracker.times()[*obs_left - 1] == step.t_next {
         let k = *obs_left - 1;
@@ -261,6 +277,10 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
             *pb += g;
         }
         *obs_left -= 1;
+        if let Some(rec) = trajectory.as_mut() {
+            rec.push(step.t_next);
+            rec.extend_from_slice(lambda);
+        }
     }
     let s = tab.stages;
     let last = if tab.fsal { s - 1 } else { s };
@@ -310,6 +330,29 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
     check_finite("adjoint p̄", step.t, p_bar)
 }
 
+/// Settings of [`adjoint_gradient_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdjointSettings {
+    /// Keep λ(t) at every step boundary in [`Gradient::adjoint`] (memory ∝ steps).
+    pub record_trajectory: bool,
+    /// How vjps are computed by AD when the model has no hand-written one.
+    pub vjp: VjpMode,
+}
+
+/// The adjoint λ(t) = ∂G/∂u(t) along the backward pass, as recorded by [`adjoint_gradient_with`].
+///
+/// Rows are in the order the backward pass meets them, from t_end to t0. Each step boundary t_n holds
+/// λ_n, the adjoint after stepping back over step n, before the observations at t_n are added; where an
+/// observation at t_k makes λ jump by ∂g_k/∂u, t_k appears twice: before and after the jump. The last
+/// row is λ_0 = ∇_{u0}G. The course notes plot v(t) = −λ(t).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdjointTrajectory {
+    /// Times, from t_end to t0.
+    pub times: Array1<f64>,
+    /// λ at those times (time × state).
+    pub lambda: Array2<f64>,
+}
+
 /// The gradient of `objective` with respect to every parameter and initial value by the exact discrete
 /// adjoint, revisiting steps as `checkpointing` says.
 ///
@@ -323,6 +366,26 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
     options: &SolverOptions,
     objective: &O,
     checkpointing: Checkpointing,
+) -> Result<Gradient, SensitivityError> {
+    adjoint_gradient_with(
+        problem,
+        options,
+        objective,
+        checkpointing,
+        AdjointSettings::default(),
+    )
+}
+
+/// [`adjoint_gradient`] with settings: record the adjoint trajectory λ(t), choose the AD route of vjps.
+///
+/// # Errors
+/// As [`adjoint_gradient`].
+pub fn adjoint_gradient_with<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    checkpointing: Checkpointing,
+    settings: AdjointSettings,
 ) -> Result<Gradient, SensitivityError> {
     check_objective(problem, objective)?;
     let (n, np) = (problem.n_states(), problem.model().n_params());
@@ -382,7 +445,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
     let n_obs = objective.observation_times().len();
     let mut e = Engine {
         replay: Integrator::new(problem, &opts)?,
-        der: Derivatives::new(problem.model()),
+        der: Derivatives::new(problem.model()).with_vjp_mode(settings.vjp),
         tracker: ObjectiveTracker::new(objective, n, np),
         p: p.clone(),
         lambda: vec![0.0; n],
@@ -391,6 +454,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
         y_bar: vec![0.0; n],
         sum_y: vec![0.0; n],
         obs_left: n_obs,
+        trajectory: settings.record_trajectory.then(Vec::new),
         stats: SensitivityStats {
             forward: forward.stats(),
             ..Default::default()
@@ -451,7 +515,19 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
         for (pb, g) in back.p_bar.iter_mut().zip(&back.tracker.g_p) {
             *pb += g;
         }
+        if let Some(rec) = back.trajectory.as_mut() {
+            rec.push(t0);
+            rec.extend_from_slice(&back.lambda);
+        }
     }
+    let adjoint = back.trajectory.take().map(|rec| {
+        let rows = rec.len() / (n + 1);
+        let table = Array2::from_shape_vec((rows, n + 1), rec).expect("rows of n + 1");
+        AdjointTrajectory {
+            times: table.column(0).to_owned(),
+            lambda: table.slice(ndarray::s![.., 1..]).to_owned(),
+        }
+    });
     let end = back.replay.stats();
     back.stats.recomputation.accepted_steps = end.accepted_steps - replay_start.accepted_steps;
     back.stats.recomputation.rejected_steps = end.rejected_steps - replay_start.rejected_steps;
@@ -462,6 +538,7 @@ pub fn adjoint_gradient<M: OdeSystem, O: Objective>(
         wrt_params: Array1::from(back.p_bar),
         wrt_u0: Array1::from(back.lambda),
         stats: back.stats,
+        adjoint,
     })
 }
 

@@ -46,6 +46,9 @@ pub struct Gradient {
     pub wrt_u0: ndarray::Array1<f64>,
     /// Counters.
     pub stats: SensitivityStats,
+    /// The adjoint trajectory λ(t), when [`crate::AdjointSettings::record_trajectory`] asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjoint: Option<crate::AdjointTrajectory>,
 }
 
 /// Merges sorted time lists (in the direction `dir`), dropping repeats and `t0`.

@@ -464,6 +464,51 @@ pub fn forward_sensitivities_with<M: OdeSystem>(
     })
 }
 
+/// Derivatives of an objective along chosen directions, from [`forward_directional_derivatives`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirectionalDerivatives {
+    /// G(p, u0).
+    pub value: f64,
+    /// dG/dθ_d = ∇_{u0}G·∂u0/∂θ_d + ∇_pG·∂p/∂θ_d, one per direction (in the order of [`Directions`]).
+    pub derivatives: Array1<f64>,
+    /// Counters.
+    pub stats: SensitivityStats,
+}
+
+/// dG/dθ along each of `directions` by forward sensitivities: one tangent per direction, so the cost
+/// grows with their number (e.g. [`Directions::Parameters`] for the gradient with respect to the
+/// parameters only).
+///
+/// # Errors
+/// As [`forward_sensitivities`], and objective errors (wrong size, observation times).
+pub fn forward_directional_derivatives<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    directions: &Directions,
+) -> Result<DirectionalDerivatives, SensitivityError> {
+    let (n, np) = (problem.n_states(), problem.model().n_params());
+    check_objective(problem, objective)?;
+    let (du0, dp) = directions.seeds(n, np)?;
+    let opts = derivative_options(problem, options, &[objective.observation_times()])?;
+    let chunks = run_all(problem, &opts, &du0, &dp, &[], Some(objective), false)?;
+    let mut derivatives = Array1::zeros(du0.ncols());
+    let mut stats = SensitivityStats::default();
+    let mut value = 0.0;
+    for (r, res) in &chunks {
+        for (lane, col) in r.clone().enumerate() {
+            derivatives[col] = res.d_objective[lane];
+        }
+        value = res.value;
+        add_stats(&mut stats, &res.stats);
+    }
+    Ok(DirectionalDerivatives {
+        value,
+        derivatives,
+        stats,
+    })
+}
+
 /// The gradient of `objective` with respect to every parameter and initial value by forward
 /// sensitivities (np + n directions; cost grows with their number).
 ///
@@ -474,25 +519,18 @@ pub fn forward_gradient<M: OdeSystem, O: Objective>(
     options: &SolverOptions,
     objective: &O,
 ) -> Result<Gradient, SensitivityError> {
-    let (n, np) = (problem.n_states(), problem.model().n_params());
-    check_objective(problem, objective)?;
-    let (du0, dp) = Directions::All.seeds(n, np)?;
-    let opts = derivative_options(problem, options, &[objective.observation_times()])?;
-    let chunks = run_all(problem, &opts, &du0, &dp, &[], Some(objective), false)?;
-    let mut grad = vec![0.0; np + n];
-    let mut stats = SensitivityStats::default();
-    let mut value = 0.0;
-    for (r, res) in &chunks {
-        for (lane, col) in r.clone().enumerate() {
-            grad[col] = res.d_objective[lane];
-        }
-        value = res.value;
-        add_stats(&mut stats, &res.stats);
-    }
+    let np = problem.model().n_params();
+    let DirectionalDerivatives {
+        value,
+        derivatives,
+        stats,
+    } = forward_directional_derivatives(problem, options, objective, &Directions::All)?;
+    let grad = derivatives.as_slice().expect("contiguous");
     Ok(Gradient {
         value,
         wrt_params: Array1::from(grad[..np].to_vec()),
         wrt_u0: Array1::from(grad[np..].to_vec()),
         stats,
+        adjoint: None,
     })
 }

@@ -50,11 +50,15 @@ pub mod lanes;
 mod objective;
 pub mod tape;
 
-pub use adjoint::{Checkpointing, adjoint_gradient, binomial_recomputations};
+pub use adjoint::{
+    AdjointSettings, AdjointTrajectory, Checkpointing, adjoint_gradient, adjoint_gradient_with,
+    binomial_recomputations,
+};
 pub use common::{Gradient, SensitivityStats};
 pub use error::SensitivityError;
 pub use forward::{
-    Directions, ForwardSensitivities, ForwardSettings, forward_gradient, forward_sensitivities,
+    DirectionalDerivatives, Directions, ForwardSensitivities, ForwardSettings,
+    forward_directional_derivatives, forward_gradient, forward_sensitivities,
     forward_sensitivities_with,
 };
 pub use gradient_check::{GradientCheck, check_gradient, objective_value};
