@@ -17,8 +17,9 @@ use rayon::prelude::*;
 use crate::common::{
     Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, stage_time,
 };
-use crate::derivatives::{CHUNK, Derivatives};
+use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite, check_times};
+use crate::mode::forward_blocks;
 use crate::objective::Objective;
 
 /// Which directions to differentiate along.
@@ -346,11 +347,10 @@ fn run_all<M: OdeSystem, O: Objective>(
     let nd = du0.ncols();
     // Balanced blocks, one per thread where possible, at most CHUNK directions each; with the
     // tangents in the error control all directions share one block (one step sequence).
-    let threads = rayon::current_num_threads().max(1);
     let block = if error_control {
         nd.max(1)
     } else {
-        nd.div_ceil(threads).clamp(1, CHUNK)
+        forward_blocks(nd, rayon::current_num_threads()).0
     };
     let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(block).max(1))
         .map(|c| c * block..((c + 1) * block).min(nd))

@@ -7,11 +7,14 @@
 //! - [`adjoint_gradient`]: the exact discrete adjoint, the gradient of a scalar objective with respect to
 //!   every parameter and initial value at a cost independent of their number, with checkpointing
 //!   ([`Checkpointing`]: keep-all, uniform, binomial, memory budget);
-//! - [`check_gradient`]: any gradient against central finite differences.
+//! - [`check_gradient`]: any gradient against central finite differences;
+//! - [`CostModel`]: which mode is cheaper for a model, from measured kernel costs and the number of
+//!   directions.
 //!
 //! Both methods differentiate the *computed* solution (the accepted step sequence frozen), so they agree
-//! with each other to round-off. All model derivatives come from [`derivatives`] (forward-mode AD
-//! through the model's generic `rhs`, or the model's hand-written `jvp`/`vjp`).
+//! with each other to round-off. All model derivatives come from [`derivatives`]: forward-mode AD
+//! through the model's generic `rhs` for tangents ([`lanes`]), reverse-mode AD on a tape for the
+//! adjoint's vector–Jacobian products ([`tape`]), or the model's hand-written `jvp`/`vjp`.
 //!
 //! ```
 //! use odesens_sensitivity::{Checkpointing, SquaredNormAt, adjoint_gradient, forward_gradient};
@@ -47,6 +50,7 @@ mod error;
 mod forward;
 mod gradient_check;
 pub mod lanes;
+mod mode;
 mod objective;
 pub mod tape;
 
@@ -62,6 +66,7 @@ pub use forward::{
     forward_sensitivities_with,
 };
 pub use gradient_check::{GradientCheck, check_gradient, objective_value};
+pub use mode::{CostModel, Mode, ModePrediction};
 pub use objective::{
     ComponentAt, IntegralOfSquare, LeastSquares, Objective, SquaredNormAt, WeightedSumAt,
 };

@@ -5,6 +5,7 @@
 
 mod arenstorf;
 mod double_pendulum;
+mod driven_pendulum;
 mod exp_sin_cos;
 mod kepler;
 mod linear;
@@ -14,6 +15,7 @@ mod van_der_pol;
 
 pub use arenstorf::Arenstorf;
 pub use double_pendulum::{DoublePendulum, DoublePendulumWithVjp};
+pub use driven_pendulum::DrivenDoublePendulum;
 pub use exp_sin_cos::ExpSinCos;
 pub use kepler::Kepler;
 pub use linear::{ExponentialDecay, LinearOscillator};
