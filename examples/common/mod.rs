@@ -184,3 +184,19 @@ pub fn median_time<F: FnMut()>(mut f: F, repeats: usize) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
+
+/// Median wall time (seconds) of runs of `f`: at least `min_runs`, and more until `min_seconds` have
+/// passed (at most 1001 runs).
+pub fn median_time_for<F: FnMut()>(mut f: F, min_runs: usize, min_seconds: f64) -> f64 {
+    let start = std::time::Instant::now();
+    let mut times = Vec::new();
+    while times.len() < min_runs.max(1)
+        || (start.elapsed().as_secs_f64() < min_seconds && times.len() < 1001)
+    {
+        let t = std::time::Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}

@@ -6,7 +6,8 @@
 //!
 //! - forward ([`crate::forward_directional_derivatives`]): the directions are split into B blocks of
 //!   b ≤ CHUNK (one per thread while that keeps b ≤ CHUNK); each block re-solves and adds one tangent
-//!   pass per stage, so wall time ≈ ⌈B/T⌉ · (t_solve + S·s'·t_pass(b)), t_pass(1) = one jvp,
+//!   pass per stage, so wall time ≈ ⌈B/T⌉ · (t_solve + S·s'·t_pass(b)) · T/E for B > 1 (E the
+//!   measured speed-up of T concurrent solves, T/E = 1 on idle dedicated cores), t_pass(1) = one jvp,
 //!   t_pass(b > 1) = one CHUNK-wide block pass;
 //! - adjoint ([`crate::adjoint_gradient`], keep-all checkpoints): one solve storing checkpoints, one
 //!   replay of every step, one vjp per stage: ≈ 2·t_solve + S·s'·t_vjp, independent of D (with the
@@ -20,6 +21,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use odesens_solver::{OdeProblem, OdeSystem, SolverOptions, solve};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::common::{check_objective, derivative_options};
@@ -30,7 +32,7 @@ use crate::objective::Objective;
 /// Measured costs of one solve and of the derivative kernels, the inputs of the prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct CostModel {
-    /// Wall time of one solve with the derivative computations' settings (median of 5), s.
+    /// Wall time of one solve with the derivative computations' settings (median of ≥ 7 runs), s.
     pub solve_s: f64,
     /// Accepted steps of that solve.
     pub accepted_steps: usize,
@@ -46,6 +48,9 @@ pub struct CostModel {
     pub vjp_s: f64,
     /// Threads available to forward blocks (rayon).
     pub threads: usize,
+    /// Measured speed-up of running `threads` solves at once over running them one after another
+    /// (≤ `threads`; below it where cores are shared or memory-bound).
+    pub parallel_speedup: f64,
 }
 
 /// The faster mode.
@@ -77,7 +82,7 @@ pub(crate) fn forward_blocks(nd: usize, threads: usize) -> (usize, usize) {
     (block, nd.div_ceil(block).max(1))
 }
 
-/// Median seconds per call of `f` over `calls` calls, from 5 batches of at least 0.3 ms.
+/// Median seconds per call of `f` (which makes `calls` calls), from 5 batches of at least 1 ms.
 fn time_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
     let mut reps = 1;
     loop {
@@ -85,7 +90,7 @@ fn time_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
         for _ in 0..reps {
             f();
         }
-        if start.elapsed().as_secs_f64() >= 3e-4 || reps >= 1 << 20 {
+        if start.elapsed().as_secs_f64() >= 1e-3 || reps >= 1 << 20 {
             break;
         }
         reps *= 2;
@@ -103,10 +108,23 @@ fn time_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
     batches[2]
 }
 
+/// Median seconds of `f` over at least 7 runs and 30 ms.
+fn median_seconds(mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < 7 || (start.elapsed().as_secs_f64() < 0.03 && times.len() < 10_000) {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
 impl CostModel {
     /// Times one solve of `problem` (with `objective`'s observation times as tstops) and the model's rhs,
-    /// jvp, CHUNK-wide jvp block and vjp at up to 32 states along it. Takes a few tens of
-    /// milliseconds plus six solves.
+    /// jvp, CHUNK-wide jvp block and vjp at up to 32 states along it (medians). Takes about 0.1 s or
+    /// 20 solves, whichever is longer.
     ///
     /// # Errors
     /// Solver and objective errors.
@@ -118,14 +136,9 @@ impl CostModel {
         check_objective(problem, objective)?;
         let opts = derivative_options(problem, options, &[objective.observation_times()])?;
         let sol = solve(problem, &opts)?;
-        let mut solves: Vec<f64> = (0..5)
-            .map(|_| {
-                let start = Instant::now();
-                let _ = black_box(solve(problem, &opts));
-                start.elapsed().as_secs_f64()
-            })
-            .collect();
-        solves.sort_by(f64::total_cmp);
+        let solve_s = median_seconds(|| {
+            let _ = black_box(solve(problem, &opts));
+        });
         // States to evaluate the kernels at: every step's state.
         let every = solve(problem, &opts.clone().save_every_step())?;
         let rows = every.states.nrows();
@@ -178,16 +191,32 @@ impl CostModel {
                 black_box(&ub);
             }
         });
+        let threads = rayon::current_num_threads().max(1);
+        let parallel_speedup = if threads > 1 {
+            // Jobs of ≥ 2 ms each, so that waking the pool's threads does not dominate.
+            let reps = ((2e-3 / solve_s).ceil() as usize).max(1);
+            let together = median_seconds(|| {
+                (0..threads).into_par_iter().for_each(|_| {
+                    for _ in 0..reps {
+                        let _ = black_box(solve(problem, &opts));
+                    }
+                });
+            });
+            (threads as f64 * reps as f64 * solve_s / together).clamp(1.0, threads as f64)
+        } else {
+            1.0
+        };
         let tab = options.method.tableau();
         Ok(Self {
-            solve_s: solves[2],
+            solve_s,
             accepted_steps: sol.stats.accepted_steps,
             stages: if tab.fsal { tab.stages - 1 } else { tab.stages },
             rhs_s,
             jvp_s,
             jvp_block_s,
             vjp_s,
-            threads: rayon::current_num_threads().max(1),
+            threads,
+            parallel_speedup,
         })
     }
 
@@ -200,7 +229,12 @@ impl CostModel {
             self.jvp_block_s * block.div_ceil(CHUNK) as f64
         };
         let per_block = self.solve_s + (self.accepted_steps * self.stages) as f64 * pass;
-        blocks.div_ceil(self.threads) as f64 * per_block
+        let sharing = if blocks > 1 {
+            self.threads as f64 / self.parallel_speedup.clamp(1.0, self.threads as f64)
+        } else {
+            1.0
+        };
+        blocks.div_ceil(self.threads) as f64 * per_block * sharing
     }
 
     /// Predicted wall time of an adjoint gradient (keep-all checkpoints), s.
@@ -261,6 +295,7 @@ mod tests {
             jvp_block_s: 4e-6,
             vjp_s: 8.1e-6,
             threads: 2,
+            parallel_speedup: 2.0,
         }
     }
 
@@ -287,6 +322,13 @@ mod tests {
         assert!((m.forward_s(32) - 6.8e-3).abs() < 1e-12);
         assert_eq!(m.crossover(), Some(33));
         assert_eq!(m.predict(40).recommended, Mode::Adjoint);
+        // Two threads that only run 1.6× faster than one: two blocks cost 2/1.6 of one.
+        let shared = CostModel {
+            parallel_speedup: 1.6,
+            ..m
+        };
+        assert!((shared.forward_s(16) - 3.4e-3 * 1.25).abs() < 1e-12);
+        assert!((shared.forward_s(1) - 1.9e-3).abs() < 1e-12);
         let cheap_adjoint = CostModel {
             vjp_s: 0.0,
             solve_s: 1e-3,
