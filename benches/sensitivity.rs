@@ -83,8 +83,15 @@ fn report() {
         solve_ns / 1e3
     );
     println!(
-        "{:<22} {:>12} {:>8} {:>10} {:>12} {:>10} {:>10}",
-        "method", "median", "ratio", "rhs (f64)", "dual passes", "recomputed", "snapshots"
+        "{:<28} {:>12} {:>8} {:>10} {:>12} {:>11} {:>10} {:>10}",
+        "method",
+        "median",
+        "ratio",
+        "rhs (f64)",
+        "dual passes",
+        "tape sweeps",
+        "recomputed",
+        "snapshots"
     );
     let mut rows = Vec::new();
     let reference =
@@ -113,17 +120,19 @@ fn report() {
             .map(|(a, b)| (a - b).abs() / b.abs().max(1e-300))
             .fold(0.0, f64::max);
         println!(
-            "{id:<22} {:>9.1} µs {:>8.2} {:>10} {:>12} {:>10} {:>10}",
+            "{id:<28} {:>9.1} µs {:>8.2} {:>10} {:>12} {:>11} {:>10} {:>10}",
             t / 1e3,
             t / solve_ns,
             g.stats.rhs_evaluations(),
             g.stats.derivatives.dual_passes,
+            g.stats.derivatives.tape_sweeps,
             g.stats.recomputed_steps,
             g.stats.peak_snapshots
         );
         rows.push(serde_json::json!({
             "id": id, "median_time_s": t * 1e-9, "ratio_to_solve": t / solve_ns,
             "rhs_evaluations": g.stats.rhs_evaluations(), "dual_passes": g.stats.derivatives.dual_passes,
+            "tape_sweeps": g.stats.derivatives.tape_sweeps,
             "recomputed_steps": g.stats.recomputed_steps, "peak_snapshots": g.stats.peak_snapshots,
             "peak_checkpoint_bytes": g.stats.peak_checkpoint_bytes,
             "max_rel_diff_to_keep_all_adjoint": diff,

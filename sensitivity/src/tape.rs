@@ -24,8 +24,18 @@ use std::ops::{
 use num_dual::{DualNum, DualStruct, Mappable};
 use num_traits::{FromPrimitive, Inv, Num, One, Signed, Zero};
 
-/// Index of "no node" (a constant, or a missing second parent).
+/// Index of "no node": a constant's.
 const NONE: u32 = u32::MAX;
+
+/// Node 0 of every recording: the parent of nothing-to-propagate (a missing second parent, with partial
+/// 0), so that the backward sweep adds unconditionally.
+const SINK: u32 = 0;
+const SINK_NODE: Node = Node {
+    a: SINK,
+    b: SINK,
+    da: 0.0,
+    db: 0.0,
+};
 
 /// One elementary operation: its parents and ∂(result)/∂(parent).
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +98,7 @@ impl Var {
         }
         Self {
             re: f,
-            idx: push(self.idx, df, NONE, 0.0),
+            idx: push(self.idx, df, SINK, 0.0),
         }
     }
 
@@ -99,11 +109,11 @@ impl Var {
             (NONE, NONE) => Self::constant(f),
             (a, NONE) => Self {
                 re: f,
-                idx: push(a, dx, NONE, 0.0),
+                idx: push(a, dx, SINK, 0.0),
             },
             (NONE, b) => Self {
                 re: f,
-                idx: push(b, dy, NONE, 0.0),
+                idx: push(b, dy, SINK, 0.0),
             },
             (a, b) => Self {
                 re: f,
@@ -130,18 +140,28 @@ impl Recorder {
     /// Clears this thread's tape to begin a recording; then create the inputs with [`Recorder::input`]
     /// before any other `Var` operation.
     pub fn start(&mut self) {
-        with_tape(Vec::clear);
+        with_tape(|t| {
+            t.clear();
+            t.push(SINK_NODE);
+        });
         self.inputs = 0;
     }
 
     /// Records `values` as the next inputs (numbered in order after [`Recorder::start`]) into `out`.
     pub fn input(&mut self, values: &[f64], out: &mut [Var]) {
-        for (o, &v) in out.iter_mut().zip(values) {
-            let idx = push(NONE, 0.0, NONE, 0.0);
-            debug_assert_eq!(idx as usize, self.inputs);
-            self.inputs += 1;
-            *o = Var { re: v, idx };
+        let first = with_tape(|t| {
+            let first = t.len();
+            t.extend(std::iter::repeat_n(SINK_NODE, values.len()));
+            first
+        });
+        debug_assert_eq!(first, self.inputs + 1, "inputs come first, after start()");
+        for (k, (o, &v)) in out.iter_mut().zip(values).enumerate() {
+            *o = Var {
+                re: v,
+                idx: (first + k) as u32,
+            };
         }
+        self.inputs += values.len();
     }
 
     /// Sweeps the tape backwards from Σ_i seed_i · outputs_i and returns ∂/∂(input k) of that sum for
@@ -159,26 +179,20 @@ impl Recorder {
                     self.adjoint[o.idx as usize] += s;
                 }
             }
-            for k in (self.inputs..tape.len()).rev() {
+            // Every parent precedes its node; a missing parent is the sink (partial 0).
+            for k in (self.inputs + 1..tape.len()).rev() {
                 let g = self.adjoint[k];
-                if g == 0.0 {
-                    continue;
-                }
                 let node = tape[k];
-                if node.a != NONE {
-                    self.adjoint[node.a as usize] += g * node.da;
-                }
-                if node.b != NONE {
-                    self.adjoint[node.b as usize] += g * node.db;
-                }
+                self.adjoint[node.a as usize] += g * node.da;
+                self.adjoint[node.b as usize] += g * node.db;
             }
         });
-        &self.adjoint[..self.inputs]
+        &self.adjoint[1..=self.inputs]
     }
 
     /// Number of nodes on this thread's tape (inputs included).
     pub fn tape_len() -> usize {
-        with_tape(|t| t.len())
+        with_tape(|t| t.len().saturating_sub(1))
     }
 }
 

@@ -107,6 +107,20 @@ impl<M: OdeSystem> OdeProblem<M> {
         Self::new(self.model.clone(), self.u0.clone(), self.p.clone(), span)
     }
 
+    /// The same initial values, parameters and span for another model (e.g. the same equations with a
+    /// hand-written vjp), validated like [`OdeProblem::new`].
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] if `model`'s sizes differ.
+    pub fn with_model<N: OdeSystem>(&self, model: N) -> Result<OdeProblem<N>, SolverError> {
+        OdeProblem::new(
+            model,
+            self.u0.clone(),
+            self.p.clone(),
+            (self.t0, self.t_end),
+        )
+    }
+
     /// The model.
     pub fn model(&self) -> &M {
         &self.model

@@ -133,7 +133,7 @@ impl OdeSystem for DoublePendulum {
 
 /// The same double pendulum with a hand-written vector–Jacobian product ([`OdeSystem::vjp`]), the
 /// reverse-mode derivative of [`DoublePendulum`]'s right-hand side written out by hand (about the cost
-/// of one rhs call). Adjoints use it instead of forming the Jacobian by n + p = 9 dual passes; the tests
+/// of one rhs call). Adjoints use it instead of reverse-mode AD on a tape (about 7 rhs calls); the tests
 /// check it against automatic differentiation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DoublePendulumWithVjp;
