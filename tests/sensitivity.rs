@@ -742,14 +742,17 @@ fn directional_derivatives_are_gradient_projections() {
 }
 
 #[test]
-fn driven_pendulum_gradients_agree_for_any_number_of_terms() {
+fn driven_pendulum_gradients_agree_for_any_number_of_knots() {
     use odesens::models::DrivenDoublePendulum;
     // With a zero torque it is the course's pendulum.
     let (u, t) = ([0.3, -1.1, 0.7, 2.0], 0.9);
     let mut driven = [0.0; 4];
     let mut plain = [0.0; 4];
     let zero = vec![0.0; 6];
-    let model = DrivenDoublePendulum { terms: 6 };
+    let model = DrivenDoublePendulum {
+        knots: 6,
+        horizon: 2.0,
+    };
     model.rhs(
         t,
         ndarray::ArrayView1::from(&u[..]),
@@ -766,24 +769,30 @@ fn driven_pendulum_gradients_agree_for_any_number_of_terms() {
     for (a, b) in driven.iter().zip(plain) {
         assert!((a - b).abs() <= 1e-14 * b.abs().max(1.0));
     }
-    // ∂f/∂a_k = sin(k t) M⁻¹ e1 / l1: the Chebyshev recurrence against direct sines.
+    assert_eq!(model.knot_times().len(), 4);
+    assert!((model.knot_times()[3] - 1.6).abs() < 1e-15);
+    // t = 0.9 of [0, 2] with 6 knots (every 0.4 s): between knots 2 and 3 with weight 0.25; only
+    // those two control values move f, in the ratio 0.75 : 0.25.
+    let (k, w) = model.interval(0.9);
+    assert_eq!(k, 2);
+    assert!((w - 0.25).abs() < 1e-12);
     let mut der = odesens::sensitivity::derivatives::Derivatives::new(&model);
     let (mut ub, mut pb) = ([0.0; 4], [0.0; 6]);
     der.vjp_add(t, &u, &zero, &[0.0, 0.0, 1.0, 0.0], &mut ub, &mut pb);
-    for k in 1..6 {
-        let ratio = pb[k] / pb[0];
-        let want = (k as f64 + 1.0).mul_add(t, 0.0).sin() / t.sin();
-        assert!((ratio - want).abs() < 1e-12, "term {k}: {ratio} vs {want}");
-    }
-    for terms in [1, 12] {
-        let problem = DrivenDoublePendulum::problem(terms, 2.0).unwrap();
-        let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
+    assert_eq!((pb[0], pb[1], pb[4], pb[5]), (0.0, 0.0, 0.0, 0.0));
+    assert!((pb[2] / pb[3] - 3.0).abs() < 1e-12, "{pb:?}");
+    for knots in [1, 12] {
+        let problem = DrivenDoublePendulum::problem(knots, 2.0).unwrap();
+        let options = SolverOptions::default()
+            .method(Method::Vern9)
+            .tol(1e-12)
+            .tstops(problem.model().knot_times());
         let objective = SquaredNormAt::new(2.0);
         let a = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
         let f = forward_gradient(&problem, &options, &objective).unwrap();
-        assert!(rel_diff(&a, &f) <= 1e-10, "{terms} terms");
-        assert_eq!(a.stats.derivatives.dual_passes > 0, terms + 4 <= 8);
+        assert!(rel_diff(&a, &f) <= 1e-10, "{knots} knots");
+        assert_eq!(a.stats.derivatives.dual_passes > 0, knots + 4 <= 8);
         let check = check_gradient(&problem, &options, &objective, &a, None).unwrap();
-        assert!(check.max_rel_error < 1e-5, "{terms} terms: {check:?}");
+        assert!(check.max_rel_error < 1e-5, "{knots} knots: {check:?}");
     }
 }

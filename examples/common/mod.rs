@@ -200,3 +200,32 @@ pub fn median_time_for<F: FnMut()>(mut f: F, min_runs: usize, min_seconds: f64) 
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
+
+/// Median wall times (seconds) of several computations run in turn (a, b, c, a, b, c, …), so that all
+/// see the same machine conditions: at least `min_runs` rounds, more until `min_seconds` have passed
+/// (at most 1001 rounds).
+pub fn median_times_interleaved(
+    fs: &mut [&mut dyn FnMut()],
+    min_runs: usize,
+    min_seconds: f64,
+) -> Vec<f64> {
+    let start = std::time::Instant::now();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); fs.len()];
+    let mut rounds = 0;
+    while rounds < min_runs.max(1) || (start.elapsed().as_secs_f64() < min_seconds && rounds < 1001)
+    {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let s = std::time::Instant::now();
+            f();
+            t.push(s.elapsed().as_secs_f64());
+        }
+        rounds += 1;
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
+}

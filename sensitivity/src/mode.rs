@@ -6,12 +6,15 @@
 //!
 //! - forward ([`crate::forward_directional_derivatives`]): the directions are split into B blocks of
 //!   b ≤ CHUNK (one per thread while that keeps b ≤ CHUNK); each block re-solves and adds one tangent
-//!   pass per stage, so wall time ≈ ⌈B/T⌉ · (t_solve + S·s'·t_pass(b)) · T/E for B > 1 (E the
+//!   pass per stage and the stage combinations of its tangents (q multiply–adds per step and state
+//!   component and direction, q = nonzeros of A and b), so wall time
+//!   ≈ ⌈B/T⌉ · (t_solve + S·(s'·t_pass(b) + q·n·b·t_axpy)) · T/E for B > 1 (E the
 //!   measured speed-up of T concurrent solves, T/E = 1 on idle dedicated cores), t_pass(1) = one jvp,
 //!   t_pass(b > 1) = one CHUNK-wide block pass;
 //! - adjoint ([`crate::adjoint_gradient`], keep-all checkpoints): one solve storing checkpoints, one
-//!   replay of every step, one vjp per stage: ≈ 2·t_solve + S·s'·t_vjp, independent of D (with the
-//!   reverse-mode vjp, see [`crate::tape`]).
+//!   replay of every step, one vjp per stage and its stage combinations:
+//!   ≈ 2·t_solve + S·(s'·t_vjp + q·n·t_axpy), independent of D (with the reverse-mode vjp, see
+//!   [`crate::tape`]).
 //!
 //! The forward cost grows in steps of ⌈B/T⌉, so the crossover D* is where the forward estimate first
 //! exceeds the adjoint one.
@@ -38,6 +41,8 @@ pub struct CostModel {
     pub accepted_steps: usize,
     /// Stages differentiated per step (stages, minus one with FSAL).
     pub stages: usize,
+    /// State components n.
+    pub n_states: usize,
     /// One rhs evaluation in f64, s.
     pub rhs_s: f64,
     /// One Jacobian–vector product (one direction), s.
@@ -48,6 +53,11 @@ pub struct CostModel {
     pub vjp_s: f64,
     /// Threads available to forward blocks (rayon).
     pub threads: usize,
+    /// Multiply–adds per step and per state component that combine stages (nonzeros of the tableau's A
+    /// and b): the tangents' and the adjoint's own linear algebra.
+    pub stage_axpys: usize,
+    /// One multiply–add y += a·x on a vector, per element, s.
+    pub axpy_s: f64,
     /// Measured speed-up of running `threads` solves at once over running them one after another
     /// (≤ `threads`; below it where cores are shared or memory-bound).
     pub parallel_speedup: f64,
@@ -207,15 +217,28 @@ impl CostModel {
             1.0
         };
         let tab = options.method.tableau();
+        let stage_axpys = tab.a.iter().map(|row| row.len()).sum::<usize>()
+            + tab.b.iter().filter(|&&b| b != 0.0).count();
+        let (xs, mut ys) = (vec![0.5; 256], vec![0.0; 256]);
+        let axpy_s = time_per_call(xs.len(), || {
+            let a = black_box(1e-3);
+            for (y, x) in ys.iter_mut().zip(&xs) {
+                *y += a * x;
+            }
+            black_box(&ys);
+        });
         Ok(Self {
             solve_s,
             accepted_steps: sol.stats.accepted_steps,
+            n_states: n,
             stages: if tab.fsal { tab.stages - 1 } else { tab.stages },
             rhs_s,
             jvp_s,
             jvp_block_s,
             vjp_s,
             threads,
+            stage_axpys,
+            axpy_s,
             parallel_speedup,
         })
     }
@@ -228,7 +251,9 @@ impl CostModel {
         } else {
             self.jvp_block_s * block.div_ceil(CHUNK) as f64
         };
-        let per_block = self.solve_s + (self.accepted_steps * self.stages) as f64 * pass;
+        let combine = (self.stage_axpys * self.n_states * block) as f64 * self.axpy_s;
+        let per_block =
+            self.solve_s + self.accepted_steps as f64 * (self.stages as f64 * pass + combine);
         let sharing = if blocks > 1 {
             self.threads as f64 / self.parallel_speedup.clamp(1.0, self.threads as f64)
         } else {
@@ -239,7 +264,9 @@ impl CostModel {
 
     /// Predicted wall time of an adjoint gradient (keep-all checkpoints), s.
     pub fn adjoint_s(&self) -> f64 {
-        2.0 * self.solve_s + (self.accepted_steps * self.stages) as f64 * self.vjp_s
+        let combine = (self.stage_axpys * self.n_states) as f64 * self.axpy_s;
+        2.0 * self.solve_s
+            + self.accepted_steps as f64 * (self.stages as f64 * self.vjp_s + combine)
     }
 
     /// Both predictions for `directions` directions and the faster mode.
@@ -295,6 +322,9 @@ mod tests {
             jvp_block_s: 4e-6,
             vjp_s: 8.1e-6,
             threads: 2,
+            n_states: 4,
+            stage_axpys: 0,
+            axpy_s: 0.0,
             parallel_speedup: 2.0,
         }
     }
@@ -329,6 +359,15 @@ mod tests {
         };
         assert!((shared.forward_s(16) - 3.4e-3 * 1.25).abs() < 1e-12);
         assert!((shared.forward_s(1) - 1.9e-3).abs() < 1e-12);
+        // Stage combinations: 10 multiply–adds per step, component and direction at 1 ns.
+        let combining = CostModel {
+            stage_axpys: 10,
+            axpy_s: 1e-9,
+            ..m
+        };
+        // 8 directions = 2 blocks of 4: + 100 · 10 · 4 · 4 ns; the adjoint + 100 · 10 · 4 ns.
+        assert!((combining.forward_s(8) - m.forward_s(8) - 16e-6).abs() < 1e-12);
+        assert!((combining.adjoint_s() - m.adjoint_s() - 4e-6).abs() < 1e-12);
         let cheap_adjoint = CostModel {
             vjp_s: 0.0,
             solve_s: 1e-3,

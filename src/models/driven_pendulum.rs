@@ -3,45 +3,69 @@ use odesens_solver::{OdeProblem, OdeSystem, Scalar};
 
 use super::DoublePendulum;
 
-/// The course's double pendulum driven at its upper joint by a torque with P Fourier coefficients: the
+/// The course's double pendulum driven at its upper joint by a torque given by P control values: the
 /// model family whose parameter count can be raised, for the forward-versus-adjoint cost comparison.
 ///
 /// State u = [θ1, θ2, θ̇1, θ̇2] as in [`DoublePendulum`], with the course's fixed l1 = l2 = 1,
-/// m1 = m2 = 0.1, g = 9.80665; parameters p = [a_1, …, a_P], the torque
-/// τ(t) = Σ_k a_k sin(k ω t) (N·m, ω = 1 rad/s) acting on θ1. It enters the first row of M θ̈ = r (the
-/// θ1 Lagrange equation divided by l1) as r1 += τ/l1. The sines come from the Chebyshev recurrence
-/// sin((k+1)x) = 2 cos x sin(kx) − sin((k−1)x) in f64 (t is never differentiated), so one rhs costs
-/// O(P) operations on the scalar type: a forward-mode tangent block costs O(P) per direction and the
-/// forward gradient O(P²), a reverse-mode vjp O(P).
+/// m1 = m2 = 0.1, g = 9.80665; parameters p = [a_0, …, a_{P−1}], the torque τ(t) (N·m) at P knots spread
+/// evenly over [0, `horizon`], linearly interpolated in between (held constant outside; P = 1: a constant
+/// torque). τ acts on θ1: it enters the first row of M θ̈ = r (the θ1 Lagrange equation divided by l1) as
+/// r1 += τ/l1.
+///
+/// This is a control parametrization: each parameter acts only between its neighbouring knots, so the
+/// rhs costs the same for any P. The gradient with respect to all P values costs P tangents by forward
+/// sensitivities, but one backward pass by the adjoint (whose vjps grow only by an O(P) copy).
 #[derive(Debug, Clone, Copy)]
 pub struct DrivenDoublePendulum {
-    /// Number of Fourier coefficients P (≥ 1).
-    pub terms: usize,
+    /// Number of control values P (≥ 1).
+    pub knots: usize,
+    /// Time of the last knot, s (> 0).
+    pub horizon: f64,
 }
 
 impl DrivenDoublePendulum {
-    /// Angular frequency of the first harmonic, rad/s.
-    pub const OMEGA: f64 = 1.0;
-
-    /// The default coefficients a_k = 0.02/k N·m (a gentle drive).
-    pub fn default_params(terms: usize) -> Vec<f64> {
-        (1..=terms).map(|k| 0.02 / k as f64).collect()
+    /// The default control values a_k = 0.02 cos(0.7 k) N·m (a gentle drive).
+    pub fn default_params(knots: usize) -> Vec<f64> {
+        (0..knots).map(|k| 0.02 * (0.7 * k as f64).cos()).collect()
     }
 
-    /// The course's initial state u0 = [2, 2, 0, 0] on [0, t_end] with [`Self::default_params`].
+    /// The course's initial state u0 = [2, 2, 0, 0] on [0, t_end], knots over [0, t_end], with
+    /// [`Self::default_params`].
     ///
     /// # Errors
     /// [`odesens_solver::SolverError::InvalidTimeSpan`] for a bad `t_end`.
     pub fn problem(
-        terms: usize,
+        knots: usize,
         t_end: f64,
     ) -> Result<OdeProblem<DrivenDoublePendulum>, odesens_solver::SolverError> {
         OdeProblem::new(
-            DrivenDoublePendulum { terms },
+            DrivenDoublePendulum {
+                knots,
+                horizon: t_end,
+            },
             vec![2.0, 2.0, 0.0, 0.0],
-            Self::default_params(terms),
+            Self::default_params(knots),
             (0.0, t_end),
         )
+    }
+
+    /// The interior knot times, where τ has kinks: pass them as tstops so that no step straddles one.
+    pub fn knot_times(&self) -> Vec<f64> {
+        let last = self.knots.saturating_sub(1);
+        (1..last)
+            .map(|k| self.horizon * k as f64 / last as f64)
+            .collect()
+    }
+
+    /// The knot interval holding t and the weight of its right end: τ(t) = (1 − w) a_k + w a_{k+1}.
+    pub fn interval(&self, t: f64) -> (usize, f64) {
+        if self.knots < 2 {
+            return (0, 0.0);
+        }
+        let last = (self.knots - 1) as f64;
+        let s = (t / self.horizon * last).clamp(0.0, last);
+        let k = (s.floor() as usize).min(self.knots - 2);
+        (k, s - k as f64)
     }
 }
 
@@ -50,21 +74,16 @@ impl OdeSystem for DrivenDoublePendulum {
         4
     }
     fn n_params(&self) -> usize {
-        self.terms
+        self.knots
     }
     fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
         let (l1, l2, m1, m2, g) = (1.0, 1.0, 0.1, 0.1, DoublePendulum::G);
-        // τ = Σ a_k sin(k ω t).
-        let x = Self::OMEGA * t.re();
-        let (s1, c1) = x.sin_cos();
-        let (mut s_prev, mut s_k) = (0.0, s1);
-        let mut tau = S::zero();
-        for a in p.iter() {
-            tau += *a * s_k;
-            let next = 2.0 * c1 * s_k - s_prev;
-            s_prev = s_k;
-            s_k = next;
-        }
+        let tau = if self.knots < 2 {
+            p[0]
+        } else {
+            let (k, w) = self.interval(t.re());
+            p[k] * (1.0 - w) + p[k + 1] * w
+        };
         let (t1, t2, w1, w2) = (u[0], u[1], u[2], u[3]);
         let (sd, cd) = (t1 - t2).sin_cos();
         let m = m1 + m2;
