@@ -792,7 +792,7 @@ fn which_mode(notebook: &Notebook) -> Res<serde_json::Value> {
     println!(
         "\nWhich mode? Course problem, 9 directions: solve {:.3} ms ({} steps), kernels rhs {:.0} ns, \
          jvp {:.0} ns ({:.1} rhs), 8-direction block {:.0} ns ({:.1} rhs), vjp {:.0} ns ({:.1} rhs); \
-         {} threads run {:.2}× faster than one",
+         {} threads run {:.2}× faster than one, a fork–join costs {:.0} µs",
         cost.solve_s * 1e3,
         cost.accepted_steps,
         cost.rhs_s * 1e9,
@@ -803,7 +803,8 @@ fn which_mode(notebook: &Notebook) -> Res<serde_json::Value> {
         cost.vjp_s * 1e9,
         cost.vjp_s / cost.rhs_s,
         cost.threads,
-        cost.parallel_speedup
+        cost.parallel_speedup,
+        cost.fork_join_s * 1e6
     );
     println!(
         "  predicted forward {:.3} ms, adjoint {:.3} ms → {:?}; measured forward {:.3} ms, adjoint {:.3} ms → {}; \

@@ -8,7 +8,8 @@
 //!   b ≤ CHUNK (one per thread while that keeps b ≤ CHUNK); each block re-solves and adds one tangent
 //!   pass per stage and the stage combinations of its tangents (q multiply–adds per step and state
 //!   component and direction, q = nonzeros of A and b), so wall time
-//!   ≈ ⌈B/T⌉ · (t_solve + S·(s'·t_pass(b) + q·n·b·t_axpy)) · T/E for B > 1 (E the
+//!   ≈ t_fork + ⌈B/T⌉ · (t_solve + S·(s'·t_pass(b) + q·n·b·t_axpy)) · T/E for B > 1 (t_fork: one
+//!   fork–join on the thread pool; E the
 //!   measured speed-up of T concurrent solves, T/E = 1 on idle dedicated cores), t_pass(1) = one jvp,
 //!   t_pass(b > 1) = one CHUNK-wide block pass;
 //! - adjoint ([`crate::adjoint_gradient`], keep-all checkpoints): one solve storing checkpoints, one
@@ -58,6 +59,8 @@ pub struct CostModel {
     pub stage_axpys: usize,
     /// One multiply–add y += a·x on a vector, per element, s.
     pub axpy_s: f64,
+    /// One fork–join of empty jobs on the thread pool (waking its threads), s.
+    pub fork_join_s: f64,
     /// Measured speed-up of running `threads` solves at once over running them one after another
     /// (≤ `threads`; below it where cores are shared or memory-bound).
     pub parallel_speedup: f64,
@@ -92,7 +95,7 @@ pub(crate) fn forward_blocks(nd: usize, threads: usize) -> (usize, usize) {
     (block, nd.div_ceil(block).max(1))
 }
 
-/// Median seconds per call of `f` (which makes `calls` calls), from 5 batches of at least 1 ms.
+/// Median seconds per call of `f` (which makes `calls` calls), from 7 batches of at least 2 ms.
 fn time_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
     let mut reps = 1;
     loop {
@@ -100,12 +103,12 @@ fn time_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
         for _ in 0..reps {
             f();
         }
-        if start.elapsed().as_secs_f64() >= 1e-3 || reps >= 1 << 20 {
+        if start.elapsed().as_secs_f64() >= 2e-3 || reps >= 1 << 20 {
             break;
         }
         reps *= 2;
     }
-    let mut batches: Vec<f64> = (0..5)
+    let mut batches: Vec<f64> = (0..7)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..reps {
@@ -115,14 +118,14 @@ fn time_per_call(calls: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     batches.sort_by(f64::total_cmp);
-    batches[2]
+    batches[3]
 }
 
-/// Median seconds of `f` over at least 7 runs and 30 ms.
+/// Median seconds of `f` over at least 7 runs and 0.1 s.
 fn median_seconds(mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut times = Vec::new();
-    while times.len() < 7 || (start.elapsed().as_secs_f64() < 0.03 && times.len() < 10_000) {
+    while times.len() < 7 || (start.elapsed().as_secs_f64() < 0.1 && times.len() < 10_000) {
         let t = Instant::now();
         f();
         times.push(t.elapsed().as_secs_f64());
@@ -133,8 +136,8 @@ fn median_seconds(mut f: impl FnMut()) -> f64 {
 
 impl CostModel {
     /// Times one solve of `problem` (with `objective`'s observation times as tstops) and the model's rhs,
-    /// jvp, CHUNK-wide jvp block and vjp at up to 32 states along it (medians). Takes about 0.1 s or
-    /// 20 solves, whichever is longer.
+    /// jvp, CHUNK-wide jvp block and vjp at up to 32 states along it (medians), and the speed-up of
+    /// concurrent solves. Takes about 0.3 s, or 20 solves if longer.
     ///
     /// # Errors
     /// Solver and objective errors.
@@ -216,6 +219,11 @@ impl CostModel {
         } else {
             1.0
         };
+        let fork_join_s = median_seconds(|| {
+            (0..threads).into_par_iter().for_each(|k| {
+                black_box(k);
+            });
+        });
         let tab = options.method.tableau();
         let stage_axpys = tab.a.iter().map(|row| row.len()).sum::<usize>()
             + tab.b.iter().filter(|&&b| b != 0.0).count();
@@ -239,6 +247,7 @@ impl CostModel {
             threads,
             stage_axpys,
             axpy_s,
+            fork_join_s,
             parallel_speedup,
         })
     }
@@ -259,7 +268,7 @@ impl CostModel {
         } else {
             1.0
         };
-        blocks.div_ceil(self.threads) as f64 * per_block * sharing
+        self.fork_join_s + blocks.div_ceil(self.threads) as f64 * per_block * sharing
     }
 
     /// Predicted wall time of an adjoint gradient (keep-all checkpoints), s.
@@ -325,6 +334,7 @@ mod tests {
             n_states: 4,
             stage_axpys: 0,
             axpy_s: 0.0,
+            fork_join_s: 0.0,
             parallel_speedup: 2.0,
         }
     }
