@@ -45,6 +45,7 @@
 
 mod adjoint;
 mod common;
+mod continuous;
 pub mod derivatives;
 mod error;
 mod forward;
@@ -59,6 +60,10 @@ pub use adjoint::{
     binomial_recomputations,
 };
 pub use common::{Gradient, SensitivityStats};
+pub use continuous::{
+    BackwardStats, ContinuousGradient, ContinuousSettings, backsolve_adjoint_gradient,
+    continuous_adjoint_gradient,
+};
 pub use error::SensitivityError;
 pub use forward::{
     DirectionalDerivatives, Directions, ForwardSensitivities, ForwardSettings,

@@ -423,6 +423,10 @@ pub struct Integrator<'a, M: OdeSystem> {
     steps_taken: usize,
     /// Whether steps store outputs (off for replays from checkpoints).
     recording: bool,
+    /// Whether accepted steps feed the dense output even when not recording (replayed segments).
+    record_dense: bool,
+    /// Components in the error norm (the first `norm_n`).
+    norm_n: usize,
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
@@ -507,6 +511,8 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             pending: None,
             steps_taken: 0,
             recording: true,
+            record_dense: false,
+            norm_n: options.error_norm_components.unwrap_or(n),
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
@@ -666,6 +672,48 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         Ok(self.accepted_step().expect("the last step was accepted"))
     }
 
+    /// Whether replayed steps (after [`Integrator::restore`]) are added to the dense output. Needs an
+    /// integrator built with `dense(true)`; used to rebuild the dense output of a segment of a solve
+    /// from a checkpoint (e.g. for continuous adjoints), with [`Integrator::clear_dense`] between
+    /// segments.
+    pub fn record_dense(&mut self, on: bool) {
+        self.record_dense = on;
+    }
+
+    /// Empties the dense output (keeping its buffers).
+    pub fn clear_dense(&mut self) {
+        if let Some(d) = self.dense.as_mut() {
+            d.clear();
+        }
+    }
+
+    /// The dense output recorded so far (`None` unless built with `dense(true)`).
+    pub fn dense_output(&self) -> Option<&DenseOutput> {
+        self.dense.as_ref()
+    }
+
+    /// Replaces the current state u by `u` (e.g. a jump at an event), keeping t, the step size and the
+    /// controller's state; the first stage is recomputed at the next step.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] for a wrong length, [`SolverError::NonFiniteInput`] for NaN/∞.
+    pub fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError> {
+        if u.len() != self.n {
+            return Err(SolverError::DimensionMismatch {
+                what: "state",
+                expected: self.n,
+                got: u.len(),
+            });
+        }
+        crate::problem::check_finite("state", u)?;
+        self.u.copy_from_slice(u);
+        self.k1_fresh = false;
+        self.extras_fresh = false;
+        self.last_accepted = None;
+        self.pending = None;
+        Ok(())
+    }
+
     /// Steps until t_end.
     ///
     /// # Errors
@@ -767,8 +815,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         for i in 0..n {
             self.scale[i] = self.atol[i] + self.options.rtol * self.u[i].abs();
         }
-        let d0 = rms_scaled(&self.u, &self.scale);
-        let d1 = rms_scaled(&self.k[..n], &self.scale);
+        let k = self.norm_n;
+        let d0 = rms_scaled(&self.u[..k], &self.scale[..k]);
+        let d1 = rms_scaled(&self.k[..k], &self.scale[..k]);
         let span = (self.problem.t_end() - self.t).abs();
         let mut h0 = if d0 < 1e-5 || d1 < 1e-5 {
             1e-6
@@ -791,7 +840,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         for i in 0..n {
             self.err[i] = self.k[n + i] - self.k[i];
         }
-        let d2 = rms_scaled(&self.err, &self.scale) / h0;
+        let d2 = rms_scaled(&self.err[..k], &self.scale[..k]) / h0;
         let dmax = d1.max(d2);
         let h1 = if dmax <= 1e-15 {
             (h0 * 1e-3).max(1e-6)
@@ -862,13 +911,14 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             &self.u_new[..n],
             &self.atol[..n],
         );
+        let k = self.norm_n;
         let mut sum = 0.0;
-        for m in 0..n {
+        for m in 0..k {
             let (a, b) = (u[m].abs(), u_new[m].abs());
             let r = h * err[m] / (atol[m] + rtol * if a > b { a } else { b });
             sum += r * r;
         }
-        (sum, n)
+        (sum, k)
     }
 
     /// Takes one step (accepted or rejected).
@@ -1009,7 +1059,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         if self.recording {
             self.save_in_step(h, t_new)?;
         }
-        if self.recording && self.dense.is_some() {
+        if (self.recording || self.record_dense) && self.dense.is_some() {
             self.ensure_extras(h, t_new)?;
             if let Some(d) = self.dense.as_mut() {
                 d.push(self.t, h, &self.u, &self.k);

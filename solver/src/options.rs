@@ -105,6 +105,10 @@ pub struct SolverOptions {
     pub fixed_step: Option<f64>,
     /// Step-size controller settings.
     pub controller: PiController,
+    /// Error-control only the first k components (`None`: all). The others (e.g. quadratures riding
+    /// along) are integrated with the same steps but do not vote on them: the "seminorm" of Kidger,
+    /// Chen & Lyons, "Hey, that's not an ODE" (2021).
+    pub error_norm_components: Option<usize>,
 }
 
 impl Default for SolverOptions {
@@ -121,6 +125,7 @@ impl Default for SolverOptions {
             dense: false,
             fixed_step: None,
             controller: PiController::default(),
+            error_norm_components: None,
         }
     }
 }
@@ -185,6 +190,12 @@ impl SolverOptions {
         self.dense = dense;
         self
     }
+    /// Error-control only the first `k` components (see [`SolverOptions::error_norm_components`]).
+    pub fn error_norm_components(mut self, k: usize) -> Self {
+        self.error_norm_components = Some(k);
+        self
+    }
+
     /// Fixed-step mode with step size magnitude `h`.
     pub fn fixed_step(mut self, h: f64) -> Self {
         self.fixed_step = Some(h);
@@ -256,6 +267,15 @@ impl SolverOptions {
                 name: "h_max",
                 value: self.h_max,
                 valid: "> 0 (may be ∞)",
+            });
+        }
+        if let Some(k) = self.error_norm_components
+            && !(1..=n).contains(&k)
+        {
+            return Err(SolverError::InvalidOption {
+                name: "error_norm_components",
+                value: k as f64,
+                valid: "1 ..= number of states",
             });
         }
         if self.max_steps == 0 {

@@ -55,6 +55,65 @@ impl DenseOutput {
         self.k.extend_from_slice(k);
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.t.clear();
+        self.h.clear();
+        self.u.clear();
+        self.k.clear();
+    }
+
+    /// The covered interval [first step's start, last step's end] (in the direction of integration),
+    /// or `None` if empty.
+    pub fn span(&self) -> Option<(f64, f64)> {
+        let (&t0, &tn, &hn) = (self.t.first()?, self.t.last()?, self.h.last()?);
+        Some((t0, tn + hn))
+    }
+
+    /// Length of the scratch buffer [`DenseOutput::interpolate_into`] needs.
+    pub fn scratch_len(&self) -> usize {
+        self.tableau.total_stages()
+    }
+
+    /// u(t) by the method's continuous extension into `out` (length n), with a caller's scratch buffer
+    /// of [`DenseOutput::scratch_len`] (so repeated calls allocate nothing).
+    ///
+    /// # Errors
+    /// [`SolverError::NoDenseOutput`] if empty; [`SolverError::TimeOutsideSpan`] for t outside the
+    /// stored steps; [`SolverError::DimensionMismatch`] for wrong buffer lengths.
+    pub fn interpolate_into(
+        &self,
+        t: f64,
+        out: &mut [f64],
+        scratch: &mut [f64],
+    ) -> Result<(), SolverError> {
+        let (a, b) = self.span().ok_or(SolverError::NoDenseOutput)?;
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        if !(t >= lo && t <= hi) {
+            return Err(SolverError::TimeOutsideSpan {
+                what: "dense output",
+                t,
+                lo,
+                hi,
+            });
+        }
+        if out.len() != self.n {
+            return Err(SolverError::DimensionMismatch {
+                what: "interpolation output",
+                expected: self.n,
+                got: out.len(),
+            });
+        }
+        if scratch.len() != self.scratch_len() {
+            return Err(SolverError::DimensionMismatch {
+                what: "interpolation scratch",
+                expected: self.scratch_len(),
+                got: scratch.len(),
+            });
+        }
+        self.eval(t, out, scratch);
+        Ok(())
+    }
+
     /// Number of stored steps.
     pub fn len(&self) -> usize {
         self.t.len()

@@ -1,0 +1,463 @@
+//! The continuous adjoint: the adjoint ODE solved backwards in time with its own method and tolerances.
+//!
+//! With λ(t) = ∂G/∂u(t) (the course's v = −λ) and G = Σ_k g_k(t_k, u(t_k), p) + ∫ r(t, u, p) dt:
+//!
+//! λ' = −f_uᵀ λ − r_uᵀ,   q' = −f_pᵀ λ − r_pᵀ,   integrated from t_end down to t0,
+//!
+//! with λ(t_end) = q(t_end) = 0 and jumps λ += ∂g_k/∂u, q += ∂g_k/∂p at every observation time. Then
+//! ∇_{u0}G = λ(t0) and ∇_pG = q(t0) = Σ_k ∂g_k/∂p + ∫ (f_pᵀλ + r_pᵀ) dt. (SUNDIALS CVODES and
+//! SciMLSensitivity's `InterpolatingAdjoint` solve this system; Hindmarsh et al. 2005, Rackauckas et al.
+//! 2020.)
+//!
+//! Unlike the discrete adjoint ([`crate::adjoint_gradient`]), this is the derivative of the *exact*
+//! solution approximated by two solves, so it agrees with the discrete gradient only to the tolerances;
+//! in exchange the backward solve picks its own steps. Two ways to know u(t) during it:
+//!
+//! - [`continuous_adjoint_gradient`] (interpolating): the forward solve stores a checkpoint every few
+//!   steps; each segment is recomputed from its checkpoint with dense output just before the backward
+//!   solve crosses it. Memory ∝ checkpoints + one segment.
+//! - [`backsolve_adjoint_gradient`]: u is integrated backwards alongside λ from u(t_end), storing
+//!   nothing. **Unstable for chaotic or dissipative systems**: the reversed flow amplifies errors like
+//!   e^{λ_max (t_end − t)}, so the reconstructed u(t) leaves the true trajectory and the gradient with
+//!   it. It is offered for comparison; the result reports how far u(t0) came back from u0.
+//!
+//! The quadrature q rides along but by default is left out of the backward solve's error norm (the
+//! "seminorm" of Kidger, Chen & Lyons, "Hey, that's not an ODE", 2021): it is an integral of already
+//! controlled quantities and, with many parameters, would otherwise dictate the steps.
+
+use std::sync::Mutex;
+
+use ndarray::{Array1, ArrayView1, ArrayViewMut1};
+use odesens_solver::{
+    Checkpoint, Integrator, Method, OdeProblem, OdeSystem, Scalar, SolverOptions, Statistics,
+};
+
+use crate::common::{
+    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, forward_pass,
+};
+use crate::derivatives::Derivatives;
+use crate::error::{SensitivityError, check_finite};
+use crate::objective::Objective;
+
+/// Settings of the backward solve.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ContinuousSettings {
+    /// Method of the backward solve (`None`: the forward one).
+    pub method: Option<Method>,
+    /// Relative tolerance of the backward solve (`None`: the forward one).
+    pub rtol: Option<f64>,
+    /// Absolute tolerance of the backward solve (`None`: the forward one's scalar atol, or 1e-6).
+    pub atol: Option<f64>,
+    /// Put the quadrature q (one component per parameter) in the error norm too (default: no, the
+    /// seminorm).
+    pub quadrature_in_error_norm: bool,
+    /// Forward steps per checkpointed segment (`None`: 32). Memory: one checkpoint per segment plus one
+    /// segment's dense output; every segment start is a tstop of the backward solve.
+    pub segment_steps: Option<usize>,
+}
+
+/// The backward solve's counters, beside the gradient.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackwardStats {
+    /// The backward integrator's steps and rhs evaluations (one vjp each).
+    pub backward: Statistics,
+    /// Checkpointed segments.
+    pub segments: usize,
+}
+
+/// A continuous-adjoint gradient and its backward solve's counters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContinuousGradient {
+    /// The gradient (its `stats` hold the forward solve, the segment recomputation and the vjps).
+    pub gradient: Gradient,
+    /// The backward solve.
+    pub backward: BackwardStats,
+    /// Backsolve only: u(t0) as reconstructed by integrating u backwards from u(t_end).
+    pub u0_reconstructed: Option<Array1<f64>>,
+}
+
+/// Where the adjoint system gets u(t).
+enum Source<'a, M: OdeSystem> {
+    /// Dense output of the current forward segment, recomputed from a checkpoint.
+    Segment {
+        replay: Box<Integrator<'a, M>>,
+        u: Vec<f64>,
+        scratch: Vec<f64>,
+    },
+    /// u is the first n components of the backward state.
+    Backsolve,
+}
+
+struct Inner<'a, 'o, M: OdeSystem, O: Objective> {
+    source: Source<'a, M>,
+    der: Derivatives<'a, M>,
+    tracker: ObjectiveTracker<'o, O>,
+    p: Vec<f64>,
+    u_bar: Vec<f64>,
+    p_bar: Vec<f64>,
+    running: bool,
+    /// The first failure inside the rhs (reported after the step).
+    error: Option<SensitivityError>,
+}
+
+/// The adjoint ODE as an [`OdeSystem`] for the solver: state [λ, q] (or [u, λ, q] for backsolve).
+/// Evaluated in f64 only: for other scalar types the rhs passes values through and drops derivatives
+/// (the backward system is never differentiated).
+struct AdjointSystem<'a, 'o, M: OdeSystem, O: Objective> {
+    n: usize,
+    np: usize,
+    backsolve: bool,
+    model: &'a M,
+    inner: Mutex<Inner<'a, 'o, M, O>>,
+}
+
+impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<'a, 'o, M, O>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Recomputes the forward segment of `len` steps from `cp` with dense output.
+    fn replay_segment(&self, cp: &Checkpoint, len: usize) -> Result<(), SensitivityError> {
+        let mut inner = self.lock();
+        if let Source::Segment {
+            replay, scratch, ..
+        } = &mut inner.source
+        {
+            replay.clear_dense();
+            replay.restore(cp)?;
+            for _ in 0..len {
+                replay.step_accepted()?;
+            }
+            let need = replay.dense_output().map_or(0, |d| d.scratch_len());
+            scratch.resize(need, 0.0);
+        }
+        Ok(())
+    }
+
+    /// Observation jumps at t (the observations `obs[.. obs_left]` not yet added, the last ones first):
+    /// λ += ∂g/∂u(u(t)), q += ∂g/∂p. Returns whether z changed.
+    fn jump(
+        &self,
+        obs: &[f64],
+        t: f64,
+        z: &mut [f64],
+        obs_left: &mut usize,
+    ) -> Result<bool, SensitivityError> {
+        let n = self.n;
+        let offset = if self.backsolve { n } else { 0 };
+        let mut jumped = false;
+        while *obs_left > 0 && obs[*obs_left - 1] == t {
+            let k = *obs_left - 1;
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let u: Vec<f64> = match &mut inner.source {
+                Source::Segment { replay, u, scratch } => {
+                    let dense = replay
+                        .dense_output()
+                        .ok_or(odesens_solver::SolverError::NoDenseOutput)?;
+                    dense.interpolate_into(t, u, scratch)?;
+                    u.clone()
+                }
+                Source::Backsolve => z[..n].to_vec(),
+            };
+            inner.tracker.observation_gradient(k, &u, &inner.p)?;
+            for (l, g) in z[offset..offset + n].iter_mut().zip(&inner.tracker.g_u) {
+                *l += g;
+            }
+            for (q, g) in z[offset + n..].iter_mut().zip(&inner.tracker.g_p) {
+                *q += g;
+            }
+            *obs_left -= 1;
+            jumped = true;
+        }
+        Ok(jumped)
+    }
+
+    fn eval(&self, t: f64, z: &[f64], dz: &mut [f64]) {
+        let (n, np) = (self.n, self.np);
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
+        let offset = if self.backsolve { n } else { 0 };
+        let lambda = &z[offset..offset + n];
+        let u: &[f64] = match &mut inner.source {
+            Source::Segment { replay, u, scratch } => {
+                let dense = replay.dense_output().expect("built with dense output");
+                // The initial-step probe may look past the segment: clamp to it.
+                let (a, b) = dense.span().expect("a replayed segment");
+                let (lo, hi) = (a.min(b), a.max(b));
+                if let Err(e) = dense.interpolate_into(t.clamp(lo, hi), u, scratch) {
+                    inner.error.get_or_insert(e.into());
+                }
+                u
+            }
+            Source::Backsolve => {
+                // u' = f(t, u, p).
+                self.model.rhs(
+                    t,
+                    ArrayView1::from(&z[..n]),
+                    ArrayView1::from(&inner.p[..]),
+                    ArrayViewMut1::from(&mut dz[..n]),
+                );
+                &z[..n]
+            }
+        };
+        inner.u_bar.iter_mut().for_each(|x| *x = 0.0);
+        inner.p_bar.iter_mut().for_each(|x| *x = 0.0);
+        inner
+            .der
+            .vjp_add(t, u, &inner.p, lambda, &mut inner.u_bar, &mut inner.p_bar);
+        if inner.running {
+            match inner.tracker.running_gradient(t, u, &inner.p) {
+                Ok(_) => {
+                    for (a, g) in inner.u_bar.iter_mut().zip(&inner.tracker.g_u) {
+                        *a += g;
+                    }
+                    for (a, g) in inner.p_bar.iter_mut().zip(&inner.tracker.g_p) {
+                        *a += g;
+                    }
+                }
+                Err(e) => {
+                    inner.error.get_or_insert(e);
+                }
+            }
+        }
+        for (d, a) in dz[offset..offset + n].iter_mut().zip(&inner.u_bar) {
+            *d = -a;
+        }
+        for (d, a) in dz[offset + n..offset + n + np].iter_mut().zip(&inner.p_bar) {
+            *d = -a;
+        }
+    }
+}
+
+impl<M: OdeSystem, O: Objective> OdeSystem for AdjointSystem<'_, '_, M, O> {
+    fn n_states(&self) -> usize {
+        if self.backsolve {
+            2 * self.n + self.np
+        } else {
+            self.n + self.np
+        }
+    }
+    fn n_params(&self) -> usize {
+        0
+    }
+    fn rhs<S: Scalar>(&self, t: S, z: ArrayView1<S>, _p: ArrayView1<S>, mut dz: ArrayViewMut1<S>) {
+        let zf: Vec<f64> = z.iter().map(|x| x.re()).collect();
+        let mut df = vec![0.0; zf.len()];
+        self.eval(t.re(), &zf, &mut df);
+        for (d, v) in dz.iter_mut().zip(df) {
+            *d = S::from(v);
+        }
+    }
+}
+
+/// The backward options: method, tolerances, tstops, error norm.
+fn backward_options(
+    options: &SolverOptions,
+    settings: &ContinuousSettings,
+    tstops: Vec<f64>,
+    controlled: usize,
+    total: usize,
+) -> SolverOptions {
+    let atol = settings.atol.unwrap_or(match &options.atol {
+        odesens_solver::Atol::Scalar(a) => *a,
+        odesens_solver::Atol::PerComponent(_) => 1e-6,
+    });
+    let mut o = SolverOptions::default()
+        .method(settings.method.unwrap_or(options.method))
+        .rtol(settings.rtol.unwrap_or(options.rtol))
+        .atol(atol)
+        .tstops(tstops)
+        .save_end_only()
+        .max_steps(options.max_steps);
+    o.controller = options.controller;
+    if !settings.quadrature_in_error_norm && controlled < total {
+        o = o.error_norm_components(controlled);
+    }
+    o
+}
+
+/// The gradient of `objective` by the continuous (interpolating) adjoint: one forward solve storing a
+/// checkpoint every `segment_steps` steps, then the adjoint ODE backwards with `settings`' method and
+/// tolerances, each forward segment recomputed with dense output when the backward solve reaches it.
+///
+/// # Errors
+/// Solver errors of either solve; objective errors; [`SensitivityError::InvalidSetting`] for
+/// `segment_steps` = 0; [`SensitivityError::NonFiniteDerivative`] if λ or q becomes NaN/∞.
+pub fn continuous_adjoint_gradient<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    settings: ContinuousSettings,
+) -> Result<ContinuousGradient, SensitivityError> {
+    run(problem, options, objective, settings, false)
+}
+
+/// The gradient of `objective` by the backsolve adjoint: u is integrated backwards with λ from u(t_end)
+/// and nothing is stored. **Unreliable for chaotic or strongly dissipative systems** (see the module
+/// docs); [`ContinuousGradient::u0_reconstructed`] shows how far the reversed solve drifted.
+///
+/// # Errors
+/// As [`continuous_adjoint_gradient`].
+pub fn backsolve_adjoint_gradient<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    settings: ContinuousSettings,
+) -> Result<ContinuousGradient, SensitivityError> {
+    run(problem, options, objective, settings, true)
+}
+
+fn run<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    settings: ContinuousSettings,
+    backsolve: bool,
+) -> Result<ContinuousGradient, SensitivityError> {
+    check_objective(problem, objective)?;
+    if settings.segment_steps == Some(0) {
+        return Err(SensitivityError::InvalidSetting {
+            name: "ContinuousSettings.segment_steps",
+            value: 0.0,
+            valid: ">= 1",
+        });
+    }
+    let (n, np) = (problem.n_states(), problem.model().n_params());
+    let (t0, t_end) = (problem.t0(), problem.t_end());
+    let opts = derivative_options(problem, options, &[objective.observation_times()])?;
+    let p = problem.params().to_vec();
+    let u0 = problem.u0().to_vec();
+
+    // Forward pass: G and, unless backsolving, a checkpoint every `seg` steps.
+    let mut forward = Integrator::new(problem, &opts)?;
+    let seg = if backsolve {
+        usize::MAX
+    } else {
+        settings.segment_steps.unwrap_or(32)
+    };
+    let mut stored: Vec<Checkpoint> = Vec::new();
+    let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integ, k| {
+        if !backsolve && k.is_multiple_of(seg) {
+            stored.push(integ.checkpoint());
+        }
+    })?;
+    let u_end = forward.u().to_vec();
+    let forward_stats = forward.stats();
+
+    // Backward system and its options: tstops at observations and segment starts.
+    let obs = objective.observation_times();
+    // Tstops of the backward solve: observations, segment starts, and the user's tstops (marking
+    // discontinuities of the model, which the backward solve must not step across either).
+    let mut stops: Vec<f64> = obs.to_vec();
+    stops.extend(stored.iter().map(|cp| cp.t));
+    stops.extend(options.tstops.iter().copied());
+    stops.retain(|&t| t != t0 && t != t_end);
+    let back_dir = (t0 - t_end).signum();
+    stops.sort_by(|a, b| (back_dir * a).total_cmp(&(back_dir * b)));
+    stops.dedup();
+    let controlled = if backsolve { 2 * n } else { n };
+    let total = controlled + np;
+    let bopts = backward_options(options, &settings, stops, controlled, total);
+
+    let source = if backsolve {
+        Source::Backsolve
+    } else {
+        let mut replay = Box::new(Integrator::new(problem, &opts.clone().dense(true))?);
+        replay.record_dense(true);
+        let scratch = vec![0.0; bopts.method.tableau().total_stages().max(1)];
+        Source::Segment {
+            replay,
+            u: vec![0.0; n],
+            scratch,
+        }
+    };
+    let system = AdjointSystem {
+        n,
+        np,
+        backsolve,
+        model: problem.model(),
+        inner: Mutex::new(Inner {
+            source,
+            der: Derivatives::new(problem.model()),
+            tracker: ObjectiveTracker::new(objective, n, np),
+            p: p.clone(),
+            u_bar: vec![0.0; n],
+            p_bar: vec![0.0; np],
+            running: objective.has_running_cost(),
+            error: None,
+        }),
+    };
+    let mut obs_left = obs.len();
+
+    let mut z = vec![0.0; total];
+    if backsolve {
+        z[..n].copy_from_slice(&u_end);
+    }
+    let back_problem = OdeProblem::new(system, z.clone(), Vec::<f64>::new(), (t_end, t0))?;
+    let system = back_problem.model();
+    let mut segment = stored.len();
+    if !backsolve {
+        segment -= 1;
+        system.replay_segment(&stored[segment], (steps - segment * seg).min(seg))?;
+    }
+    system.jump(obs, t_end, &mut z, &mut obs_left)?;
+    let mut back = Integrator::new(&back_problem, &bopts)?;
+    back.set_state(&z)?;
+    while !back.is_finished() {
+        back.step()?;
+        if let Some(e) = system.lock().error.take() {
+            return Err(e);
+        }
+        let t = back.t();
+        let offset = if backsolve { n } else { 0 };
+        check_finite("adjoint λ", t, &back.u()[offset..])?;
+        if back.accepted_step().is_none() {
+            continue;
+        }
+        // Crossing into the previous segment: recompute it.
+        if !backsolve && segment > 0 && t == stored[segment].t {
+            segment -= 1;
+            system.replay_segment(&stored[segment], (steps - segment * seg).min(seg))?;
+        }
+        if t != t0 {
+            z.copy_from_slice(back.u());
+            if system.jump(obs, t, &mut z, &mut obs_left)? {
+                back.set_state(&z)?;
+            }
+        }
+    }
+    z.copy_from_slice(back.u());
+    system.jump(obs, t0, &mut z, &mut obs_left)?;
+    let backward = back.stats();
+    let inner = system.lock();
+    let recomputation = match &inner.source {
+        Source::Segment { replay, .. } => replay.stats(),
+        Source::Backsolve => Statistics::default(),
+    };
+    let offset = if backsolve { n } else { 0 };
+    let stats = SensitivityStats {
+        forward: forward_stats,
+        recomputation,
+        recomputed_steps: recomputation.accepted_steps,
+        peak_snapshots: stored.len(),
+        peak_checkpoint_bytes: stored.iter().map(Checkpoint::bytes).sum(),
+        derivatives: inner.der.counts,
+    };
+    Ok(ContinuousGradient {
+        gradient: Gradient {
+            value,
+            wrt_params: Array1::from(z[offset + n..].to_vec()),
+            wrt_u0: Array1::from(z[offset..offset + n].to_vec()),
+            stats,
+            adjoint: None,
+        },
+        backward: BackwardStats {
+            backward,
+            segments: stored.len(),
+        },
+        u0_reconstructed: backsolve.then(|| Array1::from(z[..n].to_vec())),
+    })
+}

@@ -1,0 +1,260 @@
+//! The continuous adjoint (interpolating and backsolve) against the exact discrete adjoint.
+
+use odesens::models::{DoublePendulum, LotkaVolterra};
+use odesens::prelude::*;
+use odesens::sensitivity::{
+    Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, SquaredNormAt, adjoint_gradient,
+    backsolve_adjoint_gradient, continuous_adjoint_gradient,
+};
+
+fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
+    let x: Vec<f64> = a
+        .wrt_params
+        .iter()
+        .chain(a.wrt_u0.iter())
+        .copied()
+        .collect();
+    let y: Vec<f64> = b
+        .wrt_params
+        .iter()
+        .chain(b.wrt_u0.iter())
+        .copied()
+        .collect();
+    let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    x.iter()
+        .zip(&y)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn continuous_adjoint_converges_to_the_discrete_one() {
+    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let objective = SquaredNormAt::new(2.0);
+    let reference = adjoint_gradient(
+        &problem,
+        &SolverOptions::default().method(Method::Vern9).tol(1e-13),
+        &objective,
+        Checkpointing::KeepAll,
+    )
+    .unwrap();
+    for tol in [1e-4, 1e-6, 1e-8, 1e-10, 1e-12] {
+        let options = SolverOptions::default().tol(tol);
+        let c = continuous_adjoint_gradient(
+            &problem,
+            &options,
+            &objective,
+            ContinuousSettings::default(),
+        )
+        .unwrap();
+        let d = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+        println!(
+            "tol {tol:.0e}: continuous {:.2e}, discrete {:.2e} (to the reference); backward steps {}, segments {}",
+            rel_diff(&c.gradient, &reference),
+            rel_diff(&d, &reference),
+            c.backward.backward.accepted_steps,
+            c.backward.segments
+        );
+    }
+}
+
+/// Relative difference to the converged discrete gradient, continuous and discrete, per tolerance.
+fn convergence_table<M: OdeSystem, O: odesens::sensitivity::Objective>(
+    name: &str,
+    problem: &OdeProblem<M>,
+    objective: &O,
+) -> Vec<(f64, f64, f64)> {
+    let reference = adjoint_gradient(
+        problem,
+        &SolverOptions::default().method(Method::Vern9).tol(1e-14),
+        objective,
+        Checkpointing::KeepAll,
+    )
+    .unwrap();
+    let mut rows = Vec::new();
+    for tol in [1e-4, 1e-6, 1e-8, 1e-10, 1e-12] {
+        let options = SolverOptions::default().tol(tol);
+        let c = continuous_adjoint_gradient(
+            problem,
+            &options,
+            objective,
+            ContinuousSettings::default(),
+        )
+        .unwrap();
+        let d = adjoint_gradient(problem, &options, objective, Checkpointing::KeepAll).unwrap();
+        let row = (
+            tol,
+            rel_diff(&c.gradient, &reference),
+            rel_diff(&d, &reference),
+        );
+        println!(
+            "{name}: tol {tol:.0e}: continuous {:.2e}, discrete {:.2e}, ratio {:.2}; backward steps {}",
+            row.1,
+            row.2,
+            row.1 / row.2,
+            c.backward.backward.accepted_steps
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+#[test]
+fn continuous_adjoint_is_as_accurate_as_the_discrete_one() {
+    let pendulum = DoublePendulum::course_problem(2.0).unwrap();
+    let lv = OdeProblem::new(
+        LotkaVolterra,
+        vec![1.0, 1.0],
+        LotkaVolterra::classic_params(),
+        (0.0, 5.0),
+    )
+    .unwrap();
+    let data = ndarray::Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, 0.5, 0.2, 1.0]).unwrap();
+    let observations = odesens::sensitivity::LeastSquares::new(vec![0.5, 1.25, 5.0], data).unwrap();
+    let tables = [
+        convergence_table("pendulum ‖u(2)‖²", &pendulum, &SquaredNormAt::new(2.0)),
+        convergence_table("Lotka–Volterra ∫x²", &lv, &IntegralOfSquare::new(0)),
+        convergence_table(
+            "Lotka–Volterra least squares at 3 times",
+            &lv,
+            &observations,
+        ),
+    ];
+    for rows in tables {
+        let mut last = f64::INFINITY;
+        for (tol, cont, disc) in rows {
+            // Converges with the tolerance, and within 3× of the discrete adjoint's own error.
+            assert!(cont < 50.0 * tol, "tol {tol:e}: {cont:e}");
+            assert!(cont < last, "no convergence at tol {tol:e}");
+            assert!(
+                cont <= 3.0 * disc.max(1e-13),
+                "tol {tol:e}: {cont:e} vs discrete {disc:e}"
+            );
+            last = cont;
+        }
+    }
+}
+
+/// The discrete adjoint at Vern9, 1e-13 (with `tstops`): a converged reference.
+fn reference<M: OdeSystem>(problem: &OdeProblem<M>, tstops: Vec<f64>) -> Gradient {
+    adjoint_gradient(
+        problem,
+        &SolverOptions::default()
+            .method(Method::Vern9)
+            .tol(1e-13)
+            .tstops(tstops),
+        &SquaredNormAt::new(problem.t_end()),
+        Checkpointing::KeepAll,
+    )
+    .unwrap()
+}
+
+/// Backward steps and rhs (= vjp) evaluations with the quadrature out of / in the error norm; returns
+/// both gradients' relative differences to `reference`.
+fn seminorm_counts<M: OdeSystem>(
+    name: &str,
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    reference: &Gradient,
+) -> (f64, f64) {
+    let objective = SquaredNormAt::new(problem.t_end());
+    let semi =
+        continuous_adjoint_gradient(problem, options, &objective, ContinuousSettings::default())
+            .unwrap();
+    let full = continuous_adjoint_gradient(
+        problem,
+        options,
+        &objective,
+        ContinuousSettings {
+            quadrature_in_error_norm: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (s, f) = (semi.backward.backward, full.backward.backward);
+    let (ds, df) = (
+        rel_diff(&semi.gradient, reference),
+        rel_diff(&full.gradient, reference),
+    );
+    println!(
+        "{name}: seminorm {} steps ({} rejected, {} rhs = vjps), error {ds:.1e}; full norm {} steps \
+         ({} rejected, {} rhs), error {df:.1e}",
+        s.accepted_steps,
+        s.rejected_steps,
+        s.rhs_evaluations,
+        f.accepted_steps,
+        f.rejected_steps,
+        f.rhs_evaluations,
+    );
+    (ds, df)
+}
+
+#[test]
+fn seminorm_counts_with_few_and_many_parameters() {
+    use odesens::models::DrivenDoublePendulum;
+    let options = SolverOptions::default().tol(1e-8);
+    let pendulum = DoublePendulum::course_problem(2.0).unwrap();
+    let (s, f) = seminorm_counts(
+        "double pendulum, 5 parameters",
+        &pendulum,
+        &options,
+        &reference(&pendulum, vec![]),
+    );
+    assert!(s < 1e-6 && f < 1e-6);
+    let many = DrivenDoublePendulum::problem(128, 2.0).unwrap();
+    let knots = many.model().knot_times();
+    let exact = reference(&many, knots.clone());
+    // The torque has kinks at the 126 interior knots; with them as tstops (as a careful user would):
+    let (s, f) = seminorm_counts(
+        "driven pendulum, 128 parameters, knots as tstops",
+        &many,
+        &options.clone().tstops(knots),
+        &exact,
+    );
+    assert!(s < 1e-6 && f < 1e-6);
+    // Without: the quadratures' integrands have kinks the error control must resolve.
+    let (s, f) = seminorm_counts("driven pendulum, 128 parameters", &many, &options, &exact);
+    assert!(s < 1e-2 && f < 1e-2);
+}
+
+#[test]
+fn backsolve_drifts_on_the_chaotic_pendulum() {
+    let options = SolverOptions::default().tol(1e-10);
+    let mut drift = Vec::new();
+    for t_end in [1.0, 2.0, 5.0, 10.0, 20.0] {
+        let problem = DoublePendulum::course_problem(t_end).unwrap();
+        let objective = SquaredNormAt::new(t_end);
+        let back = backsolve_adjoint_gradient(
+            &problem,
+            &options,
+            &objective,
+            ContinuousSettings::default(),
+        )
+        .unwrap();
+        let interp = continuous_adjoint_gradient(
+            &problem,
+            &options,
+            &objective,
+            ContinuousSettings::default(),
+        )
+        .unwrap();
+        let discrete =
+            adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+        let u0 = back.u0_reconstructed.unwrap();
+        let err = u0
+            .iter()
+            .zip(problem.u0())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "T = {t_end:>4}: |u0 reconstructed − u0| = {err:.2e}; gradient vs discrete: backsolve {:.1e}, interpolating {:.1e}",
+            rel_diff(&back.gradient, &discrete),
+            rel_diff(&interp.gradient, &discrete)
+        );
+        drift.push(err);
+    }
+    // The reversed solve loses the trajectory: the drift grows by orders of magnitude with T.
+    assert!(drift[0] < 1e-7, "{drift:?}");
+    assert!(drift[4] > 1e3 * drift[0], "{drift:?}");
+}
