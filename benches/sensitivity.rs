@@ -1,7 +1,8 @@
 //! Criterion bench of the gradient of θ1(10) with respect to all 5 parameters and 4 initial values of
 //! the double pendulum benchmark set-up (l1 = l2 = m1 = m2 = 1, u0 = [π/2, π/2, 0, 0], t ∈ [0, 10],
 //! Tsit5, rtol = atol = 1e-8), by the discrete adjoint (keep-all and binomial(16)) and by forward
-//! sensitivities (9 directions), each as a ratio to the plain solve measured in the same run.
+//! sensitivities (9 directions), by the continuous adjoint, and the gradient with one Hessian–vector
+//! product, each as a ratio to the plain solve measured in the same run.
 //!
 //! Run: `cargo bench --bench sensitivity` (writes `data/benchmarks/sensitivity.json`).
 
@@ -10,7 +11,10 @@ use std::hint::black_box;
 use criterion::Criterion;
 use odesens::models::{DoublePendulum, DoublePendulumWithVjp};
 use odesens::prelude::*;
-use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient, forward_gradient};
+use odesens::sensitivity::{
+    Checkpointing, ComponentAt, ContinuousSettings, Gradient, adjoint_gradient,
+    continuous_adjoint_gradient, forward_gradient, hessian_vector_product,
+};
 
 mod common;
 use common::median_ns;
@@ -23,57 +27,93 @@ fn options() -> SolverOptions {
     SolverOptions::default().tol(1e-8).save_end_only()
 }
 
-const CASES: [(&str, Option<Checkpointing>); 3] = [
-    ("adjoint_keep_all", Some(Checkpointing::KeepAll)),
+/// What a case computes.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// The discrete adjoint with AD vjps.
+    Adjoint(Checkpointing),
+    /// The discrete adjoint with the model's hand-written vjp (`DoublePendulumWithVjp`).
+    AdjointHand(Checkpointing),
+    /// Forward sensitivities, 9 directions.
+    Forward,
+    /// The continuous (interpolating) adjoint at the forward tolerances, segments of 32 steps.
+    Continuous,
+    /// The gradient and one Hessian–vector product (forward-over-adjoint).
+    HessianVector,
+}
+
+const CASES: [(&str, Kind); 7] = [
+    ("adjoint_keep_all", Kind::Adjoint(Checkpointing::KeepAll)),
     (
         "adjoint_binomial_16",
-        Some(Checkpointing::Binomial { snapshots: 16 }),
+        Kind::Adjoint(Checkpointing::Binomial { snapshots: 16 }),
     ),
-    ("forward_9_directions", None),
-];
-
-/// The adjoint cases again with the model's hand-written vjp (`DoublePendulumWithVjp`).
-const HAND_CASES: [(&str, Checkpointing); 2] = [
-    ("adjoint_keep_all_hand_vjp", Checkpointing::KeepAll),
+    ("forward_9_directions", Kind::Forward),
+    (
+        "adjoint_keep_all_hand_vjp",
+        Kind::AdjointHand(Checkpointing::KeepAll),
+    ),
     (
         "adjoint_binomial_16_hand_vjp",
-        Checkpointing::Binomial { snapshots: 16 },
+        Kind::AdjointHand(Checkpointing::Binomial { snapshots: 16 }),
     ),
+    ("adjoint_continuous", Kind::Continuous),
+    ("hessian_vector_product", Kind::HessianVector),
 ];
 
-fn benches(c: &mut Criterion) {
-    let problem = problem();
-    let options = options();
-    let objective = ComponentAt::new(0, 10.0);
-    c.bench_function("pendulum_gradient/solve", |b| {
-        b.iter(|| solve(black_box(&problem), black_box(&options)).expect("solve"))
-    });
-    for (id, policy) in CASES {
-        c.bench_function(&format!("pendulum_gradient/{id}"), |b| {
-            b.iter(|| match policy {
-                Some(p) => {
-                    adjoint_gradient(black_box(&problem), &options, &objective, p).expect("adjoint")
-                }
-                None => {
-                    forward_gradient(black_box(&problem), &options, &objective).expect("forward")
-                }
-            })
-        });
+/// The direction of the Hessian–vector product (5 parameters, then 4 initial values).
+const V: [f64; 9] = [0.3, -0.2, 0.1, 0.05, 0.4, 1.0, -0.5, 0.25, 0.7];
+
+/// The two models of the same set-up: AD derivatives, and the hand-written vjp.
+struct Problems {
+    ad: OdeProblem<DoublePendulum>,
+    hand: OdeProblem<DoublePendulumWithVjp>,
+}
+
+impl Problems {
+    fn new() -> Self {
+        Self {
+            ad: problem(),
+            hand: DoublePendulum::bench_problem_with(DoublePendulumWithVjp),
+        }
     }
-    let hand = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
-    for (id, policy) in HAND_CASES {
+}
+
+fn compute(kind: Kind, problems: &Problems, options: &SolverOptions) -> Gradient {
+    let (problem, hand) = (&problems.ad, &problems.hand);
+    let objective = ComponentAt::new(0, 10.0);
+    match kind {
+        Kind::Adjoint(p) => adjoint_gradient(problem, options, &objective, p).expect("adjoint"),
+        Kind::AdjointHand(p) => adjoint_gradient(hand, options, &objective, p).expect("adjoint"),
+        Kind::Forward => forward_gradient(problem, options, &objective).expect("forward"),
+        Kind::Continuous => {
+            continuous_adjoint_gradient(problem, options, &objective, ContinuousSettings::default())
+                .expect("continuous adjoint")
+                .gradient
+        }
+        Kind::HessianVector => {
+            hessian_vector_product(problem, options, &objective, &V[..5], &V[5..])
+                .expect("hessian-vector product")
+                .gradient
+        }
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let problems = Problems::new();
+    let options = options();
+    c.bench_function("pendulum_gradient/solve", |b| {
+        b.iter(|| solve(black_box(&problems.ad), black_box(&options)).expect("solve"))
+    });
+    for (id, kind) in CASES {
         c.bench_function(&format!("pendulum_gradient/{id}"), |b| {
-            b.iter(|| {
-                adjoint_gradient(black_box(&hand), &options, &objective, policy).expect("adjoint")
-            })
+            b.iter(|| compute(kind, black_box(&problems), &options))
         });
     }
 }
 
 fn report() {
-    let problem = problem();
     let options = options();
-    let objective = ComponentAt::new(0, 10.0);
     let Some(solve_ns) = median_ns("pendulum_gradient/solve") else {
         eprintln!("no criterion estimates found");
         return;
@@ -94,21 +134,10 @@ fn report() {
         "snapshots"
     );
     let mut rows = Vec::new();
-    let reference =
-        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).expect("adjoint");
-    let hand = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
-    let all_cases = CASES
-        .iter()
-        .map(|&(id, p)| (id, p, false))
-        .chain(HAND_CASES.iter().map(|&(id, p)| (id, Some(p), true)));
-    for (id, policy, hand_vjp) in all_cases {
-        let g = match (policy, hand_vjp) {
-            (Some(p), false) => {
-                adjoint_gradient(&problem, &options, &objective, p).expect("adjoint")
-            }
-            (Some(p), true) => adjoint_gradient(&hand, &options, &objective, p).expect("adjoint"),
-            (None, _) => forward_gradient(&problem, &options, &objective).expect("forward"),
-        };
+    let problems = Problems::new();
+    let reference = compute(Kind::Adjoint(Checkpointing::KeepAll), &problems, &options);
+    for (id, kind) in CASES {
+        let g = compute(kind, &problems, &options);
         let Some(t) = median_ns(&format!("pendulum_gradient/{id}")) else {
             continue;
         };

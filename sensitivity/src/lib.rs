@@ -50,6 +50,7 @@ pub mod derivatives;
 mod error;
 mod forward;
 mod gradient_check;
+mod hessian;
 pub mod lanes;
 mod mode;
 mod objective;
@@ -71,6 +72,7 @@ pub use forward::{
     forward_sensitivities_with,
 };
 pub use gradient_check::{GradientCheck, check_gradient, objective_value};
+pub use hessian::{HessianVectorProduct, hessian_vector_product};
 pub use mode::{CostModel, Mode, ModePrediction};
 pub use objective::{
     ComponentAt, IntegralOfSquare, LeastSquares, Objective, SquaredNormAt, WeightedSumAt,
