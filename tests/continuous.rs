@@ -258,3 +258,62 @@ fn backsolve_drifts_on_the_chaotic_pendulum() {
     assert!(drift[0] < 1e-7, "{drift:?}");
     assert!(drift[4] > 1e3 * drift[0], "{drift:?}");
 }
+
+#[test]
+fn backward_solve_with_its_own_method_and_bad_settings() {
+    use odesens::sensitivity::{SensitivityError, hessian_vector_product};
+    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let objective = SquaredNormAt::new(2.0);
+    let reference = adjoint_gradient(
+        &problem,
+        &SolverOptions::default().method(Method::Vern9).tol(1e-13),
+        &objective,
+        Checkpointing::KeepAll,
+    )
+    .unwrap();
+    // Forward by Vern9 (dense output with its extra stages), backward by BS3 or DP5 at other tolerances.
+    for (method, tol, bound) in [(Method::Bs3, 1e-9, 1e-7), (Method::Dp5, 1e-11, 1e-9)] {
+        let settings = ContinuousSettings {
+            method: Some(method),
+            rtol: Some(tol),
+            atol: Some(tol),
+            segment_steps: Some(7),
+            ..Default::default()
+        };
+        let c = continuous_adjoint_gradient(
+            &problem,
+            &SolverOptions::default().method(Method::Vern9).tol(1e-12),
+            &objective,
+            settings,
+        )
+        .unwrap();
+        let err = rel_diff(&c.gradient, &reference);
+        println!("forward Vern9 1e-12, backward {method:?} {tol:.0e}: {err:.1e}");
+        assert!(err < bound, "{method:?}: {err:e}");
+    }
+    // Bad settings are errors, not panics.
+    let bad = continuous_adjoint_gradient(
+        &problem,
+        &SolverOptions::default(),
+        &objective,
+        ContinuousSettings {
+            segment_steps: Some(0),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(bad, Err(SensitivityError::InvalidSetting { .. })));
+    let bad = continuous_adjoint_gradient(
+        &problem,
+        &SolverOptions::default(),
+        &objective,
+        ContinuousSettings {
+            rtol: Some(-1.0),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(bad, Err(SensitivityError::Solver(_))), "{bad:?}");
+    let bad = hessian_vector_product(&problem, &SolverOptions::default(), &objective, &[1.0; 4], &[0.0; 4]);
+    assert!(matches!(bad, Err(SensitivityError::DimensionMismatch { expected: 5, got: 4, .. })));
+    let bad = solve(&problem, &SolverOptions::default().error_norm_components(5));
+    assert!(matches!(bad, Err(SolverError::InvalidOption { name: "error_norm_components", .. })));
+}
