@@ -312,8 +312,94 @@ fn backward_solve_with_its_own_method_and_bad_settings() {
         },
     );
     assert!(matches!(bad, Err(SensitivityError::Solver(_))), "{bad:?}");
-    let bad = hessian_vector_product(&problem, &SolverOptions::default(), &objective, &[1.0; 4], &[0.0; 4]);
-    assert!(matches!(bad, Err(SensitivityError::DimensionMismatch { expected: 5, got: 4, .. })));
+    let bad = hessian_vector_product(
+        &problem,
+        &SolverOptions::default(),
+        &objective,
+        &[1.0; 4],
+        &[0.0; 4],
+    );
+    assert!(matches!(
+        bad,
+        Err(SensitivityError::DimensionMismatch {
+            expected: 5,
+            got: 4,
+            ..
+        })
+    ));
     let bad = solve(&problem, &SolverOptions::default().error_norm_components(5));
-    assert!(matches!(bad, Err(SolverError::InvalidOption { name: "error_norm_components", .. })));
+    assert!(matches!(
+        bad,
+        Err(SolverError::InvalidOption {
+            name: "error_norm_components",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn checkpointing_policies_give_the_same_continuous_adjoint() {
+    let problem = DoublePendulum::course_problem(10.0).unwrap();
+    let objective = SquaredNormAt::new(10.0);
+    let options = SolverOptions::default().tol(1e-9);
+    let run = |checkpointing: Checkpointing| {
+        continuous_adjoint_gradient(
+            &problem,
+            &options,
+            &objective,
+            ContinuousSettings {
+                checkpointing,
+                segment_steps: Some(16),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let all = run(Checkpointing::KeepAll);
+    let segments = all.backward.segments;
+    assert!(segments > 20, "{segments} segments");
+    assert_eq!(all.gradient.stats.peak_snapshots, segments);
+    assert_eq!(all.gradient.stats.recomputed_steps, 0);
+    let bits = |g: &Gradient| -> Vec<u64> {
+        g.wrt_params
+            .iter()
+            .chain(g.wrt_u0.iter())
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    for policy in [
+        Checkpointing::Uniform { every: 16 },
+        Checkpointing::Binomial { snapshots: 3 },
+        Checkpointing::Binomial { snapshots: 1 },
+        Checkpointing::MemoryBudget { bytes: 500 },
+    ] {
+        let c = run(policy);
+        println!(
+            "{policy:?}: {} segments, peak {} snapshots ({} B), {} steps recomputed",
+            c.backward.segments,
+            c.gradient.stats.peak_snapshots,
+            c.gradient.stats.peak_checkpoint_bytes,
+            c.gradient.stats.recomputed_steps
+        );
+        assert_eq!(bits(&c.gradient), bits(&all.gradient), "{policy:?}");
+        if let Checkpointing::Binomial { snapshots } = policy {
+            assert!(c.gradient.stats.peak_snapshots <= snapshots);
+            // Revolve over the segments: t(l, s) segments recomputed, each of 16 steps.
+            let want = odesens::sensitivity::binomial_recomputations(segments, snapshots);
+            assert_eq!(c.gradient.stats.recomputed_steps, 16 * want, "{policy:?}");
+        }
+    }
+    let tiny = continuous_adjoint_gradient(
+        &problem,
+        &options,
+        &objective,
+        ContinuousSettings {
+            checkpointing: Checkpointing::MemoryBudget { bytes: 8 },
+            ..Default::default()
+        },
+    );
+    assert!(matches!(
+        tiny,
+        Err(odesens::sensitivity::SensitivityError::InvalidSetting { .. })
+    ));
 }

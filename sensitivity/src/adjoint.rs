@@ -24,9 +24,10 @@ use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
 
 /// How the backward pass gets back to the steps of the forward solve.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub enum Checkpointing {
     /// A checkpoint at every step: no recomputation beyond each step's own replay; memory ∝ steps.
+    #[default]
     KeepAll,
     /// A checkpoint every `every` steps; each segment is recomputed once, storing its steps' checkpoints.
     Uniform {
@@ -144,16 +145,26 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
 }
 
 /// Stored checkpoints: a stack whose buffers are reused.
-struct Stack {
-    items: Vec<Checkpoint>,
+pub(crate) struct Stack {
+    pub(crate) items: Vec<Checkpoint>,
     depth: usize,
-    cp_bytes: usize,
-    peak: usize,
+    pub(crate) peak: usize,
 }
 
 impl Stack {
+    /// A stack holding `first` in slot 0, with room for `capacity` checkpoints.
+    pub(crate) fn new(first: Checkpoint, capacity: usize) -> Self {
+        let mut items = Vec::with_capacity(capacity.max(1));
+        items.push(first);
+        Self {
+            items,
+            depth: 1,
+            peak: 1,
+        }
+    }
+
     /// Stores the integrator's current point; returns its slot.
-    fn push<M: OdeSystem>(&mut self, integrator: &Integrator<'_, M>) -> usize {
+    pub(crate) fn push<M: OdeSystem>(&mut self, integrator: &Integrator<'_, M>) -> usize {
         if self.depth == self.items.len() {
             self.items.push(Checkpoint::default());
         }
@@ -163,14 +174,25 @@ impl Stack {
         self.depth - 1
     }
 
-    fn pop(&mut self) {
+    pub(crate) fn pop(&mut self) {
         self.depth -= 1;
     }
 }
 
+/// One move of a binomial reversal over "units" (steps, or segments of steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Restore the checkpoint in `slot`, advance `advance` units, then reverse the next unit.
+    Reverse { slot: usize, advance: usize },
+    /// Restore the checkpoint in `slot`, advance `advance` units, store a new checkpoint (the next slot).
+    Store { slot: usize, advance: usize },
+    /// Release the most recent checkpoint.
+    Release,
+}
+
 /// Work of the binomial reversal.
 enum Work {
-    /// Reverse steps [a, b) from the checkpoint in `slot` (taken at step a) with `c` snapshots usable,
+    /// Reverse units [a, b) from the checkpoint in `slot` (taken at unit a) with `c` snapshots usable,
     /// that one included.
     Reverse {
         slot: usize,
@@ -182,17 +204,18 @@ enum Work {
     Release,
 }
 
-/// Reverses steps [0, l) from the checkpoint in slot 0 with `c` snapshots (Griewank–Walther): to reverse
-/// [a, b), advance l̂ steps, store a snapshot, reverse [a + l̂, b) with c − 1, release it, reverse
-/// [a, a + l̂) with c; with one snapshot left every step is reached from the range's checkpoint. The
-/// recursion runs on an explicit work list, so its depth (up to the number of snapshots) does not use
-/// the call stack.
-fn revolve<M: OdeSystem, O: Objective>(
-    e: &mut Engine<'_, '_, M, O>,
-    st: &mut Stack,
+/// Reverses units [0, l) from the checkpoint in slot 0 with `c` snapshots (Griewank–Walther), emitting
+/// the moves to `act` in order: to reverse [a, b), advance l̂ units, store a snapshot, reverse
+/// [a + l̂, b) with c − 1, release it, reverse [a, a + l̂) with c; with one snapshot left every unit is
+/// reached from the range's checkpoint. Units are reversed in strictly decreasing order. The recursion
+/// runs on an explicit work list, so its depth (up to the number of snapshots) does not use the call
+/// stack.
+pub(crate) fn revolve(
     l: usize,
     c: usize,
+    mut act: impl FnMut(Action) -> Result<(), SensitivityError>,
 ) -> Result<(), SensitivityError> {
+    let mut depth = 1;
     let mut work = vec![Work::Reverse {
         slot: 0,
         a: 0,
@@ -202,7 +225,8 @@ fn revolve<M: OdeSystem, O: Objective>(
     while let Some(item) = work.pop() {
         let (slot, a, b, c) = match item {
             Work::Release => {
-                st.pop();
+                act(Action::Release)?;
+                depth -= 1;
                 continue;
             }
             Work::Reverse { slot, a, b, c } => (slot, a, b, c),
@@ -212,17 +236,19 @@ fn revolve<M: OdeSystem, O: Objective>(
             continue;
         }
         if l == 1 {
-            e.replay.restore(&st.items[slot])?;
-            e.adjoint_current()?;
+            act(Action::Reverse { slot, advance: 0 })?;
         } else if c <= 1 {
             for j in (a..b).rev() {
-                e.advance_from(&st.items[slot], j - a)?;
-                e.adjoint_current()?;
+                act(Action::Reverse {
+                    slot,
+                    advance: j - a,
+                })?;
             }
         } else {
             let lh = binomial_split(l, c);
-            e.advance_from(&st.items[slot], lh)?;
-            let m = st.push(&e.replay);
+            act(Action::Store { slot, advance: lh })?;
+            let m = depth;
+            depth += 1;
             work.push(Work::Reverse {
                 slot,
                 a,
@@ -489,17 +515,22 @@ pub fn adjoint_gradient_with<M: OdeSystem, O: Objective>(
             stored.len() + every.min(steps.max(1)) - 1
         }
         Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
-            let mut st = Stack {
-                items: Vec::with_capacity(snapshots),
-                depth: 0,
-                cp_bytes,
-                peak: 0,
-            };
-            st.items.push(initial);
-            st.depth = 1;
-            st.peak = 1;
-            revolve(&mut e, &mut st, steps, snapshots.min(steps.max(1)))?;
-            let _ = st.cp_bytes;
+            let mut st = Stack::new(initial, snapshots);
+            revolve(steps, snapshots.min(steps.max(1)), |action| match action {
+                Action::Reverse { slot, advance } => {
+                    e.advance_from(&st.items[slot], advance)?;
+                    e.adjoint_current()
+                }
+                Action::Store { slot, advance } => {
+                    e.advance_from(&st.items[slot], advance)?;
+                    st.push(&e.replay);
+                    Ok(())
+                }
+                Action::Release => {
+                    st.pop();
+                    Ok(())
+                }
+            })?;
             st.peak
         }
     };

@@ -29,9 +29,11 @@ use std::sync::Mutex;
 
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use odesens_solver::{
-    Checkpoint, Integrator, Method, OdeProblem, OdeSystem, Scalar, SolverOptions, Statistics,
+    Checkpoint, DenseOutput, Integrator, Method, OdeProblem, OdeSystem, Scalar, SolverOptions,
+    Statistics,
 };
 
+use crate::adjoint::{Action, Checkpointing, Stack, revolve};
 use crate::common::{
     Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, forward_pass,
 };
@@ -51,9 +53,14 @@ pub struct ContinuousSettings {
     /// Put the quadrature q (one component per parameter) in the error norm too (default: no, the
     /// seminorm).
     pub quadrature_in_error_norm: bool,
-    /// Forward steps per checkpointed segment (`None`: 32). Memory: one checkpoint per segment plus one
-    /// segment's dense output; every segment start is a tstop of the backward solve.
+    /// Forward steps per segment (`None`: 32); every segment start is a tstop of the backward solve,
+    /// and one segment's dense output is held at a time.
     pub segment_steps: Option<usize>,
+    /// Which segment-start checkpoints to keep, as for the discrete adjoint: `KeepAll` (every segment),
+    /// `Uniform { every }` (segments of `every` steps, all kept), `Binomial { snapshots }` or
+    /// `MemoryBudget { bytes }` (Griewank–Walther reversal over the segments, recomputing from the
+    /// snapshots).
+    pub checkpointing: Checkpointing,
 }
 
 /// The backward solve's counters, beside the gradient.
@@ -77,10 +84,10 @@ pub struct ContinuousGradient {
 }
 
 /// Where the adjoint system gets u(t).
-enum Source<'a, M: OdeSystem> {
+enum Source {
     /// Dense output of the current forward segment, recomputed from a checkpoint.
     Segment {
-        replay: Box<Integrator<'a, M>>,
+        dense: Option<DenseOutput>,
         u: Vec<f64>,
         scratch: Vec<f64>,
     },
@@ -89,7 +96,7 @@ enum Source<'a, M: OdeSystem> {
 }
 
 struct Inner<'a, 'o, M: OdeSystem, O: Objective> {
-    source: Source<'a, M>,
+    source: Source,
     der: Derivatives<'a, M>,
     tracker: ObjectiveTracker<'o, O>,
     p: Vec<f64>,
@@ -118,22 +125,17 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Recomputes the forward segment of `len` steps from `cp` with dense output.
-    fn replay_segment(&self, cp: &Checkpoint, len: usize) -> Result<(), SensitivityError> {
+    /// Installs a segment's dense output; returns the previous one (for reuse).
+    fn set_dense(&self, new: Option<DenseOutput>) -> Option<DenseOutput> {
         let mut inner = self.lock();
-        if let Source::Segment {
-            replay, scratch, ..
-        } = &mut inner.source
-        {
-            replay.clear_dense();
-            replay.restore(cp)?;
-            for _ in 0..len {
-                replay.step_accepted()?;
+        match &mut inner.source {
+            Source::Segment { dense, scratch, .. } => {
+                let need = new.as_ref().map_or(0, DenseOutput::scratch_len);
+                scratch.resize(need, 0.0);
+                std::mem::replace(dense, new)
             }
-            let need = replay.dense_output().map_or(0, |d| d.scratch_len());
-            scratch.resize(need, 0.0);
+            Source::Backsolve => None,
         }
-        Ok(())
     }
 
     /// Observation jumps at t (the observations `obs[.. obs_left]` not yet added, the last ones first):
@@ -153,9 +155,9 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
             let mut guard = self.lock();
             let inner = &mut *guard;
             let u: Vec<f64> = match &mut inner.source {
-                Source::Segment { replay, u, scratch } => {
-                    let dense = replay
-                        .dense_output()
+                Source::Segment { dense, u, scratch } => {
+                    let dense = dense
+                        .as_ref()
                         .ok_or(odesens_solver::SolverError::NoDenseOutput)?;
                     dense.interpolate_into(t, u, scratch)?;
                     u.clone()
@@ -182,8 +184,10 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
         let offset = if self.backsolve { n } else { 0 };
         let lambda = &z[offset..offset + n];
         let u: &[f64] = match &mut inner.source {
-            Source::Segment { replay, u, scratch } => {
-                let dense = replay.dense_output().expect("built with dense output");
+            Source::Segment { dense, u, scratch } => {
+                let dense = dense
+                    .as_ref()
+                    .expect("a segment is installed before the backward solve");
                 // The initial-step probe may look past the segment: clamp to it.
                 let (a, b) = dense.span().expect("a replayed segment");
                 let (lo, hi) = (a.min(b), a.max(b));
@@ -310,6 +314,82 @@ pub fn backsolve_adjoint_gradient<M: OdeSystem, O: Objective>(
     run(problem, options, objective, settings, true)
 }
 
+/// The backward solve in progress: its integrator, the observations still to add, the state buffer.
+struct Backward<'s, 'b, 'a, 'o, M: OdeSystem, O: Objective> {
+    /// Built at the first `run_to`, once the last segment's dense output is installed (the integrator
+    /// evaluates the rhs when it starts).
+    back: Option<Integrator<'b, AdjointSystem<'a, 'o, M, O>>>,
+    problem: &'b OdeProblem<AdjointSystem<'a, 'o, M, O>>,
+    options: &'s SolverOptions,
+    system: &'s AdjointSystem<'a, 'o, M, O>,
+    obs: &'o [f64],
+    obs_left: usize,
+    z: Vec<f64>,
+    t0: f64,
+    t_end: f64,
+}
+
+impl<M: OdeSystem, O: Objective> Backward<'_, '_, '_, '_, M, O> {
+    /// Integrates backwards down to `t_stop` (a tstop), adding observation jumps on the way; the first
+    /// call first adds the observations at t_end.
+    fn run_to(&mut self, t_stop: f64) -> Result<(), SensitivityError> {
+        if self.back.is_none() {
+            let mut back = Integrator::new(self.problem, self.options)?;
+            self.z.copy_from_slice(back.u());
+            if self
+                .system
+                .jump(self.obs, self.t_end, &mut self.z, &mut self.obs_left)?
+            {
+                back.set_state(&self.z)?;
+            }
+            self.back = Some(back);
+        }
+        let back = self.back.as_mut().expect("built above");
+        let offset = if self.system.backsolve {
+            self.system.n
+        } else {
+            0
+        };
+        while !back.is_finished() && back.t() != t_stop {
+            back.step()?;
+            if let Some(e) = self.system.lock().error.take() {
+                return Err(e);
+            }
+            let t = back.t();
+            check_finite("adjoint λ", t, &back.u()[offset..])?;
+            if back.accepted_step().is_none() || t == self.t0 {
+                continue;
+            }
+            self.z.copy_from_slice(back.u());
+            if self
+                .system
+                .jump(self.obs, t, &mut self.z, &mut self.obs_left)?
+            {
+                back.set_state(&self.z)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The forward segment of `len` steps from the replay's current point, with dense output, installed in
+/// the adjoint system.
+fn load_segment<M: OdeSystem, O: Objective>(
+    replay: &mut Integrator<'_, M>,
+    system: &AdjointSystem<'_, '_, M, O>,
+    spare: &mut Option<DenseOutput>,
+    len: usize,
+) -> Result<(), SensitivityError> {
+    replay.record_dense(true);
+    for _ in 0..len {
+        replay.step_accepted()?;
+    }
+    replay.record_dense(false);
+    let filled = replay.swap_dense(spare.take());
+    *spare = system.set_dense(filled);
+    Ok(())
+}
+
 fn run<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
@@ -331,28 +411,64 @@ fn run<M: OdeSystem, O: Objective>(
     let p = problem.params().to_vec();
     let u0 = problem.u0().to_vec();
 
-    // Forward pass: G and, unless backsolving, a checkpoint every `seg` steps.
+    // Segments of `seg` forward steps; which of their starting checkpoints the forward pass keeps.
+    let (seg, keep_all) = match settings.checkpointing {
+        Checkpointing::Uniform { every: 0 } => {
+            return Err(SensitivityError::InvalidSetting {
+                name: "Uniform.every",
+                value: 0.0,
+                valid: ">= 1",
+            });
+        }
+        Checkpointing::Binomial { snapshots: 0 } => {
+            return Err(SensitivityError::InvalidSetting {
+                name: "Binomial.snapshots",
+                value: 0.0,
+                valid: ">= 1",
+            });
+        }
+        Checkpointing::Uniform { every } => (every, true),
+        Checkpointing::KeepAll => (settings.segment_steps.unwrap_or(32), true),
+        Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
+            (settings.segment_steps.unwrap_or(32), false)
+        }
+    };
     let mut forward = Integrator::new(problem, &opts)?;
-    let seg = if backsolve {
-        usize::MAX
-    } else {
-        settings.segment_steps.unwrap_or(32)
+    let initial = forward.checkpoint();
+    let cp_bytes = initial.bytes();
+    let snapshots = match settings.checkpointing {
+        Checkpointing::Binomial { snapshots } => snapshots,
+        Checkpointing::MemoryBudget { bytes } => {
+            if bytes / cp_bytes == 0 {
+                return Err(SensitivityError::InvalidSetting {
+                    name: "MemoryBudget.bytes",
+                    value: bytes as f64,
+                    valid: "at least the size of one checkpoint (state, first stage and scalars)",
+                });
+            }
+            bytes / cp_bytes
+        }
+        _ => 0,
     };
     let mut stored: Vec<Checkpoint> = Vec::new();
+    let mut starts: Vec<f64> = Vec::new();
     let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integ, k| {
         if !backsolve && k.is_multiple_of(seg) {
-            stored.push(integ.checkpoint());
+            starts.push(integ.t());
+            if keep_all {
+                stored.push(integ.checkpoint());
+            }
         }
     })?;
     let u_end = forward.u().to_vec();
     let forward_stats = forward.stats();
+    let units = starts.len();
 
-    // Backward system and its options: tstops at observations and segment starts.
+    // Backward system and its options: tstops at observations, segment starts and the user's tstops
+    // (discontinuities of the model, which the backward solve must not step across either).
     let obs = objective.observation_times();
-    // Tstops of the backward solve: observations, segment starts, and the user's tstops (marking
-    // discontinuities of the model, which the backward solve must not step across either).
     let mut stops: Vec<f64> = obs.to_vec();
-    stops.extend(stored.iter().map(|cp| cp.t));
+    stops.extend(starts.iter().copied());
     stops.extend(options.tstops.iter().copied());
     stops.retain(|&t| t != t0 && t != t_end);
     let back_dir = (t0 - t_end).signum();
@@ -365,13 +481,10 @@ fn run<M: OdeSystem, O: Objective>(
     let source = if backsolve {
         Source::Backsolve
     } else {
-        let mut replay = Box::new(Integrator::new(problem, &opts.clone().dense(true))?);
-        replay.record_dense(true);
-        let scratch = vec![0.0; bopts.method.tableau().total_stages().max(1)];
         Source::Segment {
-            replay,
+            dense: None,
             u: vec![0.0; n],
-            scratch,
+            scratch: Vec::new(),
         }
     };
     let system = AdjointSystem {
@@ -390,60 +503,88 @@ fn run<M: OdeSystem, O: Objective>(
             error: None,
         }),
     };
-    let mut obs_left = obs.len();
-
     let mut z = vec![0.0; total];
     if backsolve {
         z[..n].copy_from_slice(&u_end);
     }
     let back_problem = OdeProblem::new(system, z.clone(), Vec::<f64>::new(), (t_end, t0))?;
     let system = back_problem.model();
-    let mut segment = stored.len();
-    if !backsolve {
-        segment -= 1;
-        system.replay_segment(&stored[segment], (steps - segment * seg).min(seg))?;
-    }
-    system.jump(obs, t_end, &mut z, &mut obs_left)?;
-    let mut back = Integrator::new(&back_problem, &bopts)?;
-    back.set_state(&z)?;
-    while !back.is_finished() {
-        back.step()?;
-        if let Some(e) = system.lock().error.take() {
-            return Err(e);
-        }
-        let t = back.t();
-        let offset = if backsolve { n } else { 0 };
-        check_finite("adjoint λ", t, &back.u()[offset..])?;
-        if back.accepted_step().is_none() {
-            continue;
-        }
-        // Crossing into the previous segment: recompute it.
-        if !backsolve && segment > 0 && t == stored[segment].t {
-            segment -= 1;
-            system.replay_segment(&stored[segment], (steps - segment * seg).min(seg))?;
-        }
-        if t != t0 {
-            z.copy_from_slice(back.u());
-            if system.jump(obs, t, &mut z, &mut obs_left)? {
-                back.set_state(&z)?;
+    let mut bw = Backward {
+        back: None,
+        problem: &back_problem,
+        options: &bopts,
+        system,
+        obs,
+        obs_left: obs.len(),
+        z,
+        t0,
+        t_end,
+    };
+
+    let mut recomputation = Statistics::default();
+    let mut peak_snapshots = 0;
+    let mut recomputed_steps = 0;
+    if backsolve {
+        bw.run_to(t0)?;
+    } else {
+        let mut replay = Integrator::new(problem, &opts.clone().dense(true))?;
+        let mut spare: Option<DenseOutput> = None;
+        let len = |j: usize| (steps - j * seg).min(seg);
+        if keep_all {
+            for j in (0..units).rev() {
+                replay.restore(&stored[j])?;
+                load_segment(&mut replay, system, &mut spare, len(j))?;
+                bw.run_to(starts[j])?;
             }
+            peak_snapshots = stored.len();
+        } else {
+            // Binomial reversal over the segments.
+            let mut st = Stack::new(initial, snapshots);
+            revolve(units, snapshots.min(units.max(1)), |action| match action {
+                Action::Reverse { slot, advance } => {
+                    replay.restore(&st.items[slot])?;
+                    for _ in 0..advance * seg {
+                        replay.step_accepted()?;
+                    }
+                    recomputed_steps += advance * seg;
+                    // The unit reversed: slot's unit + advance.
+                    let j = unit_of(&starts, replay.t());
+                    load_segment(&mut replay, system, &mut spare, len(j))?;
+                    bw.run_to(starts[j])
+                }
+                Action::Store { slot, advance } => {
+                    replay.restore(&st.items[slot])?;
+                    for _ in 0..advance * seg {
+                        replay.step_accepted()?;
+                    }
+                    recomputed_steps += advance * seg;
+                    st.push(&replay);
+                    Ok(())
+                }
+                Action::Release => {
+                    st.pop();
+                    Ok(())
+                }
+            })?;
+            peak_snapshots = st.peak;
         }
+        bw.run_to(t0)?;
+        recomputation = replay.stats();
     }
+    let back = bw.back.take().expect("the backward solve ran");
+    let mut z = std::mem::take(&mut bw.z);
     z.copy_from_slice(back.u());
+    let mut obs_left = bw.obs_left;
     system.jump(obs, t0, &mut z, &mut obs_left)?;
     let backward = back.stats();
     let inner = system.lock();
-    let recomputation = match &inner.source {
-        Source::Segment { replay, .. } => replay.stats(),
-        Source::Backsolve => Statistics::default(),
-    };
     let offset = if backsolve { n } else { 0 };
     let stats = SensitivityStats {
         forward: forward_stats,
         recomputation,
-        recomputed_steps: recomputation.accepted_steps,
-        peak_snapshots: stored.len(),
-        peak_checkpoint_bytes: stored.iter().map(Checkpoint::bytes).sum(),
+        recomputed_steps,
+        peak_snapshots,
+        peak_checkpoint_bytes: peak_snapshots * cp_bytes,
         derivatives: inner.der.counts,
     };
     Ok(ContinuousGradient {
@@ -456,8 +597,16 @@ fn run<M: OdeSystem, O: Objective>(
         },
         backward: BackwardStats {
             backward,
-            segments: stored.len(),
+            segments: units,
         },
         u0_reconstructed: backsolve.then(|| Array1::from(z[..n].to_vec())),
     })
+}
+
+/// The index of the segment starting at t.
+fn unit_of(starts: &[f64], t: f64) -> usize {
+    starts
+        .iter()
+        .position(|&s| s == t)
+        .expect("segments start at step boundaries the replay reaches exactly")
 }

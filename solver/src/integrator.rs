@@ -692,6 +692,16 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.dense.as_ref()
     }
 
+    /// Takes the recorded dense output, leaving `spare` (emptied) in its place to record into: two
+    /// buffers can alternate without allocating. `None` (and `spare` dropped) unless built with
+    /// `dense(true)`.
+    pub fn swap_dense(&mut self, spare: Option<DenseOutput>) -> Option<DenseOutput> {
+        let current = self.dense.as_ref()?;
+        let mut next = spare.unwrap_or_else(|| DenseOutput::new(current.tableau, current.n));
+        next.clear();
+        self.dense.replace(next)
+    }
+
     /// Replaces the current state u by `u` (e.g. a jump at an event), keeping t, the step size and the
     /// controller's state; the first stage is recomputed at the next step.
     ///
