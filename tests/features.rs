@@ -211,7 +211,10 @@ fn statistics_pin_the_benchmark_solve() {
             accepted_steps: 698,
             rejected_steps: 3,
             rhs_evaluations: 4208,
-            interpolation_rhs_evaluations: 0
+            interpolation_rhs_evaluations: 0,
+            // Accuracy-limited: not one step near the stability boundary.
+            stability_limited_steps: 0,
+            stiffness_detected_at: None,
         }
     );
 }

@@ -10,7 +10,7 @@ use crate::error::{SensitivityError, check_finite, check_times};
 use crate::objective::Objective;
 
 /// Counters of a derivative computation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SensitivityStats {
     /// The forward solve's counters (for forward sensitivities: summed over the parallel chunks).
     pub forward: Statistics,

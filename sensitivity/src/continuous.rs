@@ -64,7 +64,7 @@ pub struct ContinuousSettings {
 }
 
 /// The backward solve's counters, beside the gradient.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct BackwardStats {
     /// The backward integrator's steps and rhs evaluations (one vjp each).
     pub backward: Statistics,

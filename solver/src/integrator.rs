@@ -18,6 +18,11 @@ use crate::tableau::{ExplicitTableau, Method};
 /// `qoldinit`), so that one very accurate step does not license a huge next one.
 const MIN_ERR_PREV: f64 = 1e-4;
 
+/// Rejections of non-finite trial steps (each shrinking h by `q_min`, by 5¹⁰ ≈ 1e7 in all with the
+/// default controller) with no success at the failing size in between, before a model that stays
+/// NaN/∞ is reported as [`SolverError::NonFiniteRhs`].
+const MAX_NON_FINITE_REJECTIONS: usize = 10;
+
 /// What [`Integrator::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepOutcome {
@@ -427,6 +432,14 @@ pub struct Integrator<'a, M: OdeSystem> {
     record_dense: bool,
     /// Components in the error norm (the first `norm_n`).
     norm_n: usize,
+    /// Rejections of steps whose error estimate was not finite since a step of that size last succeeded,
+    /// and the size of the last such step.
+    non_finite_rejections: usize,
+    non_finite_h: f64,
+    /// 0.95 × the method's real stability boundary, and which of the last 20 accepted steps were
+    /// stability-limited (one bit each).
+    stiff_threshold: f64,
+    stiff_window: u32,
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
@@ -513,6 +526,10 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             recording: true,
             record_dense: false,
             norm_n: options.error_norm_components.unwrap_or(n),
+            non_finite_rejections: 0,
+            non_finite_h: 0.0,
+            stiff_threshold: 0.95 * tab.real_stability_boundary(),
+            stiff_window: 0,
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
@@ -900,6 +917,35 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.stats.rhs_evaluations += evaluations;
     }
 
+    /// Hairer's stiffness test on the accepted step: h·ρ with ρ ≈ ‖K_s − K_{s−1}‖ / ‖Y_s − Y_{s−1}‖ from
+    /// the last two stages, against 0.95 × the real stability boundary.
+    fn stiffness_test(&mut self, h: f64) {
+        let (n, s) = (self.n, self.tab.stages);
+        if s < 2 || self.options.fixed_step.is_some() {
+            return;
+        }
+        let ya = stage_input(self.tab, n, s - 2, &self.u, &self.u_new, &self.ys);
+        let yb = stage_input(self.tab, n, s - 1, &self.u, &self.u_new, &self.ys);
+        let (ka, kb) = (
+            &self.k[(s - 2) * n..(s - 1) * n],
+            &self.k[(s - 1) * n..s * n],
+        );
+        let (mut dk, mut dy) = (0.0, 0.0);
+        for m in 0..n {
+            dk += (kb[m] - ka[m]) * (kb[m] - ka[m]);
+            dy += (yb[m] - ya[m]) * (yb[m] - ya[m]);
+        }
+        // The last 20 accepted steps, one bit each (1 = stability-limited).
+        let limited = dy > 0.0 && h.abs() * (dk / dy).sqrt() >= self.stiff_threshold;
+        self.stiff_window = ((self.stiff_window << 1) | u32::from(limited)) & 0xF_FFFF;
+        if limited {
+            self.stats.stability_limited_steps += 1;
+            if self.stiff_window.count_ones() >= 15 && self.stats.stiffness_detected_at.is_none() {
+                self.stats.stiffness_detected_at = Some(self.t);
+            }
+        }
+    }
+
     /// Σ_i r_i² and n for the error norm RMS(r_i), r_i = e_i / (atol_i + rtol·max(|u_n,i|, |u_{n+1},i|)),
     /// e = h Σ b̃_i K_i.
     #[inline]
@@ -1027,11 +1073,18 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 let (sum, count) = self.error_sum(h);
                 let (extra_sum, extra_count) = extra.unwrap_or((0.0, 0));
                 let err = ((sum + extra_sum) / (count + extra_count) as f64).sqrt();
-                if !err.is_finite() {
-                    return Err(self.non_finite_error(h, t_new));
-                }
                 let c = self.options.controller;
-                if err <= 1.0 {
+                if !err.is_finite() {
+                    // A trial step too large for a stiff or fast-growing model can overflow: reject it
+                    // and shrink h; a model that stays non-finite however small h gets is an error.
+                    self.non_finite_rejections += 1;
+                    self.non_finite_h = h_abs;
+                    if self.non_finite_rejections > MAX_NON_FINITE_REJECTIONS {
+                        return Err(self.non_finite_error(h, t_new));
+                    }
+                    self.h_abs = h_abs * c.q_min;
+                    false
+                } else if err <= 1.0 {
                     let q_max = if self.last_rejected { 1.0 } else { c.q_max };
                     // q = safety · err^(−β1) · err_prev^(β2), by one log2 and one exp2 of `fastmath`.
                     let log_err = fastmath::log2(err.max(f64::MIN_POSITIVE));
@@ -1062,8 +1115,13 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             return Err(self.non_finite_error(h, t_new));
         }
         self.stats.accepted_steps += 1;
+        // Recovered once a step as large as the one that overflowed succeeds.
+        if h.abs() >= self.non_finite_h {
+            self.non_finite_rejections = 0;
+        }
         self.extras_fresh = false;
         self.last_accepted = Some((self.t, h));
+        self.stiffness_test(h);
 
         // Outputs inside (t, t_new], dense output of the step.
         if self.recording {

@@ -7,7 +7,7 @@ use crate::error::SolverError;
 use crate::tableau::{ExplicitTableau, Method};
 
 /// Counters of a solve.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Statistics {
     /// Accepted steps.
     pub accepted_steps: usize,
@@ -18,6 +18,14 @@ pub struct Statistics {
     pub rhs_evaluations: usize,
     /// The part of `rhs_evaluations` spent on extra stages of the continuous extension.
     pub interpolation_rhs_evaluations: usize,
+    /// Accepted steps whose size was limited by stability rather than accuracy: h·ρ ≥ 0.95 × the method's
+    /// real stability boundary, ρ ≈ ‖K_s − K_{s−1}‖ / ‖Y_s − Y_{s−1}‖ estimated from the last two stages
+    /// (Hairer & Wanner, *Solving ODEs II*, §IV.2, the stiffness test of DOPRI5).
+    pub stability_limited_steps: usize,
+    /// Where 15 of 20 consecutive accepted steps had been stability-limited (the problem is stiff for
+    /// this explicit method there; Hairer's DOPRI5 asks for 15 in a row, which tstops can interrupt),
+    /// if that happened.
+    pub stiffness_detected_at: Option<f64>,
 }
 
 /// The stage values of every accepted step, enough to evaluate the method's continuous extension

@@ -4,6 +4,7 @@
 //! one can be differentiated exactly. Where a closed-form solution exists it is provided.
 
 mod arenstorf;
+mod brusselator;
 mod double_pendulum;
 mod driven_pendulum;
 mod exp_sin_cos;
@@ -14,6 +15,7 @@ mod lotka_volterra;
 mod van_der_pol;
 
 pub use arenstorf::Arenstorf;
+pub use brusselator::Brusselator2D;
 pub use double_pendulum::{DoublePendulum, DoublePendulumWithVjp};
 pub use driven_pendulum::DrivenDoublePendulum;
 pub use exp_sin_cos::ExpSinCos;

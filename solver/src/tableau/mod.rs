@@ -75,6 +75,33 @@ impl ExplicitTableau {
         }
     }
 
+    /// The method's stability boundary on the negative real axis: the largest x with |R(−y)| ≤ 1 for all
+    /// y ∈ [0, x], R(z) = 1 + z bᵀ(I − zA)⁻¹𝟙 the stability polynomial (found by scanning y in steps of
+    /// 1e-3; e.g. ≈ 3.3 for DP5).
+    pub fn real_stability_boundary(&self) -> f64 {
+        let mut k = vec![0.0; self.stages];
+        let r = |z: f64, k: &mut [f64]| {
+            // Stages of y' = z y from y = 1 with h = 1: K_i = z (1 + Σ_j a_ij K_j).
+            for i in 0..self.stages {
+                let mut y = 1.0;
+                for &(j, a) in self.a[i] {
+                    y += a * k[j];
+                }
+                k[i] = z * y;
+            }
+            1.0 + self.b.iter().zip(k.iter()).map(|(b, k)| b * k).sum::<f64>()
+        };
+        let mut x = 0.0;
+        while x < 100.0 {
+            let next = x + 1e-3;
+            if r(-next, &mut k).abs() > 1.0 + 1e-12 {
+                return x;
+            }
+            x = next;
+        }
+        x
+    }
+
     /// Writes the dense-output weights b_i(θ) for all stages into `w` (length = total stages).
     #[inline]
     pub fn dense_weights(&self, theta: f64, w: &mut [f64]) {
