@@ -12,6 +12,7 @@ mod kepler;
 mod linear;
 mod lorenz;
 mod lotka_volterra;
+mod stiff;
 mod van_der_pol;
 
 pub use arenstorf::Arenstorf;
@@ -23,4 +24,5 @@ pub use kepler::Kepler;
 pub use linear::{ExponentialDecay, LinearOscillator};
 pub use lorenz::Lorenz;
 pub use lotka_volterra::LotkaVolterra;
+pub use stiff::{Hires, Robertson};
 pub use van_der_pol::VanDerPol;
