@@ -382,6 +382,13 @@ pub struct AdjointTrajectory {
 /// The gradient of `objective` with respect to every parameter and initial value by the exact discrete
 /// adjoint, revisiting steps as `checkpointing` says.
 ///
+/// # Stiff problems
+/// This is the exact derivative of the computed solution with its steps frozen. When an explicit
+/// method's steps are limited by stability rather than accuracy (`stats.forward.stiffness_detected_at`
+/// is set), that derivative can be far from the derivative of the solve (the frozen steps amplify stiff
+/// components of the adjoint): check it with [`crate::check_gradient`], or use
+/// [`crate::continuous_adjoint_gradient`], whose backward solve controls its own error.
+///
 /// # Errors
 /// Solver errors (also from replays); objective errors (wrong size, observation times outside the span
 /// or unsorted); [`SensitivityError::InvalidSetting`] for zero snapshots, a zero uniform interval or a

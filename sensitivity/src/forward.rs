@@ -397,6 +397,10 @@ pub struct ForwardSettings {
 /// Forward sensitivities ∂u(t)/∂θ at `save_at` times (which become tstops, so the values are step values,
 /// not interpolated) for the given directions.
 ///
+/// Stiff problems: as for [`crate::adjoint_gradient`], tangents of stability-limited explicit steps
+/// (`stats.forward.stiffness_detected_at` set) can blow up; [`ForwardSettings::tangent_error_control`]
+/// makes the steps follow the tangents too.
+///
 /// # Errors
 /// Solver errors; [`SensitivityError::DimensionMismatch`] for custom directions of the wrong size;
 /// [`SensitivityError::Solver`] with `TimeOutsideSpan` / `UnsortedTimes` for bad save times;
