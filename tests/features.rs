@@ -215,6 +215,7 @@ fn statistics_pin_the_benchmark_solve() {
             // Accuracy-limited: not one step near the stability boundary.
             stability_limited_steps: 0,
             stiffness_detected_at: None,
+            ..Default::default()
         }
     );
 }

@@ -66,6 +66,13 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     options: &SolverOptions,
     extra: &[&[f64]],
 ) -> Result<SolverOptions, SensitivityError> {
+    if options.method.is_implicit() {
+        return Err(SensitivityError::InvalidSetting {
+            name: "method (implicit)",
+            value: f64::NAN,
+            valid: "an explicit method: derivatives of implicit solves are not implemented yet",
+        });
+    }
     let (t0, t_end) = (problem.t0(), problem.t_end());
     let dir = (t_end - t0).signum();
     let mut tstops = options.tstops.clone();

@@ -48,6 +48,18 @@ pub enum SolverError {
         /// End time.
         t_end: f64,
     },
+    /// The iteration matrix I − hγJ of an implicit method is singular (to working precision).
+    #[error(
+        "singular iteration matrix at t = {t}, h = {h:e} (pivot {pivot}): reduce h_max or check the model's Jacobian"
+    )]
+    SingularMatrix {
+        /// Time of the step.
+        t: f64,
+        /// The step size tried.
+        h: f64,
+        /// The index of the failing pivot.
+        pivot: usize,
+    },
     /// A solver option is outside its valid range.
     #[error("invalid option {name} = {value}: must be {valid}")]
     InvalidOption {

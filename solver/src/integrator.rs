@@ -63,6 +63,9 @@ pub fn solve<M: OdeSystem>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
+    if options.method.is_implicit() {
+        return crate::implicit::solve_implicit(problem, options);
+    }
     let mut integrator = Integrator::new(problem, options)?;
     integrator.run()?;
     Ok(integrator.into_solution())
@@ -466,6 +469,13 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// # Errors
     /// As [`solve`].
     pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
+        if options.method.is_implicit() {
+            return Err(SolverError::InvalidOption {
+                name: "method (implicit) for the step API",
+                value: f64::NAN,
+                valid: "an explicit method; implicit methods are solved by solve()",
+            });
+        }
         let n = problem.n_states();
         let atol = options.validated_atol(n)?;
         let (t0, t_end) = (problem.t0(), problem.t_end());

@@ -1,6 +1,6 @@
 //! # odesens-solver
 //!
-//! Explicit Runge–Kutta integrators with adaptive steps (PI control, Hairer's initial step), exact
+//! Runge–Kutta integrators with adaptive steps (PI control, Hairer's initial step), exact
 //! tstops, save times by dense output, a fixed-step mode, and the methods' own continuous extensions.
 //! The model interface [`OdeSystem`] is generic over the scalar type so that the sensitivity crate can
 //! differentiate it exactly by forward-mode AD.
@@ -12,12 +12,15 @@
 //! | [`Method::Bs3`] | 3(2) | 4 | yes | 3 |
 //! | [`Method::Vern7`] | 7(6) | 10 (+6 lazy) | no | 7 |
 //! | [`Method::Vern9`] | 9(8) | 16 (+10 lazy) | no | 9 |
+//! | [`Method::TrBdf2`] (implicit, stiff; [`solve`] only) | 2(3) | 3 | yes | — |
 #![warn(missing_docs)]
 #![allow(clippy::excessive_precision)]
 
 mod error;
 mod fastmath;
+mod implicit;
 mod integrator;
+pub mod linalg;
 mod options;
 mod problem;
 mod solution;

@@ -22,6 +22,14 @@ pub struct Statistics {
     /// real stability boundary, ρ ≈ ‖K_s − K_{s−1}‖ / ‖Y_s − Y_{s−1}‖ estimated from the last two stages
     /// (Hairer & Wanner, *Solving ODEs II*, §IV.2, the stiffness test of DOPRI5).
     pub stability_limited_steps: usize,
+    /// Jacobian evaluations (implicit methods).
+    pub jacobian_evaluations: usize,
+    /// LU factorizations of the iteration matrix (implicit methods).
+    pub factorizations: usize,
+    /// Newton iterations, each one rhs evaluation and one solve with the factorization (implicit methods).
+    pub newton_iterations: usize,
+    /// Newton iterations that failed to converge, each a rejected step (implicit methods).
+    pub newton_failures: usize,
     /// Where 15 of 20 consecutive accepted steps had been stability-limited (the problem is stiff for
     /// this explicit method there; Hairer's DOPRI5 asks for 15 in a row, which tstops can interrupt),
     /// if that happened.

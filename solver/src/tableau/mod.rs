@@ -127,7 +127,8 @@ impl ExplicitTableau {
     }
 }
 
-/// The explicit methods odesens provides.
+/// The methods odesens provides: explicit Runge–Kutta pairs, and implicit methods for stiff problems
+/// ([`Method::TrBdf2`]; solved by [`crate::solve`], not yet by the step API or the derivatives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Method {
@@ -143,10 +144,14 @@ pub enum Method {
     Vern7,
     /// Verner's "most efficient" 9(8), 16 stages, 9th-order interpolant with 10 lazy extra stages.
     Vern9,
+    /// TR-BDF2 (Bank et al. 1985; Hosea & Shampine 1996): an L-stable, stiffly accurate 2nd-order ESDIRK
+    /// (a trapezoidal stage to t + γh, γ = 2 − √2, then BDF2), both implicit stages with the same
+    /// iteration matrix I − (γ/2)hJ; embedded 3rd-order estimate filtered through that matrix.
+    TrBdf2,
 }
 
 impl Method {
-    /// All methods, for loops in tests and benches.
+    /// All explicit methods, for loops in tests and benches.
     pub const ALL: [Method; 5] = [
         Method::Tsit5,
         Method::Dp5,
@@ -155,20 +160,42 @@ impl Method {
         Method::Vern9,
     ];
 
-    /// The method's tableau.
-    pub fn tableau(self) -> &'static ExplicitTableau {
+    /// The implicit methods.
+    pub const IMPLICIT: [Method; 1] = [Method::TrBdf2];
+
+    /// Whether the method is implicit (solved by [`crate::solve`] only, for now).
+    pub fn is_implicit(self) -> bool {
+        matches!(self, Method::TrBdf2)
+    }
+
+    /// The explicit tableau, or `None` for an implicit method.
+    pub fn explicit_tableau(self) -> Option<&'static ExplicitTableau> {
         match self {
-            Method::Tsit5 => &TSIT5,
-            Method::Dp5 => &DP5,
-            Method::Bs3 => &BS3,
-            Method::Vern7 => &VERN7,
-            Method::Vern9 => &VERN9,
+            Method::Tsit5 => Some(&TSIT5),
+            Method::Dp5 => Some(&DP5),
+            Method::Bs3 => Some(&BS3),
+            Method::Vern7 => Some(&VERN7),
+            Method::Vern9 => Some(&VERN9),
+            Method::TrBdf2 => None,
         }
+    }
+
+    /// The explicit method's tableau.
+    ///
+    /// # Panics
+    /// For an implicit method; every public entry point checks [`Method::is_implicit`] first and
+    /// returns an error instead.
+    pub fn tableau(self) -> &'static ExplicitTableau {
+        self.explicit_tableau()
+            .expect("an explicit method (implicit methods are rejected before any tableau is used)")
     }
 
     /// The method's name.
     pub fn name(self) -> &'static str {
-        self.tableau().name
+        match self.explicit_tableau() {
+            Some(tab) => tab.name,
+            None => "TRBDF2",
+        }
     }
 }
 
