@@ -104,23 +104,31 @@ fn the_counter_counts() {
 #[test]
 fn implicit_solves_allocate_only_at_set_up() {
     use odesens::models::Robertson;
-    // The whole solve with output at the end only: the count must not depend on the number of steps.
-    let count_solve = |t_end: f64| {
-        let problem = Robertson::problem(t_end).unwrap();
-        let options = SolverOptions::default()
-            .method(Method::TrBdf2)
-            .rtol(1e-6)
-            .atol(1e-10)
-            .save_end_only();
-        let before = allocations();
-        let sol = solve(&problem, &options).unwrap();
-        (sol.stats.accepted_steps, allocations() - before)
-    };
-    let (short_steps, short) = count_solve(1.0);
-    let (long_steps, long) = count_solve(1e4);
-    println!(
-        "TRBDF2 Robertson: {short_steps} steps → {short} allocations, {long_steps} steps → {long}"
-    );
-    assert!(long_steps > 3 * short_steps);
-    assert_eq!(short, long, "the implicit step loop allocates");
+    for method in Method::IMPLICIT {
+        // The whole solve with output at the end only: the count must not depend on the number of steps.
+        let count_solve = |t_end: f64| {
+            let problem = Robertson::problem(t_end).unwrap();
+            let options = SolverOptions::default()
+                .method(method)
+                .rtol(1e-6)
+                .atol(1e-10)
+                .save_end_only();
+            let before = allocations();
+            let sol = solve(&problem, &options).unwrap();
+            (sol.stats.accepted_steps, allocations() - before)
+        };
+        let (short_steps, short) = count_solve(1.0);
+        let (long_steps, long) = count_solve(1e6);
+        println!(
+            "{} Robertson: {short_steps} steps → {short} allocations, {long_steps} steps → {long}",
+            method.name()
+        );
+        assert!(long_steps > 3 * short_steps, "{}", method.name());
+        assert_eq!(
+            short,
+            long,
+            "{}: the implicit step loop allocates",
+            method.name()
+        );
+    }
 }

@@ -81,60 +81,66 @@ fn max_rel(a: &[f64], b: &[f64], floor: f64) -> f64 {
 }
 
 #[test]
-fn trbdf2_matches_robertson_and_hires_references() {
-    for (t_end, want) in Robertson::REFERENCE {
+fn implicit_methods_match_robertson_and_hires_references() {
+    for method in Method::IMPLICIT {
+        for (t_end, want) in Robertson::REFERENCE {
+            let sol = solve(
+                &Robertson::problem(t_end).unwrap(),
+                &SolverOptions::default()
+                    .method(method)
+                    .rtol(1e-8)
+                    .atol(1e-14)
+                    .save_end_only(),
+            )
+            .unwrap();
+            let u = sol.u_end.as_slice().unwrap();
+            let err = max_rel(u, &want, 1e-20);
+            // Error in units of the tolerance asked for, atol + rtol·|y|.
+            let scaled = u
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs() / (1e-14 + 1e-8 * b.abs()))
+                .fold(0.0, f64::max);
+            println!(
+                "Robertson t = {t_end:e}, {} rtol 1e-8, atol 1e-14: max relative error {err:.1e} ({scaled:.0} \
+                 tolerances); {} steps ({} rejected), {} Jacobians, {} LU, {} Newton iterations, {} Newton failures",
+                method.name(),
+                sol.stats.accepted_steps,
+                sol.stats.rejected_steps,
+                sol.stats.jacobian_evaluations,
+                sol.stats.factorizations,
+                sol.stats.newton_iterations,
+                sol.stats.newton_failures
+            );
+            // The global error within a few hundred local tolerances, the mass conserved.
+            assert!(scaled < 500.0, "{}: t = {t_end}: {scaled}", method.name());
+            assert!((u.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
         let sol = solve(
-            &Robertson::problem(t_end).unwrap(),
+            &Hires::problem().unwrap(),
             &SolverOptions::default()
-                .method(Method::TrBdf2)
-                .rtol(1e-8)
-                .atol(1e-14)
+                .method(method)
+                .tol(1e-9)
                 .save_end_only(),
         )
         .unwrap();
-        let u = sol.u_end.as_slice().unwrap();
-        let err = max_rel(u, &want, 1e-20);
-        // Error in units of the tolerance asked for, atol + rtol·|y|.
-        let scaled = u
+        let err = max_rel(sol.u_end.as_slice().unwrap(), &Hires::REFERENCE, 1e-20);
+        let scaled = sol
+            .u_end
             .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs() / (1e-14 + 1e-8 * b.abs()))
+            .zip(Hires::REFERENCE)
+            .map(|(a, b)| (a - b).abs() / (1e-9 + 1e-9 * b.abs()))
             .fold(0.0, f64::max);
         println!(
-            "Robertson t = {t_end:e}, TRBDF2 rtol 1e-8, atol 1e-14: max relative error {err:.1e} ({scaled:.0} \
-             tolerances); {} steps ({} rejected), {} Jacobians, {} LU, {} Newton iterations, {} Newton failures",
+            "HIRES {} tol 1e-9: max relative error {err:.1e} ({scaled:.0} tolerances); {} steps, {} Jacobians, \
+             {} LU",
+            method.name(),
             sol.stats.accepted_steps,
-            sol.stats.rejected_steps,
             sol.stats.jacobian_evaluations,
-            sol.stats.factorizations,
-            sol.stats.newton_iterations,
-            sol.stats.newton_failures
+            sol.stats.factorizations
         );
-        // The global error within a few hundred local tolerances, the mass conserved.
-        assert!(scaled < 500.0, "t = {t_end}: {scaled}");
-        assert!((u.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(scaled < 500.0, "{}: {scaled}", method.name());
     }
-    let sol = solve(
-        &Hires::problem().unwrap(),
-        &SolverOptions::default()
-            .method(Method::TrBdf2)
-            .tol(1e-9)
-            .save_end_only(),
-    )
-    .unwrap();
-    let err = max_rel(sol.u_end.as_slice().unwrap(), &Hires::REFERENCE, 1e-20);
-    let scaled = sol
-        .u_end
-        .iter()
-        .zip(Hires::REFERENCE)
-        .map(|(a, b)| (a - b).abs() / (1e-9 + 1e-9 * b.abs()))
-        .fold(0.0, f64::max);
-    println!(
-        "HIRES TRBDF2 tol 1e-9: max relative error {err:.1e} ({scaled:.0} tolerances; 2nd order: the \
-         error falls like tol^(2/3)); {} steps, {} Jacobians, {} LU",
-        sol.stats.accepted_steps, sol.stats.jacobian_evaluations, sol.stats.factorizations
-    );
-    assert!(scaled < 500.0, "{scaled}");
 }
 
 /// Prothero–Robinson: y' = λ(y − φ(t)) + φ'(t), φ = sin, y(0) = 0, exact y = sin t; stiff for λ ≪ 0.
@@ -159,37 +165,53 @@ impl OdeSystem for ProtheroRobinson {
 }
 
 #[test]
-fn trbdf2_converges_with_order_two() {
-    // Mildly stiff (λ = −10): the classical order shows with fixed steps.
+fn implicit_methods_converge_with_their_order() {
+    // Mildly stiff (λ = −10): the classical orders show with fixed steps.
     let problem = OdeProblem::new(ProtheroRobinson, vec![0.0], vec![-10.0], (0.0, 2.0)).unwrap();
-    let errors: Vec<(f64, f64)> = [0.02, 0.01, 0.005]
-        .iter()
-        .map(|&h| {
-            let sol = solve(
-                &problem,
-                &SolverOptions::default()
-                    .method(Method::TrBdf2)
-                    .fixed_step(h)
-                    .save_end_only(),
-            )
-            .unwrap();
-            (h, (sol.u_end[0] - 2.0f64.sin()).abs())
-        })
-        .collect();
-    let slope = (errors[0].1 / errors[2].1).ln() / (errors[0].0 / errors[2].0).ln();
-    println!("TRBDF2 on Prothero–Robinson λ = −10: errors {errors:?}, order {slope:.3}");
-    assert!((slope - 2.0).abs() < 0.2, "order {slope}");
-    // Very stiff (λ = −1e6): L-stability keeps large steps accurate.
-    let stiff = problem.with_params(vec![-1e6]).unwrap();
-    let sol = solve(
-        &stiff,
-        &SolverOptions::default()
-            .method(Method::TrBdf2)
-            .fixed_step(0.1)
-            .save_end_only(),
-    )
-    .unwrap();
-    assert!((sol.u_end[0] - 2.0f64.sin()).abs() < 1e-6);
+    for (method, steps, order) in [
+        (Method::TrBdf2, [0.02, 0.01, 0.005], 2.0),
+        (Method::Kvaerno5, [0.05, 0.025, 0.0125], 5.0),
+    ] {
+        let errors: Vec<(f64, f64)> = steps
+            .iter()
+            .map(|&h| {
+                let sol = solve(
+                    &problem,
+                    &SolverOptions::default()
+                        .method(method)
+                        .fixed_step(h)
+                        .save_end_only(),
+                )
+                .unwrap();
+                (h, (sol.u_end[0] - 2.0f64.sin()).abs())
+            })
+            .collect();
+        let slope = (errors[0].1 / errors[2].1).ln() / (errors[0].0 / errors[2].0).ln();
+        println!(
+            "{} on Prothero–Robinson λ = −10: errors {errors:?}, order {slope:.3}",
+            method.name()
+        );
+        assert!(
+            (slope - order).abs() < 0.2,
+            "{}: order {slope}",
+            method.name()
+        );
+        // Very stiff (λ = −1e6): L-stability keeps large steps accurate.
+        let stiff = problem.with_params(vec![-1e6]).unwrap();
+        let sol = solve(
+            &stiff,
+            &SolverOptions::default()
+                .method(method)
+                .fixed_step(0.1)
+                .save_end_only(),
+        )
+        .unwrap();
+        assert!(
+            (sol.u_end[0] - 2.0f64.sin()).abs() < 1e-6,
+            "{}",
+            method.name()
+        );
+    }
 }
 
 #[test]

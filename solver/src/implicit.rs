@@ -1,5 +1,8 @@
-//! Implicit methods for stiff problems: TR-BDF2 with a simplified Newton iteration, Jacobian reuse and
-//! dense LU (faer, [`crate::linalg`]).
+//! Implicit methods for stiff problems: ESDIRK pairs (TR-BDF2, Kværnø 5(4)) with a simplified Newton
+//! iteration, Jacobian reuse and dense LU (faer, [`crate::linalg`]). Every implicit stage solves
+//! Y − hγ f(Y) = rhs with the same iteration matrix; the stage derivative is then taken from the stage
+//! equation, K = (Y − rhs)/(hγ), and u_{n+1} = Y_s (both pairs are stiffly accurate). The description of
+//! TR-BDF2 below carries over with its own coefficients to Kvaerno5 (γ = 0.26, 7 stages, exponent 1/5).
 //!
 //! TR-BDF2 (Bank, Coughran, Fichtner, Grosse, Rose & Smith 1985; as an ESDIRK pair in Hosea & Shampine,
 //! "Analysis and implementation of TR-BDF2", Appl. Numer. Math. 20 (1996) 21–37), γ = 2 − √2, d = γ/2,
@@ -28,20 +31,125 @@ use crate::options::{Saving, SolverOptions};
 use crate::problem::OdeProblem;
 use crate::solution::{Solution, Statistics};
 use crate::system::OdeSystem;
-use crate::tableau::Method;
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
 
-const GAMMA: f64 = 2.0 - std::f64::consts::SQRT_2;
-const D: f64 = GAMMA / 2.0;
-const W: f64 = std::f64::consts::SQRT_2 / 4.0;
-/// b − b̂ for the error estimate.
-const E: [f64; 3] = [W - (1.0 - W) / 3.0, W - (3.0 * W + 1.0) / 3.0, D - D / 3.0];
+/// An ESDIRK pair: explicit first stage, the same diagonal γ on every implicit stage (one iteration
+/// matrix I − hγJ for all of them), stiffly accurate (b = the last row of A).
+#[derive(Debug)]
+pub struct EsdirkTableau {
+    /// Name.
+    pub name: &'static str,
+    /// Order of the solution.
+    pub order: u32,
+    /// Order of the embedded solution.
+    pub embedded_order: u32,
+    /// The diagonal γ.
+    pub gamma: f64,
+    /// Nodes c_i.
+    pub c: &'static [f64],
+    /// Strictly lower part of A, row i has i entries (the diagonal is γ for i ≥ 1, 0 for i = 0).
+    pub a: &'static [&'static [f64]],
+    /// Weights b (= last row of A with γ).
+    pub b: &'static [f64],
+    /// Embedded weights b̂.
+    pub bhat: &'static [f64],
+}
+
+const TRBDF2_G: f64 = 2.0 - std::f64::consts::SQRT_2;
+const TRBDF2_D: f64 = TRBDF2_G / 2.0;
+const TRBDF2_W: f64 = std::f64::consts::SQRT_2 / 4.0;
+
+/// TR-BDF2 as an ESDIRK pair (Hosea & Shampine 1996): γ = d = (2 − √2)/2, w = √2/4.
+pub static TRBDF2: EsdirkTableau = EsdirkTableau {
+    name: "TRBDF2",
+    order: 2,
+    embedded_order: 3,
+    gamma: TRBDF2_D,
+    c: &[0.0, TRBDF2_G, 1.0],
+    a: &[&[], &[TRBDF2_D], &[TRBDF2_W, TRBDF2_W]],
+    b: &[TRBDF2_W, TRBDF2_W, TRBDF2_D],
+    bhat: &[
+        (1.0 - TRBDF2_W) / 3.0,
+        (3.0 * TRBDF2_W + 1.0) / 3.0,
+        TRBDF2_D / 3.0,
+    ],
+};
+
+/// Kværnø's ESDIRK 5(4), 7 stages, γ = 0.26, L-stable and stiffly accurate, the embedded solution being
+/// stage 6 (A. Kværnø, "Singly diagonally implicit Runge–Kutta methods with an explicit first stage",
+/// BIT 44 (2004) 489–502; coefficients as in OrdinaryDiffEq.jl's `Kvaerno5Tableau` and diffrax).
+pub static KVAERNO5: EsdirkTableau = EsdirkTableau {
+    name: "Kvaerno5",
+    order: 5,
+    embedded_order: 4,
+    gamma: 0.26,
+    c: &[
+        0.0,
+        0.52,
+        1.230333209967908,
+        0.8957659843500759,
+        0.43639360985864756,
+        1.0,
+        1.0,
+    ],
+    a: &[
+        &[],
+        &[0.26],
+        &[0.13, 0.84033320996790809],
+        &[
+            0.22371961478320505,
+            0.47675532319799699,
+            -0.06470895363112615,
+        ],
+        &[
+            0.16648564323248321,
+            0.10450018841591720,
+            0.03631482272098715,
+            -0.13090704451073998,
+        ],
+        &[
+            0.13855640231268224,
+            0.0,
+            -0.04245337201752043,
+            0.02446657898003141,
+            0.61943039072480676,
+        ],
+        &[
+            0.13659751177640291,
+            0.0,
+            -0.05496908796538376,
+            -0.04118626728321046,
+            0.62993304899016403,
+            0.06962479448202728,
+        ],
+    ],
+    b: &[
+        0.13659751177640291,
+        0.0,
+        -0.05496908796538376,
+        -0.04118626728321046,
+        0.62993304899016403,
+        0.06962479448202728,
+        0.26,
+    ],
+    bhat: &[
+        0.13855640231268224,
+        0.0,
+        -0.04245337201752043,
+        0.02446657898003141,
+        0.61943039072480676,
+        0.26,
+        0.0,
+    ],
+};
+
 const NEWTON_MAX: usize = 8;
 const KAPPA: f64 = 0.03;
 
-/// Working state of a TR-BDF2 solve.
-struct TrBdf2<'a, M: OdeSystem> {
+/// Working state of an ESDIRK solve.
+struct Esdirk<'a, M: OdeSystem> {
+    tab: &'static EsdirkTableau,
     problem: &'a OdeProblem<M>,
     n: usize,
     p: Vec<f64>,
@@ -49,11 +157,11 @@ struct TrBdf2<'a, M: OdeSystem> {
     rtol: f64,
     t: f64,
     u: Vec<f64>,
-    k1: Vec<f64>,
-    k2: Vec<f64>,
-    k3: Vec<f64>,
-    y2: Vec<f64>,
-    y3: Vec<f64>,
+    /// Stage derivatives K_i, s × n; K_0 = f(t_n, u_n) (FSAL: the last stage of the previous step).
+    k: Vec<f64>,
+    /// The stage being solved, and u_{n+1}.
+    y: Vec<f64>,
+    u_new: Vec<f64>,
     rhs: Vec<f64>,
     delta: Vec<f64>,
     err: Vec<f64>,
@@ -61,8 +169,8 @@ struct TrBdf2<'a, M: OdeSystem> {
     /// J = ∂f/∂u at the last evaluation point, column-major n × n.
     jac: Vec<f64>,
     jac_fresh: bool,
-    /// h·d of the current factorization (0: none).
-    factored_hd: f64,
+    /// hγ of the current factorization (0: none).
+    factored_hg: f64,
     lu: DenseLu,
     ud: Vec<Dual64>,
     pd: Vec<Dual64>,
@@ -70,7 +178,7 @@ struct TrBdf2<'a, M: OdeSystem> {
     stats: Statistics,
 }
 
-impl<'a, M: OdeSystem> TrBdf2<'a, M> {
+impl<M: OdeSystem> Esdirk<'_, M> {
     fn f(&mut self, t: f64, u: &[f64], out: &mut [f64]) {
         self.problem.model().rhs(
             t,
@@ -103,23 +211,23 @@ impl<'a, M: OdeSystem> TrBdf2<'a, M> {
         }
         self.stats.jacobian_evaluations += 1;
         self.jac_fresh = true;
-        self.factored_hd = 0.0;
+        self.factored_hg = 0.0;
     }
 
-    /// Factors M = I − hd J (unless already factored for this hd).
-    fn factor(&mut self, hd: f64, h: f64) -> Result<(), SolverError> {
-        if self.factored_hd == hd {
+    /// Factors M = I − hγ J (unless already factored for this hγ).
+    fn factor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
+        if self.factored_hg == hg {
             return Ok(());
         }
         let (n, jac) = (self.n, &self.jac);
         let result = self.lu.factor(&mut |i, j| {
             let identity = if i == j { 1.0 } else { 0.0 };
-            identity - hd * jac[j * n + i]
+            identity - hg * jac[j * n + i]
         });
         self.stats.factorizations += 1;
         match result {
             Ok(()) => {
-                self.factored_hd = hd;
+                self.factored_hg = hg;
                 Ok(())
             }
             Err(pivot) => Err(SolverError::SingularMatrix {
@@ -130,7 +238,7 @@ impl<'a, M: OdeSystem> TrBdf2<'a, M> {
         }
     }
 
-    /// RMS norm of v scaled by atol + rtol·|u|.
+    /// RMS norm of v scaled by `scale`.
     fn norm(&self, v: &[f64]) -> f64 {
         let sum: f64 = v
             .iter()
@@ -140,30 +248,23 @@ impl<'a, M: OdeSystem> TrBdf2<'a, M> {
         (sum / self.n as f64).sqrt()
     }
 
-    /// Solves Y − hd f(t, Y) = rhs for Y (initial guess in `y`), writing f(t, Y) into `k`. Returns
-    /// whether Newton converged.
-    fn newton(&mut self, t: f64, hd: f64, which: usize) -> bool {
+    /// Solves Y − hγ f(t, Y) = rhs for stage `i` (initial guess in `y`), writing f(t, Y) into K_i.
+    /// Returns whether Newton converged.
+    fn newton(&mut self, t: f64, hg: f64, i: usize) -> bool {
         let n = self.n;
-        let mut y = std::mem::take(if which == 2 {
-            &mut self.y2
-        } else {
-            &mut self.y3
-        });
-        let mut k = std::mem::take(if which == 2 {
-            &mut self.k2
-        } else {
-            &mut self.k3
-        });
+        let mut y = std::mem::take(&mut self.y);
+        let mut k = std::mem::take(&mut self.k);
+        let ki = i * n..(i + 1) * n;
         let mut prev = f64::INFINITY;
         let mut converged = false;
         for iteration in 0..NEWTON_MAX {
-            self.f(t, &y, &mut k);
+            self.f(t, &y, &mut k[ki.clone()]);
             self.stats.newton_iterations += 1;
-            if k.iter().any(|v| !v.is_finite()) {
+            if k[ki.clone()].iter().any(|v| !v.is_finite()) {
                 break;
             }
             for m in 0..n {
-                self.delta[m] = self.rhs[m] - y[m] + hd * k[m];
+                self.delta[m] = self.rhs[m] - y[m] + hg * k[i * n + m];
             }
             self.lu.solve_in_place(&mut self.delta);
             for m in 0..n {
@@ -186,47 +287,50 @@ impl<'a, M: OdeSystem> TrBdf2<'a, M> {
             prev = dn;
         }
         if converged {
-            self.f(t, &y, &mut k);
-            converged = k.iter().all(|v| v.is_finite());
+            // K_i from the stage equation, (Y_i − rhs)/(hγ), not f(Y_i): f would multiply the Newton
+            // residual's stiff components by ‖hγJ‖ (Hairer & Wanner II, §IV.8).
+            for m in 0..n {
+                k[i * n + m] = (y[m] - self.rhs[m]) / hg;
+            }
         }
-        if which == 2 {
-            self.y2 = y;
-            self.k2 = k;
-        } else {
-            self.y3 = y;
-            self.k3 = k;
-        }
+        self.y = y;
+        self.k = k;
         converged
     }
 
     /// One step attempt of size h: Ok(Some(err)) with the scaled error norm, Ok(None) if Newton failed.
     fn attempt(&mut self, h: f64) -> Result<Option<f64>, SolverError> {
-        let n = self.n;
-        let hd = h * D;
-        self.factor(hd, h)?;
+        let (n, tab) = (self.n, self.tab);
+        let hg = h * tab.gamma;
+        self.factor(hg, h)?;
         for m in 0..n {
             self.scale[m] = self.atol[m] + self.rtol * self.u[m].abs();
         }
-        // Stage 2: trapezoidal rule to t + γh, predicted by explicit Euler.
+        for i in 1..tab.c.len() {
+            // rhs = u_n + h Σ_{j<i} a_ij K_j; predictor: the same with K_i ≈ K_{i−1}.
+            for m in 0..n {
+                let mut acc = 0.0;
+                for (j, &a) in tab.a[i].iter().enumerate() {
+                    acc += a * self.k[j * n + m];
+                }
+                self.rhs[m] = self.u[m] + h * acc;
+                self.y[m] = self.rhs[m] + hg * self.k[(i - 1) * n + m];
+            }
+            if !self.newton(self.t + tab.c[i] * h, hg, i) {
+                return Ok(None);
+            }
+        }
+        // u_{n+1} = Y_s (stiffly accurate: b is the last row of A) and the filtered error estimate
+        // M⁻¹ h Σ (b − b̂) K.
+        let s = tab.c.len();
         for m in 0..n {
-            self.rhs[m] = self.u[m] + hd * self.k1[m];
-            self.y2[m] = self.u[m] + GAMMA * h * self.k1[m];
-        }
-        if !self.newton(self.t + GAMMA * h, hd, 2) {
-            return Ok(None);
-        }
-        // Stage 3: BDF2 to t + h, predicted by extrapolating through u_n and Y2.
-        for m in 0..n {
-            self.rhs[m] = self.u[m] + h * W * (self.k1[m] + self.k2[m]);
-            self.y3[m] = self.u[m] + (self.y2[m] - self.u[m]) / GAMMA;
-        }
-        if !self.newton(self.t + h, hd, 3) {
-            return Ok(None);
-        }
-        // Filtered error estimate M⁻¹ h Σ (b − b̂) K.
-        for m in 0..n {
-            self.err[m] = h * (E[0] * self.k1[m] + E[1] * self.k2[m] + E[2] * self.k3[m]);
-            let (a, b) = (self.u[m].abs(), self.y3[m].abs());
+            let mut e = 0.0;
+            for i in 0..s {
+                e += (tab.b[i] - tab.bhat[i]) * self.k[i * n + m];
+            }
+            self.u_new[m] = self.y[m];
+            self.err[m] = h * e;
+            let (a, b) = (self.u[m].abs(), self.u_new[m].abs());
             self.scale[m] = self.atol[m] + self.rtol * a.max(b);
         }
         self.lu.solve_in_place(&mut self.err);
@@ -235,7 +339,8 @@ impl<'a, M: OdeSystem> TrBdf2<'a, M> {
     }
 }
 
-/// Solves `problem` with an implicit method ([`Method::TrBdf2`]); called by [`crate::solve`].
+/// Solves `problem` with an implicit method ([`Method::TrBdf2`], [`Method::Kvaerno5`]); called by
+/// [`crate::solve`].
 ///
 /// Supported options: tolerances, `h0`, `h_max`, `max_steps`, `tstops`, saving every step, at the end,
 /// or at `save_at` times (made tstops: exact step values, no interpolation), `fixed_step`. Not yet:
@@ -274,7 +379,14 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
     stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
     stops.dedup();
 
-    let mut s = TrBdf2 {
+    let tab = options
+        .method
+        .esdirk_tableau()
+        .expect("solve() sends only implicit methods here");
+    let stages = tab.c.len();
+    let exponent = -1.0 / f64::from(tab.order.min(tab.embedded_order) + 1);
+    let mut s = Esdirk {
+        tab,
         problem,
         n,
         p: problem.params().to_vec(),
@@ -282,18 +394,16 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
         rtol: options.rtol,
         t: t0,
         u: problem.u0().to_vec(),
-        k1: vec![0.0; n],
-        k2: vec![0.0; n],
-        k3: vec![0.0; n],
-        y2: vec![0.0; n],
-        y3: vec![0.0; n],
+        k: vec![0.0; stages * n],
+        y: vec![0.0; n],
+        u_new: vec![0.0; n],
         rhs: vec![0.0; n],
         delta: vec![0.0; n],
         err: vec![0.0; n],
         scale: vec![0.0; n],
         jac: vec![0.0; n * n],
         jac_fresh: false,
-        factored_hd: 0.0,
+        factored_hg: 0.0,
         lu: DenseLu::new(n),
         ud: vec![Dual64::from(0.0); n],
         pd: vec![Dual64::from(0.0); problem.model().n_params()],
@@ -317,7 +427,7 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
             value: k1[component],
         });
     }
-    s.k1 = k1;
+    s.k[..n].copy_from_slice(&k1);
     s.jacobian(t0);
 
     // Initial step: h0, or 0.01·‖u‖/‖f‖ bounded by the span (order-2 heuristic).
@@ -328,7 +438,7 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
             for m in 0..n {
                 s.scale[m] = s.atol[m] + s.rtol * s.u[m].abs();
             }
-            let (d0, d1) = (s.norm(&s.u.clone()), s.norm(&s.k1.clone()));
+            let (d0, d1) = (s.norm(&s.u), s.norm(&s.k[..n]));
             if d0 < 1e-5 || d1 < 1e-5 {
                 1e-6
             } else {
@@ -374,15 +484,16 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
         };
         if options.fixed_step.is_none() && err > 1.0 {
             s.stats.rejected_steps += 1;
-            h_abs = h.abs() * (0.9 * err.powf(-1.0 / 3.0)).max(0.2);
+            h_abs = h.abs() * (0.9 * err.powf(exponent)).max(0.2);
             last_rejected = true;
             continue;
         }
         // Accept.
         s.stats.accepted_steps += 1;
         s.t = if hits { stop } else { s.t + h };
-        std::mem::swap(&mut s.u, &mut s.y3);
-        std::mem::swap(&mut s.k1, &mut s.k3);
+        std::mem::swap(&mut s.u, &mut s.u_new);
+        // FSAL: the last stage is f(t_{n+1}, u_{n+1}).
+        s.k.copy_within((stages - 1) * n..stages * n, 0);
         s.jac_fresh = false;
         if hits {
             next_stop += 1;
@@ -396,7 +507,7 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
         }
         if options.fixed_step.is_none() {
             let growth = if last_rejected { 1.0 } else { 5.0 };
-            let q = (0.9 * err.max(1e-10).powf(-1.0 / 3.0)).clamp(0.2, growth);
+            let q = (0.9 * err.max(1e-10).powf(exponent)).clamp(0.2, growth);
             // Keep the factorization when the step barely changes.
             if !hits && (0.9..=1.2).contains(&q) {
                 h_abs = h.abs();
@@ -408,7 +519,7 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
     }
     let rows = times.len();
     Ok(Solution {
-        method: Method::TrBdf2,
+        method: options.method,
         times: Array1::from(times),
         states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
         u_end: Array1::from(s.u.clone()),

@@ -13,6 +13,7 @@
 //! | [`Method::Vern7`] | 7(6) | 10 (+6 lazy) | no | 7 |
 //! | [`Method::Vern9`] | 9(8) | 16 (+10 lazy) | no | 9 |
 //! | [`Method::TrBdf2`] (implicit, stiff; [`solve`] only) | 2(3) | 3 | yes | — |
+//! | [`Method::Kvaerno5`] (implicit, stiff; [`solve`] only) | 5(4) | 7 | yes | — |
 #![warn(missing_docs)]
 #![allow(clippy::excessive_precision)]
 
@@ -28,6 +29,7 @@ mod system;
 pub mod tableau;
 
 pub use error::SolverError;
+pub use implicit::EsdirkTableau;
 pub use integrator::{
     AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, check_times, solve,
 };

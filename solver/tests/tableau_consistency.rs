@@ -245,3 +245,61 @@ fn every_tableau_is_consistent() {
         }
     }
 }
+
+#[test]
+fn esdirk_tableaus_satisfy_their_order_conditions() {
+    use odesens_solver::EsdirkTableau;
+    let trees = rooted_trees(7);
+    for method in Method::IMPLICIT {
+        let tab: &EsdirkTableau = method.esdirk_tableau().expect("implicit");
+        let s = tab.c.len();
+        let name = tab.name;
+        // Full A: the strictly lower rows and γ on the diagonal of the implicit stages.
+        let mut a = vec![vec![0.0; s]; s];
+        for (i, row) in tab.a.iter().enumerate() {
+            assert_eq!(row.len(), i, "{name}: row {i}");
+            a[i][..i].copy_from_slice(row);
+            if i > 0 {
+                a[i][i] = tab.gamma;
+            }
+        }
+        for i in 0..s {
+            let sum: f64 = a[i].iter().sum();
+            assert!(
+                (sum - tab.c[i]).abs() < 1e-14,
+                "{name}: row sum {i}: {sum} vs c {}",
+                tab.c[i]
+            );
+        }
+        // Stiffly accurate: b is the last row of A.
+        for (j, &b) in tab.b.iter().enumerate() {
+            assert!((b - a[s - 1][j]).abs() < 1e-15, "{name}: b[{j}]");
+        }
+        let phi = elementary_weights(&trees, &a);
+        let check = |w: &[f64], order: usize, what: &str| -> f64 {
+            let mut worst = 0.0f64;
+            for (t, p) in trees.iter().zip(&phi) {
+                if t.order <= order {
+                    let lhs: f64 = w.iter().zip(p).map(|(b, x)| b * x).sum();
+                    worst = worst.max((lhs - 1.0 / t.gamma).abs());
+                }
+            }
+            println!("{name} {what}: order ≤ {order}: max residual {worst:.1e}");
+            worst
+        };
+        assert!(check(tab.b, tab.order as usize, "b") < 1e-12, "{name}");
+        assert!(
+            check(tab.bhat, tab.embedded_order as usize, "b̂") < 1e-12,
+            "{name}"
+        );
+        // ... and not one order more.
+        let next = tab.order as usize + 1;
+        let violated = trees.iter().zip(&phi).any(|(t, p)| {
+            t.order == next && {
+                let lhs: f64 = tab.b.iter().zip(p).map(|(b, x)| b * x).sum();
+                (lhs - 1.0 / t.gamma).abs() > 1e-8
+            }
+        });
+        assert!(violated, "{name}: order {next} unexpectedly satisfied");
+    }
+}

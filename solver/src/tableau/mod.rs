@@ -128,7 +128,8 @@ impl ExplicitTableau {
 }
 
 /// The methods odesens provides: explicit Runge–Kutta pairs, and implicit methods for stiff problems
-/// ([`Method::TrBdf2`]; solved by [`crate::solve`], not yet by the step API or the derivatives).
+/// ([`Method::TrBdf2`], [`Method::Kvaerno5`]; solved by [`crate::solve`], not yet by the step API or the
+/// derivatives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Method {
@@ -148,6 +149,9 @@ pub enum Method {
     /// (a trapezoidal stage to t + γh, γ = 2 − √2, then BDF2), both implicit stages with the same
     /// iteration matrix I − (γ/2)hJ; embedded 3rd-order estimate filtered through that matrix.
     TrBdf2,
+    /// Kværnø's ESDIRK 5(4) (2004): 7 stages, γ = 0.26, L-stable, stiffly accurate; the same iteration
+    /// matrix for all six implicit stages.
+    Kvaerno5,
 }
 
 impl Method {
@@ -161,11 +165,11 @@ impl Method {
     ];
 
     /// The implicit methods.
-    pub const IMPLICIT: [Method; 1] = [Method::TrBdf2];
+    pub const IMPLICIT: [Method; 2] = [Method::TrBdf2, Method::Kvaerno5];
 
     /// Whether the method is implicit (solved by [`crate::solve`] only, for now).
     pub fn is_implicit(self) -> bool {
-        matches!(self, Method::TrBdf2)
+        matches!(self, Method::TrBdf2 | Method::Kvaerno5)
     }
 
     /// The explicit tableau, or `None` for an implicit method.
@@ -176,7 +180,16 @@ impl Method {
             Method::Bs3 => Some(&BS3),
             Method::Vern7 => Some(&VERN7),
             Method::Vern9 => Some(&VERN9),
-            Method::TrBdf2 => None,
+            Method::TrBdf2 | Method::Kvaerno5 => None,
+        }
+    }
+
+    /// The implicit (ESDIRK) method's tableau, or `None` for an explicit method.
+    pub fn esdirk_tableau(self) -> Option<&'static crate::implicit::EsdirkTableau> {
+        match self {
+            Method::TrBdf2 => Some(&crate::implicit::TRBDF2),
+            Method::Kvaerno5 => Some(&crate::implicit::KVAERNO5),
+            _ => None,
         }
     }
 
@@ -192,9 +205,10 @@ impl Method {
 
     /// The method's name.
     pub fn name(self) -> &'static str {
-        match self.explicit_tableau() {
-            Some(tab) => tab.name,
-            None => "TRBDF2",
+        match (self.explicit_tableau(), self.esdirk_tableau()) {
+            (Some(tab), _) => tab.name,
+            (None, Some(tab)) => tab.name,
+            (None, None) => unreachable!("every method has a tableau"),
         }
     }
 }
