@@ -1,0 +1,129 @@
+//! Criterion work-precision bench of the implicit methods on the stiff test set: Robertson to t = 1e5 and
+//! HIRES to t = 321.8122, TR-BDF2 and Kvaerno5 at several tolerances; the error in units of the local
+//! tolerance against the Bari test set's references (data/reference/stiff.json) beside each median.
+//!
+//! Run: `cargo bench --bench stiff` (writes `data/benchmarks/stiff.json`).
+
+use std::hint::black_box;
+
+use criterion::Criterion;
+use odesens::models::{Hires, Robertson};
+use odesens::prelude::*;
+
+mod common;
+use common::median_ns;
+
+const TOLERANCES: [f64; 3] = [1e-6, 1e-8, 1e-10];
+
+/// (id, problem name, method, rtol); atol = rtol·1e-6 for Robertson (y2 ~ 1e-8), rtol for HIRES.
+fn cases() -> Vec<(String, &'static str, Method, f64)> {
+    let mut v = Vec::new();
+    for problem in ["robertson", "hires"] {
+        for method in Method::IMPLICIT {
+            for tol in TOLERANCES {
+                v.push((
+                    format!("stiff/{problem}_{}_{tol:.0e}", method.name()),
+                    problem,
+                    method,
+                    tol,
+                ));
+            }
+        }
+    }
+    v
+}
+
+fn options(problem: &str, method: Method, tol: f64) -> SolverOptions {
+    let atol = if problem == "robertson" { tol * 1e-6 } else { tol };
+    SolverOptions::default()
+        .method(method)
+        .rtol(tol)
+        .atol(atol)
+        .save_end_only()
+        .max_steps(1_000_000)
+}
+
+/// u(t_end), statistics, and the error in units of atol + rtol·|y|.
+fn run(problem: &str, method: Method, tol: f64) -> (Solution, f64) {
+    let opts = options(problem, method, tol);
+    let (sol, reference): (Solution, Vec<f64>) = if problem == "robertson" {
+        let (t, y) = Robertson::REFERENCE[0];
+        (
+            solve(&Robertson::problem(t).expect("valid"), &opts).expect("solve"),
+            y.to_vec(),
+        )
+    } else {
+        (
+            solve(&Hires::problem().expect("valid"), &opts).expect("solve"),
+            Hires::REFERENCE.to_vec(),
+        )
+    };
+    let atol = if problem == "robertson" { tol * 1e-6 } else { tol };
+    let err = sol
+        .u_end
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs() / (atol + tol * b.abs()))
+        .fold(0.0, f64::max);
+    (sol, err)
+}
+
+fn benches(c: &mut Criterion) {
+    let robertson = Robertson::problem(Robertson::REFERENCE[0].0).expect("valid");
+    let hires = Hires::problem().expect("valid");
+    for (id, problem, method, tol) in cases() {
+        let opts = options(problem, method, tol);
+        c.bench_function(&id, |b| {
+            b.iter(|| {
+                if problem == "robertson" {
+                    solve(black_box(&robertson), &opts).expect("solve")
+                } else {
+                    solve(black_box(&hires), &opts).expect("solve")
+                }
+            })
+        });
+    }
+}
+
+fn report() {
+    println!(
+        "\n{:<32} {:>11} {:>7} {:>6} {:>6} {:>8} {:>12}",
+        "case", "median", "steps", "jac", "LU", "newton", "error [tol]"
+    );
+    let mut rows = Vec::new();
+    for (id, problem, method, tol) in cases() {
+        let Some(t) = median_ns(&id) else {
+            continue;
+        };
+        let (sol, err) = run(problem, method, tol);
+        let s = sol.stats;
+        println!(
+            "{id:<32} {:>8.3} ms {:>7} {:>6} {:>6} {:>8} {:>12.1}",
+            t / 1e6,
+            s.accepted_steps,
+            s.jacobian_evaluations,
+            s.factorizations,
+            s.newton_iterations,
+            err
+        );
+        rows.push(serde_json::json!({
+            "id": id, "problem": problem, "method": method.name(), "rtol": tol,
+            "median_time_s": t * 1e-9, "accepted_steps": s.accepted_steps,
+            "rejected_steps": s.rejected_steps, "jacobian_evaluations": s.jacobian_evaluations,
+            "factorizations": s.factorizations, "newton_iterations": s.newton_iterations,
+            "error_in_tolerances": err,
+        }));
+    }
+    common::write_report(
+        "stiff.json",
+        &serde_json::json!({
+            "problems": "Robertson to t = 1e5 (atol = 1e-6·rtol), HIRES to t = 321.8122 (atol = rtol); references: Bari test set",
+            "command": "cargo bench --bench stiff",
+            "rows": rows,
+        }),
+    );
+}
+
+fn main() {
+    common::run(benches, report);
+}
