@@ -34,7 +34,11 @@ fn cases() -> Vec<(String, &'static str, Method, f64)> {
 }
 
 fn options(problem: &str, method: Method, tol: f64) -> SolverOptions {
-    let atol = if problem == "robertson" { tol * 1e-6 } else { tol };
+    let atol = if problem == "robertson" {
+        tol * 1e-6
+    } else {
+        tol
+    };
     SolverOptions::default()
         .method(method)
         .rtol(tol)
@@ -58,7 +62,11 @@ fn run(problem: &str, method: Method, tol: f64) -> (Solution, f64) {
             Hires::REFERENCE.to_vec(),
         )
     };
-    let atol = if problem == "robertson" { tol * 1e-6 } else { tol };
+    let atol = if problem == "robertson" {
+        tol * 1e-6
+    } else {
+        tol
+    };
     let err = sol
         .u_end
         .iter()
