@@ -246,7 +246,7 @@ fn step_replay_reproduces_every_step_bit_for_bit() {
             .tol(1e-8)
             .tstops(vec![0.5, 1.0]);
         let mut integrator = Integrator::new(&problem, &options).unwrap();
-        let mut replay = StepReplay::new(method, 4);
+        let mut replay = StepReplay::new(method, 4).unwrap();
         let s = method.tableau().stages;
         let mut checked = 0;
         while !integrator.is_finished() {

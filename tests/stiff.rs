@@ -244,6 +244,10 @@ fn trbdf2_errors_are_clear() {
         Err(SolverError::InvalidOption { .. })
     ));
     assert!(matches!(
+        StepReplay::new(Method::Kvaerno5, 3),
+        Err(SolverError::InvalidOption { .. })
+    ));
+    assert!(matches!(
         odesens::sensitivity::adjoint_gradient(
             &r,
             &implicit,

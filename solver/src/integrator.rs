@@ -232,9 +232,18 @@ pub struct StepReplay {
 
 impl StepReplay {
     /// Buffers for a system of `n` states.
-    pub fn new(method: Method, n: usize) -> Self {
-        let tab = method.tableau();
-        Self {
+    ///
+    /// # Errors
+    /// [`SolverError::InvalidOption`] for an implicit method (replays are for explicit steps).
+    pub fn new(method: Method, n: usize) -> Result<Self, SolverError> {
+        let tab = method
+            .explicit_tableau()
+            .ok_or(SolverError::InvalidOption {
+                name: "method (implicit) for a step replay",
+                value: f64::NAN,
+                valid: "an explicit method",
+            })?;
+        Ok(Self {
             tab,
             n,
             b_row: sparse(tab.b),
@@ -242,7 +251,7 @@ impl StepReplay {
             ys: vec![0.0; tab.stages * n],
             u: vec![0.0; n],
             u_new: vec![0.0; n],
-        }
+        })
     }
 
     /// The method's tableau.
