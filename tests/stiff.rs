@@ -261,3 +261,33 @@ fn trbdf2_errors_are_clear() {
         Err(SolverError::MaxStepsReached { max_steps: 3, .. })
     ));
 }
+
+#[test]
+fn kvaerno5_matches_the_stiff_van_der_pol_reference() {
+    use odesens::models::VanDerPol;
+    // Bari test set "vdpolm": μ = 1000, y0 = (2, 0), y(2000) = (1.706167732170469, −8.928097010248125e-4).
+    let want = [1.706167732170469, -8.928097010248125e-4];
+    let problem = OdeProblem::new(VanDerPol, vec![2.0, 0.0], vec![1000.0], (0.0, 2000.0)).unwrap();
+    for (method, tol, bound) in [(Method::Kvaerno5, 1e-9, 1e-5), (Method::TrBdf2, 1e-9, 1e-5)] {
+        let sol = solve(
+            &problem,
+            &SolverOptions::default()
+                .method(method)
+                .tol(tol)
+                .save_end_only()
+                .max_steps(1_000_000),
+        )
+        .unwrap();
+        let err = max_rel(sol.u_end.as_slice().unwrap(), &want, 1e-20);
+        println!(
+            "Van der Pol μ = 1000 to t = 2000, {} tol {tol:.0e}: max relative error {err:.1e}; {} steps ({} \
+             rejected), {} Jacobians, {} LU",
+            method.name(),
+            sol.stats.accepted_steps,
+            sol.stats.rejected_steps,
+            sol.stats.jacobian_evaluations,
+            sol.stats.factorizations
+        );
+        assert!(err < bound, "{}: {err:e}", method.name());
+    }
+}
