@@ -142,10 +142,9 @@ fn report() {
             continue;
         };
         let diff = g
-            .wrt_params
+            .to_vec()
             .iter()
-            .chain(g.wrt_u0.iter())
-            .zip(reference.wrt_params.iter().chain(reference.wrt_u0.iter()))
+            .zip(&reference.to_vec())
             .map(|(a, b)| (a - b).abs() / b.abs().max(1e-300))
             .fold(0.0, f64::max);
         println!(

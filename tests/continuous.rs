@@ -8,18 +8,8 @@ use odesens::sensitivity::{
 };
 
 fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
-    let x: Vec<f64> = a
-        .wrt_params
-        .iter()
-        .chain(a.wrt_u0.iter())
-        .copied()
-        .collect();
-    let y: Vec<f64> = b
-        .wrt_params
-        .iter()
-        .chain(b.wrt_u0.iter())
-        .copied()
-        .collect();
+    let x: Vec<f64> = a.to_vec();
+    let y: Vec<f64> = b.to_vec();
     let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     x.iter()
         .zip(&y)
@@ -360,13 +350,7 @@ fn checkpointing_policies_give_the_same_continuous_adjoint() {
     assert!(segments > 20, "{segments} segments");
     assert_eq!(all.gradient.stats.peak_snapshots, segments);
     assert_eq!(all.gradient.stats.recomputed_steps, 0);
-    let bits = |g: &Gradient| -> Vec<u64> {
-        g.wrt_params
-            .iter()
-            .chain(g.wrt_u0.iter())
-            .map(|x| x.to_bits())
-            .collect()
-    };
+    let bits = |g: &Gradient| -> Vec<u64> { g.to_vec().iter().map(|x| x.to_bits()).collect() };
     for policy in [
         Checkpointing::Uniform { every: 16 },
         Checkpointing::Binomial { snapshots: 3 },

@@ -36,11 +36,7 @@ fn fd_of_gradient<M: OdeSystem + Clone, O: Objective>(
             .collect();
         let pr = problem.with_params(p).unwrap().with_u0(u0).unwrap();
         let g = adjoint_gradient(&pr, options, objective, Checkpointing::KeepAll).unwrap();
-        g.wrt_params
-            .iter()
-            .chain(g.wrt_u0.iter())
-            .copied()
-            .collect()
+        g.to_vec()
     };
     let (a, b) = (grad(1.0), grad(-1.0));
     a.iter()
@@ -67,26 +63,10 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
     // to H·v like δ².
     let fixed = SolverOptions::default().fixed_step(0.002);
     let hv = hessian_vector_product(&problem, &fixed, &objective, &v[..5], &v[5..]).unwrap();
-    let ours: Vec<f64> = hv
-        .hv_params
-        .iter()
-        .chain(hv.hv_u0.iter())
-        .copied()
-        .collect();
+    let ours: Vec<f64> = hv.to_vec();
     let plain = adjoint_gradient(&problem, &fixed, &objective, Checkpointing::KeepAll).unwrap();
-    let g: Vec<f64> = hv
-        .gradient
-        .wrt_params
-        .iter()
-        .chain(hv.gradient.wrt_u0.iter())
-        .copied()
-        .collect();
-    let gp: Vec<f64> = plain
-        .wrt_params
-        .iter()
-        .chain(plain.wrt_u0.iter())
-        .copied()
-        .collect();
+    let g: Vec<f64> = hv.gradient.to_vec();
+    let gp: Vec<f64> = plain.to_vec();
     assert!(
         max_rel(&g, &gp) < 1e-12,
         "the gradient part is the adjoint gradient"
@@ -101,12 +81,7 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
     // Adaptive steps at a tight tolerance: the differences carry the step selection's noise.
     let tight = SolverOptions::default().method(Method::Vern9).tol(1e-12);
     let hv = hessian_vector_product(&problem, &tight, &objective, &v[..5], &v[5..]).unwrap();
-    let ours: Vec<f64> = hv
-        .hv_params
-        .iter()
-        .chain(hv.hv_u0.iter())
-        .copied()
-        .collect();
+    let ours: Vec<f64> = hv.to_vec();
     let fd = fd_of_gradient(&problem, &tight, &objective, &v, 2e-5);
     let err = max_rel(&ours, &fd);
     println!("pendulum, Vern9 1e-12: H·v vs central differences of gradients: {err:.1e}");
@@ -125,23 +100,13 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
     for (name, err) in [
         ("least squares", {
             let hv = hessian_vector_product(&lv, &tight, &ls, &w[..4], &w[4..]).unwrap();
-            let ours: Vec<f64> = hv
-                .hv_params
-                .iter()
-                .chain(hv.hv_u0.iter())
-                .copied()
-                .collect();
+            let ours: Vec<f64> = hv.to_vec();
             max_rel(&ours, &fd_of_gradient(&lv, &tight, &ls, &w, 1e-4))
         }),
         ("∫y²", {
             let obj = IntegralOfSquare::new(1);
             let hv = hessian_vector_product(&lv, &tight, &obj, &w[..4], &w[4..]).unwrap();
-            let ours: Vec<f64> = hv
-                .hv_params
-                .iter()
-                .chain(hv.hv_u0.iter())
-                .copied()
-                .collect();
+            let ours: Vec<f64> = hv.to_vec();
             max_rel(&ours, &fd_of_gradient(&lv, &tight, &obj, &w, 1e-4))
         }),
     ] {
@@ -225,12 +190,7 @@ fn hessian_vector_products_equal_the_nested_forward_mode_hessian() {
         let v: Vec<f64> = (0..6).map(|m| f64::from(u8::from(m == j))).collect();
         let hv = hessian_vector_product(&problem, &options, &objective, &v[..4], &v[4..]).unwrap();
         assert_eq!(hv.gradient.stats.forward.accepted_steps, steps);
-        let col: Vec<f64> = hv
-            .hv_params
-            .iter()
-            .chain(hv.hv_u0.iter())
-            .copied()
-            .collect();
+        let col: Vec<f64> = hv.to_vec();
         let want: Vec<f64> = (0..6).map(|i| hessian[i][j]).collect();
         worst = worst.max(max_rel(&col, &want));
     }

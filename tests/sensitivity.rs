@@ -15,18 +15,8 @@ use odesens::sensitivity::{
 };
 
 fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
-    let x: Vec<f64> = a
-        .wrt_params
-        .iter()
-        .chain(a.wrt_u0.iter())
-        .copied()
-        .collect();
-    let y: Vec<f64> = b
-        .wrt_params
-        .iter()
-        .chain(b.wrt_u0.iter())
-        .copied()
-        .collect();
+    let x: Vec<f64> = a.to_vec();
+    let y: Vec<f64> = b.to_vec();
     let scale = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     x.iter()
         .zip(&y)

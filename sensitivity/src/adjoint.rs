@@ -49,6 +49,35 @@ pub enum Checkpointing {
     },
 }
 
+impl Checkpointing {
+    /// Checks the policy's settings and returns how many snapshots a binomial reversal may hold
+    /// (`cp_bytes`: the size of one checkpoint; 0 for keep-all and uniform).
+    pub(crate) fn snapshots(self, cp_bytes: usize) -> Result<usize, SensitivityError> {
+        match self {
+            Checkpointing::Uniform { every: 0 } => Err(SensitivityError::InvalidSetting {
+                name: "Uniform.every",
+                value: 0.0,
+                valid: ">= 1",
+            }),
+            Checkpointing::Binomial { snapshots: 0 } => Err(SensitivityError::InvalidSetting {
+                name: "Binomial.snapshots",
+                value: 0.0,
+                valid: ">= 1",
+            }),
+            Checkpointing::MemoryBudget { bytes } if bytes < cp_bytes => {
+                Err(SensitivityError::InvalidSetting {
+                    name: "MemoryBudget.bytes",
+                    value: bytes as f64,
+                    valid: "at least the size of one checkpoint (state, first stage and scalars)",
+                })
+            }
+            Checkpointing::Binomial { snapshots } => Ok(snapshots),
+            Checkpointing::MemoryBudget { bytes } => Ok(bytes / cp_bytes),
+            Checkpointing::KeepAll | Checkpointing::Uniform { .. } => Ok(0),
+        }
+    }
+}
+
 /// β(s, r) = C(s + r, s) (saturating).
 fn beta(s: usize, r: usize) -> usize {
     // C(s + r, min(s, r)) by the multiplicative formula, saturating at usize::MAX.
@@ -424,23 +453,6 @@ pub fn adjoint_gradient_with<M: OdeSystem, O: Objective>(
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
-    match checkpointing {
-        Checkpointing::Uniform { every: 0 } => {
-            return Err(SensitivityError::InvalidSetting {
-                name: "Uniform.every",
-                value: 0.0,
-                valid: ">= 1",
-            });
-        }
-        Checkpointing::Binomial { snapshots: 0 } => {
-            return Err(SensitivityError::InvalidSetting {
-                name: "Binomial.snapshots",
-                value: 0.0,
-                valid: ">= 1",
-            });
-        }
-        _ => {}
-    }
 
     // Forward pass: G, the step count, and the checkpoints the policy keeps.
     let mut forward = Integrator::new(problem, &opts)?;
@@ -448,21 +460,7 @@ pub fn adjoint_gradient_with<M: OdeSystem, O: Objective>(
     let u0 = problem.u0().to_vec();
     let initial = forward.checkpoint();
     let cp_bytes = initial.bytes();
-    let snapshots = match checkpointing {
-        Checkpointing::Binomial { snapshots } => snapshots,
-        Checkpointing::MemoryBudget { bytes } => {
-            let s = bytes / cp_bytes;
-            if s == 0 {
-                return Err(SensitivityError::InvalidSetting {
-                    name: "MemoryBudget.bytes",
-                    value: bytes as f64,
-                    valid: "at least the size of one checkpoint (state, first stage and scalars)",
-                });
-            }
-            s
-        }
-        _ => 0,
-    };
+    let snapshots = checkpointing.snapshots(cp_bytes)?;
     let keep_every = match checkpointing {
         Checkpointing::KeepAll => Some(1),
         Checkpointing::Uniform { every } => Some(every),

@@ -51,6 +51,17 @@ pub struct Gradient {
     pub adjoint: Option<crate::AdjointTrajectory>,
 }
 
+impl Gradient {
+    /// The whole gradient as one vector: ∂G/∂p, then ∂G/∂u0.
+    pub fn to_vec(&self) -> Vec<f64> {
+        self.wrt_params
+            .iter()
+            .chain(self.wrt_u0.iter())
+            .copied()
+            .collect()
+    }
+}
+
 /// Merges sorted time lists (in the direction `dir`), dropping repeats and `t0`.
 pub(crate) fn merge_times(a: &[f64], b: &[f64], t0: f64, dir: f64) -> Vec<f64> {
     let mut all: Vec<f64> = a.iter().chain(b).copied().filter(|&t| t != t0).collect();

@@ -412,43 +412,16 @@ fn run<M: OdeSystem, O: Objective>(
     let u0 = problem.u0().to_vec();
 
     // Segments of `seg` forward steps; which of their starting checkpoints the forward pass keeps.
+    let mut forward = Integrator::new(problem, &opts)?;
+    let initial = forward.checkpoint();
+    let cp_bytes = initial.bytes();
+    let snapshots = settings.checkpointing.snapshots(cp_bytes)?;
     let (seg, keep_all) = match settings.checkpointing {
-        Checkpointing::Uniform { every: 0 } => {
-            return Err(SensitivityError::InvalidSetting {
-                name: "Uniform.every",
-                value: 0.0,
-                valid: ">= 1",
-            });
-        }
-        Checkpointing::Binomial { snapshots: 0 } => {
-            return Err(SensitivityError::InvalidSetting {
-                name: "Binomial.snapshots",
-                value: 0.0,
-                valid: ">= 1",
-            });
-        }
         Checkpointing::Uniform { every } => (every, true),
         Checkpointing::KeepAll => (settings.segment_steps.unwrap_or(32), true),
         Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
             (settings.segment_steps.unwrap_or(32), false)
         }
-    };
-    let mut forward = Integrator::new(problem, &opts)?;
-    let initial = forward.checkpoint();
-    let cp_bytes = initial.bytes();
-    let snapshots = match settings.checkpointing {
-        Checkpointing::Binomial { snapshots } => snapshots,
-        Checkpointing::MemoryBudget { bytes } => {
-            if bytes / cp_bytes == 0 {
-                return Err(SensitivityError::InvalidSetting {
-                    name: "MemoryBudget.bytes",
-                    value: bytes as f64,
-                    valid: "at least the size of one checkpoint (state, first stage and scalars)",
-                });
-            }
-            bytes / cp_bytes
-        }
-        _ => 0,
     };
     let mut stored: Vec<Checkpoint> = Vec::new();
     let mut starts: Vec<f64> = Vec::new();

@@ -40,6 +40,17 @@ pub struct HessianVectorProduct {
     pub hv_u0: Array1<f64>,
 }
 
+impl HessianVectorProduct {
+    /// H·v as one vector: the parameter part, then the initial-value part.
+    pub fn to_vec(&self) -> Vec<f64> {
+        self.hv_params
+            .iter()
+            .chain(self.hv_u0.iter())
+            .copied()
+            .collect()
+    }
+}
+
 /// Second-order reverse mode on the tape for one function of (u, p): records it once in `DualVar`
 /// with the tangent (u̇, ṗ) and sweeps it for first- and second-order adjoints.
 struct SecondOrder {

@@ -15,6 +15,8 @@ use std::ops::{
 use num_dual::{DualNum, DualStruct, Mappable};
 use num_traits::{FromPrimitive, Inv, Num, One, Signed, Zero};
 
+use crate::scalar_impls::{dual_num_body, scalar_traits};
+
 /// A dual number x + Σ_d ε_d x'_d with N derivative lanes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Lanes<const N: usize> {
@@ -199,199 +201,11 @@ macro_rules! assign_ops {
 }
 assign_ops!(AddAssign add_assign Add add, SubAssign sub_assign Sub sub, MulAssign mul_assign Mul mul, DivAssign div_assign Div div, RemAssign rem_assign Rem rem);
 
-impl<const N: usize> Zero for Lanes<N> {
-    fn zero() -> Self {
-        Self::constant(0.0)
-    }
-    fn is_zero(&self) -> bool {
-        self.re == 0.0 && self.eps.iter().all(|&e| e == 0.0)
-    }
-}
-
-impl<const N: usize> One for Lanes<N> {
-    fn one() -> Self {
-        Self::constant(1.0)
-    }
-}
-
-impl<const N: usize> Num for Lanes<N> {
-    type FromStrRadixErr = <f64 as Num>::FromStrRadixErr;
-    fn from_str_radix(s: &str, radix: u32) -> Result<Self, Self::FromStrRadixErr> {
-        f64::from_str_radix(s, radix).map(Self::constant)
-    }
-}
-
-impl<const N: usize> Signed for Lanes<N> {
-    fn abs(&self) -> Self {
-        if self.re < 0.0 { -*self } else { *self }
-    }
-    fn abs_sub(&self, other: &Self) -> Self {
-        if self.re > other.re {
-            *self - *other
-        } else {
-            Self::zero()
-        }
-    }
-    fn signum(&self) -> Self {
-        Self::constant(self.re.signum())
-    }
-    fn is_positive(&self) -> bool {
-        self.re.is_sign_positive()
-    }
-    fn is_negative(&self) -> bool {
-        self.re.is_sign_negative()
-    }
-}
-
-impl<const N: usize> Inv for Lanes<N> {
-    type Output = Self;
-    fn inv(self) -> Self {
-        self.recip()
-    }
-}
-
-impl<const N: usize> Sum for Lanes<N> {
-    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
-        iter.fold(Self::zero(), |a, b| a + b)
-    }
-}
-
-impl<const N: usize> Product for Lanes<N> {
-    fn product<I: Iterator<Item = Self>>(iter: I) -> Self {
-        iter.fold(Self::one(), |a, b| a * b)
-    }
-}
-
-impl<const N: usize> FromPrimitive for Lanes<N> {
-    fn from_i64(n: i64) -> Option<Self> {
-        f64::from_i64(n).map(Self::constant)
-    }
-    fn from_u64(n: u64) -> Option<Self> {
-        f64::from_u64(n).map(Self::constant)
-    }
-    fn from_f64(n: f64) -> Option<Self> {
-        Some(Self::constant(n))
-    }
-}
-
-impl<const N: usize> DualStruct for Lanes<N> {
-    type Real = f64;
-    type Inner = f64;
-    fn re(&self) -> f64 {
-        self.re
-    }
-    fn from_inner(inner: &f64) -> Self {
-        Self::constant(*inner)
-    }
-}
-
-impl<const N: usize> Mappable<Self> for Lanes<N> {
-    type Output<O> = O;
-    fn map_dual<G: Fn(Self) -> O, O>(self, g: G) -> O {
-        g(self)
-    }
-}
-
-impl<const N: usize> ndarray::ScalarOperand for Lanes<N> {}
+scalar_traits!([const N: usize] Lanes<N>, |x: &Lanes<N>| x.re == 0.0 && x.eps.iter().all(|&e| e == 0.0));
 
 impl<const N: usize> DualNum for Lanes<N> {
-    type Primitive = f64;
-    const NDERIV: usize = 1;
-    type InnerDual = f64;
+    dual_num_body!();
 
-    fn from_re(re: f64) -> Self {
-        Self::constant(re)
-    }
-    fn scale(self, factor: &f64) -> Self {
-        self * *factor
-    }
-    #[inline]
-    fn recip(&self) -> Self {
-        let r = 1.0 / self.re;
-        self.chain(r, -r * r)
-    }
-    fn powi(&self, n: i32) -> Self {
-        match n {
-            0 => Self::one(),
-            1 => *self,
-            2 => *self * *self,
-            _ => self.chain(self.re.powi(n), f64::from(n) * self.re.powi(n - 1)),
-        }
-    }
-    fn powf(&self, n: f64) -> Self {
-        if n == 0.0 {
-            Self::one()
-        } else if n == 1.0 {
-            *self
-        } else {
-            self.chain(self.re.powf(n), n * self.re.powf(n - 1.0))
-        }
-    }
-    #[inline]
-    fn sqrt(&self) -> Self {
-        let s = self.re.sqrt();
-        self.chain(s, 0.5 / s)
-    }
-    fn cbrt(&self) -> Self {
-        let c = self.re.cbrt();
-        self.chain(c, 1.0 / (3.0 * c * c))
-    }
-    #[inline]
-    fn exp(&self) -> Self {
-        let e = self.re.exp();
-        self.chain(e, e)
-    }
-    fn exp2(&self) -> Self {
-        let e = self.re.exp2();
-        self.chain(e, e * std::f64::consts::LN_2)
-    }
-    fn exp_m1(&self) -> Self {
-        self.chain(self.re.exp_m1(), self.re.exp())
-    }
-    #[inline]
-    fn ln(&self) -> Self {
-        self.chain(self.re.ln(), 1.0 / self.re)
-    }
-    fn log(&self, base: f64) -> Self {
-        self.chain(self.re.log(base), 1.0 / (self.re * base.ln()))
-    }
-    fn log2(&self) -> Self {
-        self.chain(self.re.log2(), 1.0 / (self.re * std::f64::consts::LN_2))
-    }
-    fn log10(&self) -> Self {
-        self.chain(self.re.log10(), 1.0 / (self.re * std::f64::consts::LN_10))
-    }
-    fn ln_1p(&self) -> Self {
-        self.chain(self.re.ln_1p(), 1.0 / (1.0 + self.re))
-    }
-    #[inline]
-    fn sin(&self) -> Self {
-        let (s, c) = self.re.sin_cos();
-        self.chain(s, c)
-    }
-    #[inline]
-    fn cos(&self) -> Self {
-        let (s, c) = self.re.sin_cos();
-        self.chain(c, -s)
-    }
-    fn tan(&self) -> Self {
-        let t = self.re.tan();
-        self.chain(t, 1.0 + t * t)
-    }
-    #[inline]
-    fn sin_cos(&self) -> (Self, Self) {
-        let (s, c) = self.re.sin_cos();
-        (self.chain(s, c), self.chain(c, -s))
-    }
-    fn asin(&self) -> Self {
-        self.chain(self.re.asin(), 1.0 / (1.0 - self.re * self.re).sqrt())
-    }
-    fn acos(&self) -> Self {
-        self.chain(self.re.acos(), -1.0 / (1.0 - self.re * self.re).sqrt())
-    }
-    fn atan(&self) -> Self {
-        self.chain(self.re.atan(), 1.0 / (1.0 + self.re * self.re))
-    }
     fn atan2(&self, other: Self) -> Self {
         // d atan2(y, x) = (x dy − y dx) / (x² + y²)
         let (y, x) = (self.re, other.re);
@@ -403,57 +217,6 @@ impl<const N: usize> DualNum for Lanes<N> {
         Self {
             re: y.atan2(x),
             eps,
-        }
-    }
-    fn sinh(&self) -> Self {
-        self.chain(self.re.sinh(), self.re.cosh())
-    }
-    fn cosh(&self) -> Self {
-        self.chain(self.re.cosh(), self.re.sinh())
-    }
-    fn tanh(&self) -> Self {
-        let t = self.re.tanh();
-        self.chain(t, 1.0 - t * t)
-    }
-    fn asinh(&self) -> Self {
-        self.chain(self.re.asinh(), 1.0 / (self.re * self.re + 1.0).sqrt())
-    }
-    fn acosh(&self) -> Self {
-        self.chain(self.re.acosh(), 1.0 / (self.re * self.re - 1.0).sqrt())
-    }
-    fn atanh(&self) -> Self {
-        self.chain(self.re.atanh(), 1.0 / (1.0 - self.re * self.re))
-    }
-    fn sph_j0(&self) -> Self {
-        // j0(x) = sin x / x, j0'(x) = −j1(x).
-        let x = self.re;
-        if x.abs() < 1e-4 {
-            self.chain(1.0 - x * x / 6.0, -x / 3.0)
-        } else {
-            self.chain(x.sin() / x, -(x.sin() / (x * x) - x.cos() / x))
-        }
-    }
-    fn sph_j1(&self) -> Self {
-        // j1(x) = sin x/x² − cos x/x, j1'(x) = j0(x) − 2 j1(x)/x.
-        let x = self.re;
-        if x.abs() < 1e-4 {
-            self.chain(x / 3.0, 1.0 / 3.0 - x * x / 10.0)
-        } else {
-            let (s, c) = x.sin_cos();
-            let j1 = s / (x * x) - c / x;
-            self.chain(j1, s / x - 2.0 * j1 / x)
-        }
-    }
-    fn sph_j2(&self) -> Self {
-        // j2(x) = (3/x² − 1) sin x/x − 3 cos x/x², j2'(x) = j1(x) − 3 j2(x)/x.
-        let x = self.re;
-        if x.abs() < 1e-4 {
-            self.chain(x * x / 15.0, 2.0 * x / 15.0)
-        } else {
-            let (s, c) = x.sin_cos();
-            let j1 = s / (x * x) - c / x;
-            let j2 = (3.0 / (x * x) - 1.0) * s / x - 3.0 * c / (x * x);
-            self.chain(j2, j1 - 3.0 * j2 / x)
         }
     }
 }

@@ -54,6 +54,7 @@ mod hessian;
 pub mod lanes;
 mod mode;
 mod objective;
+mod scalar_impls;
 pub mod tape;
 
 pub use adjoint::{

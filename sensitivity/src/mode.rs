@@ -148,12 +148,12 @@ impl CostModel {
     ) -> Result<Self, SensitivityError> {
         check_objective(problem, objective)?;
         let opts = derivative_options(problem, options, &[objective.observation_times()])?;
-        let sol = solve(problem, &opts)?;
+        // States to evaluate the kernels at: every step's state (saving does not change the steps; this
+        // solve also reports any solver error before the timings).
+        let every = solve(problem, &opts.clone().save_every_step())?;
         let solve_s = median_seconds(|| {
             let _ = black_box(solve(problem, &opts));
         });
-        // States to evaluate the kernels at: every step's state.
-        let every = solve(problem, &opts.clone().save_every_step())?;
         let rows = every.states.nrows();
         let m = 32.min(rows);
         let picks: Vec<usize> = (0..m).map(|k| k * (rows - 1) / (m - 1).max(1)).collect();
@@ -237,7 +237,7 @@ impl CostModel {
         });
         Ok(Self {
             solve_s,
-            accepted_steps: sol.stats.accepted_steps,
+            accepted_steps: every.stats.accepted_steps,
             n_states: n,
             stages: if tab.fsal { tab.stages - 1 } else { tab.stages },
             rhs_s,
