@@ -114,6 +114,17 @@ pub enum SolverError {
         /// Step size that was about to be tried.
         h: f64,
     },
+    /// Newton's iteration of an implicit method failed to converge even with a fresh Jacobian while the
+    /// step shrank to round-off level (or at the fixed step size).
+    #[error(
+        "Newton's iteration did not converge at t = {t} with h = {h:e}, even with a fresh Jacobian"
+    )]
+    NewtonFailed {
+        /// Time reached.
+        t: f64,
+        /// The last step size tried.
+        h: f64,
+    },
     /// The solve took more steps than allowed by `max_steps`.
     #[error("maximum number of steps ({max_steps}) reached at t = {t}")]
     MaxStepsReached {

@@ -147,7 +147,8 @@ pub static KVAERNO5: EsdirkTableau = EsdirkTableau {
 const NEWTON_MAX: usize = 8;
 const KAPPA: f64 = 0.03;
 
-/// Working state of an ESDIRK solve.
+/// Working state of an ESDIRK solve: the current point, the stages of the last attempt, the Jacobian and
+/// its factorization.
 struct Esdirk<'a, M: OdeSystem> {
     tab: &'static EsdirkTableau,
     problem: &'a OdeProblem<M>,
@@ -230,11 +231,14 @@ impl<M: OdeSystem> Esdirk<'_, M> {
                 self.factored_hg = hg;
                 Ok(())
             }
-            Err(pivot) => Err(SolverError::SingularMatrix {
-                t: self.t,
-                h,
-                pivot,
-            }),
+            Err(pivot) => {
+                self.factored_hg = 0.0;
+                Err(SolverError::SingularMatrix {
+                    t: self.t,
+                    h,
+                    pivot,
+                })
+            }
         }
     }
 
@@ -339,34 +343,423 @@ impl<M: OdeSystem> Esdirk<'_, M> {
     }
 }
 
+/// An accepted implicit step, as [`ImplicitIntegrator::step_accepted`] returns it: everything needed to
+/// differentiate it (the stage derivatives K_i, from which the stage values follow).
+#[derive(Debug)]
+pub struct ImplicitStep<'s> {
+    /// t_n.
+    pub t: f64,
+    /// The step size h (signed).
+    pub h: f64,
+    /// t_{n+1} (exactly a tstop when the step ends on one).
+    pub t_next: f64,
+    /// u_n.
+    pub u: &'s [f64],
+    /// u_{n+1} = Y_s.
+    pub u_next: &'s [f64],
+    /// K_i = f(t_n + c_i h, Y_i), row i for stage i (s × n).
+    pub stages: &'s [f64],
+    /// The method.
+    pub tableau: &'static EsdirkTableau,
+}
+
+impl ImplicitStep<'_> {
+    /// The time of stage i (t_{n+1} exactly for c_i = 1).
+    pub fn stage_time(&self, i: usize) -> f64 {
+        let c = self.tableau.c[i];
+        if c == 1.0 {
+            self.t_next
+        } else {
+            self.t + c * self.h
+        }
+    }
+
+    /// The stage value Y_i = u_n + h Σ_{j<i} a_ij K_j + hγ K_i into `out` (Y_0 = u_n, Y_s = u_{n+1}).
+    pub fn stage_value(&self, i: usize, out: &mut [f64]) {
+        let (tab, n, h) = (self.tableau, self.u.len(), self.h);
+        if i == 0 {
+            out.copy_from_slice(self.u);
+            return;
+        }
+        if i + 1 == tab.c.len() {
+            out.copy_from_slice(self.u_next);
+            return;
+        }
+        for m in 0..n {
+            let mut acc = tab.gamma * self.stages[i * n + m];
+            for (j, &a) in tab.a[i].iter().enumerate() {
+                acc += a * self.stages[j * n + m];
+            }
+            out[m] = self.u[m] + h * acc;
+        }
+    }
+}
+
+/// The state an [`ImplicitIntegrator`] restarts from bit for bit: the point, the first stage, the step
+/// size and controller memory, and the Jacobian (its factorization is recomputed from it).
+#[derive(Debug, Clone, Default)]
+pub struct ImplicitCheckpoint {
+    t: f64,
+    u: Vec<f64>,
+    k0: Vec<f64>,
+    jac: Vec<f64>,
+    jac_fresh: bool,
+    h_abs: f64,
+    last_rejected: bool,
+    next_stop: usize,
+    steps: usize,
+}
+
+impl ImplicitCheckpoint {
+    /// Bytes of floating-point data held (state, first stage, Jacobian, scalars).
+    pub fn bytes(&self) -> usize {
+        8 * (self.u.len() + self.k0.len() + self.jac.len() + 4)
+    }
+}
+
+/// Step-by-step driver of an implicit method ([`Method::TrBdf2`](crate::Method::TrBdf2),
+/// [`Method::Kvaerno5`](crate::Method::Kvaerno5)): the same steps as [`crate::solve`] takes, one accepted
+/// step at a time, with checkpoints that replay bit for bit — what the sensitivity crate differentiates.
+///
+/// Rejections (error test or Newton failure) happen inside [`ImplicitIntegrator::step_accepted`]. After
+/// a step, [`ImplicitIntegrator::solve_iteration_matrix`] solves with the factorization of that step's
+/// iteration matrix M = I − hγJ (J frozen at some earlier point).
+pub struct ImplicitIntegrator<'a, M: OdeSystem> {
+    s: Esdirk<'a, M>,
+    stops: Vec<f64>,
+    next_stop: usize,
+    dir: f64,
+    fixed_step: Option<f64>,
+    h_max: f64,
+    max_steps: usize,
+    steps: usize,
+    exponent: f64,
+    h_abs: f64,
+    last_rejected: bool,
+    /// The FSAL copy K_s → K_0 is made when the next step starts, so the last step's stages stay readable.
+    fsal_pending: bool,
+    t_prev: f64,
+    h_last: f64,
+}
+
+impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
+    /// Sets up the solve of `problem` (f at t0, J at t0, the initial step) with tstops `options.tstops`
+    /// (the saving options are ignored).
+    ///
+    /// # Errors
+    /// Invalid tolerances or times, an explicit method, `dense(true)`, a non-finite f(t0, u0).
+    pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
+        Self::with_stops(problem, options, &[])
+    }
+
+    fn with_stops(
+        problem: &'a OdeProblem<M>,
+        options: &SolverOptions,
+        extra_stops: &[f64],
+    ) -> Result<Self, SolverError> {
+        let n = problem.n_states();
+        let atol = options.validated_atol(n)?;
+        let Some(tab) = options.method.esdirk_tableau() else {
+            return Err(SolverError::InvalidOption {
+                name: "method (explicit) for the implicit step API",
+                value: f64::NAN,
+                valid: "an implicit method (TrBdf2, Kvaerno5)",
+            });
+        };
+        if options.dense {
+            return Err(SolverError::InvalidOption {
+                name: "dense (with an implicit method)",
+                value: 1.0,
+                valid: "false: implicit methods have no dense output yet",
+            });
+        }
+        let (t0, t_end) = (problem.t0(), problem.t_end());
+        let dir = (t_end - t0).signum();
+        check_times("tstop", &options.tstops, t0, t_end, false)?;
+        let mut stops: Vec<f64> = options.tstops.clone();
+        stops.extend(extra_stops.iter().copied().filter(|&t| t != t0));
+        stops.push(t_end);
+        stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
+        stops.dedup();
+        let stages = tab.c.len();
+        let mut s = Esdirk {
+            tab,
+            problem,
+            n,
+            p: problem.params().to_vec(),
+            atol,
+            rtol: options.rtol,
+            t: t0,
+            u: problem.u0().to_vec(),
+            k: vec![0.0; stages * n],
+            y: vec![0.0; n],
+            u_new: vec![0.0; n],
+            rhs: vec![0.0; n],
+            delta: vec![0.0; n],
+            err: vec![0.0; n],
+            scale: vec![0.0; n],
+            jac: vec![0.0; n * n],
+            jac_fresh: false,
+            factored_hg: 0.0,
+            lu: DenseLu::new(n),
+            ud: vec![Dual64::from(0.0); n],
+            pd: vec![Dual64::from(0.0); problem.model().n_params()],
+            fd: vec![Dual64::from(0.0); n],
+            stats: Statistics::default(),
+        };
+        let u = s.u.clone();
+        let mut k1 = vec![0.0; n];
+        s.f(t0, &u, &mut k1);
+        if let Some(component) = k1.iter().position(|v| !v.is_finite()) {
+            return Err(SolverError::NonFiniteRhs {
+                t: t0,
+                component,
+                value: k1[component],
+            });
+        }
+        s.k[..n].copy_from_slice(&k1);
+        s.jacobian(t0);
+        // Initial step: h0, or 0.01·‖u‖/‖f‖ bounded by the span (order-2 heuristic).
+        let span = (t_end - t0).abs();
+        let h_abs = match (options.fixed_step, options.h0) {
+            (Some(h), _) | (None, Some(h)) => h,
+            (None, None) => {
+                for m in 0..n {
+                    s.scale[m] = s.atol[m] + s.rtol * s.u[m].abs();
+                }
+                let (d0, d1) = (s.norm(&s.u), s.norm(&s.k[..n]));
+                if d0 < 1e-5 || d1 < 1e-5 {
+                    1e-6
+                } else {
+                    0.01 * d0 / d1
+                }
+            }
+        }
+        .min(span)
+        .min(options.h_max);
+        Ok(Self {
+            exponent: -1.0 / f64::from(tab.order.min(tab.embedded_order) + 1),
+            s,
+            stops,
+            next_stop: 0,
+            dir,
+            fixed_step: options.fixed_step,
+            h_max: options.h_max,
+            max_steps: options.max_steps,
+            steps: 0,
+            h_abs,
+            last_rejected: false,
+            fsal_pending: false,
+            t_prev: t0,
+            h_last: 0.0,
+        })
+    }
+
+    /// Whether the end of the span has been reached.
+    pub fn is_finished(&self) -> bool {
+        self.next_stop == self.stops.len()
+    }
+
+    /// Current time.
+    pub fn t(&self) -> f64 {
+        self.s.t
+    }
+
+    /// Current state.
+    pub fn u(&self) -> &[f64] {
+        &self.s.u
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Statistics {
+        self.s.stats
+    }
+
+    /// The method's tableau.
+    pub fn tableau(&self) -> &'static EsdirkTableau {
+        self.s.tab
+    }
+
+    /// Takes one accepted step (retrying rejected attempts) and returns it.
+    ///
+    /// # Errors
+    /// [`SolverError::AlreadyFinished`], [`SolverError::MaxStepsReached`] (attempts count),
+    /// [`SolverError::SingularMatrix`], [`SolverError::NewtonFailed`] when Newton keeps failing with a
+    /// fresh Jacobian as h shrinks to round-off level, [`SolverError::StepSizeTooSmall`].
+    pub fn step_accepted(&mut self) -> Result<ImplicitStep<'_>, SolverError> {
+        if self.is_finished() {
+            return Err(SolverError::AlreadyFinished { t: self.s.t });
+        }
+        let (n, stages) = (self.s.n, self.s.tab.c.len());
+        if self.fsal_pending {
+            // FSAL: the last stage is f(t_{n+1}, u_{n+1}).
+            self.s.k.copy_within((stages - 1) * n..stages * n, 0);
+            self.fsal_pending = false;
+        }
+        let mut newton_failed = false;
+        loop {
+            if self.steps >= self.max_steps {
+                return Err(SolverError::MaxStepsReached {
+                    t: self.s.t,
+                    max_steps: self.max_steps,
+                });
+            }
+            let stop = self.stops[self.next_stop];
+            let remaining = (stop - self.s.t).abs();
+            let hits = self.h_abs >= remaining * (1.0 - 1e-12)
+                || (self.fixed_step.is_some() && self.h_abs >= remaining * 0.99);
+            let h = self.dir * if hits { remaining } else { self.h_abs };
+            if h.abs() <= 16.0 * f64::EPSILON * self.s.t.abs().max(1.0) {
+                return Err(if newton_failed {
+                    SolverError::NewtonFailed { t: self.s.t, h }
+                } else {
+                    SolverError::StepSizeTooSmall { t: self.s.t, h }
+                });
+            }
+            self.steps += 1;
+            let Some(err) = self.s.attempt(h)? else {
+                // Newton failed: a fresh Jacobian first, then a smaller step.
+                self.s.stats.newton_failures += 1;
+                self.s.stats.rejected_steps += 1;
+                newton_failed = true;
+                if !self.s.jac_fresh {
+                    let t = self.s.t;
+                    self.s.jacobian(t);
+                } else if self.fixed_step.is_some() {
+                    return Err(SolverError::NewtonFailed { t: self.s.t, h });
+                } else {
+                    self.h_abs = h.abs() * 0.5;
+                }
+                self.last_rejected = true;
+                continue;
+            };
+            newton_failed = false;
+            if self.fixed_step.is_none() && err > 1.0 {
+                self.s.stats.rejected_steps += 1;
+                self.h_abs = h.abs() * (0.9 * err.powf(self.exponent)).max(0.2);
+                self.last_rejected = true;
+                continue;
+            }
+            // Accept.
+            self.s.stats.accepted_steps += 1;
+            self.t_prev = self.s.t;
+            self.h_last = h;
+            self.s.t = if hits { stop } else { self.s.t + h };
+            std::mem::swap(&mut self.s.u, &mut self.s.u_new);
+            self.fsal_pending = true;
+            self.s.jac_fresh = false;
+            if hits {
+                self.next_stop += 1;
+            }
+            if self.fixed_step.is_none() {
+                let growth = if self.last_rejected { 1.0 } else { 5.0 };
+                let q = (0.9 * err.max(1e-10).powf(self.exponent)).clamp(0.2, growth);
+                // Keep the factorization when the step barely changes.
+                if !hits && (0.9..=1.2).contains(&q) {
+                    self.h_abs = h.abs();
+                } else {
+                    self.h_abs = (h.abs() * q).min(self.h_max);
+                }
+            }
+            self.last_rejected = false;
+            return Ok(self.last_step());
+        }
+    }
+
+    /// The last accepted step.
+    fn last_step(&self) -> ImplicitStep<'_> {
+        ImplicitStep {
+            t: self.t_prev,
+            h: self.h_last,
+            t_next: self.s.t,
+            u: &self.s.u_new,
+            u_next: &self.s.u,
+            stages: &self.s.k,
+            tableau: self.s.tab,
+        }
+    }
+
+    /// Solves M x = b in place with the factorization of the last accepted step's iteration matrix
+    /// M = I − hγJ (J: the frozen Jacobian it was built from).
+    pub fn solve_iteration_matrix(&mut self, b: &mut [f64]) {
+        self.s.lu.solve_in_place(b);
+    }
+
+    /// Solves Mᵀ x = b in place (see [`ImplicitIntegrator::solve_iteration_matrix`]).
+    pub fn solve_iteration_matrix_transpose(&mut self, b: &mut [f64]) {
+        self.s.lu.solve_transpose_in_place(b);
+    }
+
+    /// A checkpoint of the current point (before the next step).
+    pub fn checkpoint(&self) -> ImplicitCheckpoint {
+        let mut cp = ImplicitCheckpoint::default();
+        self.checkpoint_into(&mut cp);
+        cp
+    }
+
+    /// [`ImplicitIntegrator::checkpoint`] into an existing checkpoint, reusing its buffers.
+    pub fn checkpoint_into(&self, cp: &mut ImplicitCheckpoint) {
+        let (n, stages) = (self.s.n, self.s.tab.c.len());
+        let first = if self.fsal_pending { stages - 1 } else { 0 };
+        cp.t = self.s.t;
+        cp.u.clone_from(&self.s.u);
+        cp.k0.clear();
+        cp.k0
+            .extend_from_slice(&self.s.k[first * n..(first + 1) * n]);
+        cp.jac.clone_from(&self.s.jac);
+        cp.jac_fresh = self.s.jac_fresh;
+        cp.h_abs = self.h_abs;
+        cp.last_rejected = self.last_rejected;
+        cp.next_stop = self.next_stop;
+        cp.steps = self.steps;
+    }
+
+    /// Restores a checkpoint taken from an integrator of the same problem and options: the following
+    /// steps are bit-for-bit those taken after the checkpoint.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] for a checkpoint of another size.
+    pub fn restore(&mut self, cp: &ImplicitCheckpoint) -> Result<(), SolverError> {
+        let n = self.s.n;
+        if cp.u.len() != n || cp.jac.len() != self.s.jac.len() {
+            return Err(SolverError::DimensionMismatch {
+                what: "implicit checkpoint state",
+                expected: n,
+                got: cp.u.len(),
+            });
+        }
+        self.s.t = cp.t;
+        self.s.u.copy_from_slice(&cp.u);
+        self.s.k[..n].copy_from_slice(&cp.k0);
+        self.s.jac.copy_from_slice(&cp.jac);
+        self.s.jac_fresh = cp.jac_fresh;
+        self.s.factored_hg = 0.0;
+        self.h_abs = cp.h_abs;
+        self.last_rejected = cp.last_rejected;
+        self.next_stop = cp.next_stop;
+        self.steps = cp.steps;
+        self.fsal_pending = false;
+        Ok(())
+    }
+}
+
 /// Solves `problem` with an implicit method ([`Method::TrBdf2`], [`Method::Kvaerno5`]); called by
 /// [`crate::solve`].
 ///
 /// Supported options: tolerances, `h0`, `h_max`, `max_steps`, `tstops`, saving every step, at the end,
 /// or at `save_at` times (made tstops: exact step values, no interpolation), `fixed_step`. Not yet:
-/// `dense(true)`, the step API ([`crate::Integrator`]) and derivatives.
+/// `dense(true)`.
 ///
 /// # Errors
-/// As [`crate::solve`]; [`SolverError::SingularMatrix`] when the iteration matrix I − hγJ/2 is singular
-/// (naming t and h); [`SolverError::StepSizeTooSmall`] when Newton keeps failing as h shrinks;
+/// As [`crate::solve`]; [`SolverError::SingularMatrix`] when the iteration matrix I − hγJ is singular
+/// (naming t and h); [`SolverError::NewtonFailed`] when Newton keeps failing as h shrinks;
 /// [`SolverError::InvalidOption`] for `dense(true)`.
 pub(crate) fn solve_implicit<M: OdeSystem>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
     let n = problem.n_states();
-    let atol = options.validated_atol(n)?;
-    if options.dense {
-        return Err(SolverError::InvalidOption {
-            name: "dense (with an implicit method)",
-            value: 1.0,
-            valid: "false: implicit methods have no dense output yet",
-        });
-    }
     let (t0, t_end) = (problem.t0(), problem.t_end());
-    let dir = (t_end - t0).signum();
-    check_times("tstop", &options.tstops, t0, t_end, false)?;
-    let mut stops: Vec<f64> = options.tstops.clone();
     let save_at: Vec<f64> = match &options.saving {
         Saving::At(times) => {
             check_times("save_at", times, t0, t_end, true)?;
@@ -374,156 +767,35 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
         }
         _ => Vec::new(),
     };
-    stops.extend(save_at.iter().copied().filter(|&t| t != t0));
-    stops.push(t_end);
-    stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
-    stops.dedup();
-
-    let tab = options
-        .method
-        .esdirk_tableau()
-        .expect("solve() sends only implicit methods here");
-    let stages = tab.c.len();
-    let exponent = -1.0 / f64::from(tab.order.min(tab.embedded_order) + 1);
-    let mut s = Esdirk {
-        tab,
-        problem,
-        n,
-        p: problem.params().to_vec(),
-        atol,
-        rtol: options.rtol,
-        t: t0,
-        u: problem.u0().to_vec(),
-        k: vec![0.0; stages * n],
-        y: vec![0.0; n],
-        u_new: vec![0.0; n],
-        rhs: vec![0.0; n],
-        delta: vec![0.0; n],
-        err: vec![0.0; n],
-        scale: vec![0.0; n],
-        jac: vec![0.0; n * n],
-        jac_fresh: false,
-        factored_hg: 0.0,
-        lu: DenseLu::new(n),
-        ud: vec![Dual64::from(0.0); n],
-        pd: vec![Dual64::from(0.0); problem.model().n_params()],
-        fd: vec![Dual64::from(0.0); n],
-        stats: Statistics::default(),
-    };
+    let mut it = ImplicitIntegrator::with_stops(problem, options, &save_at)?;
     let mut times = Vec::new();
     let mut states = Vec::new();
     let save_every = matches!(options.saving, Saving::EveryStep);
+    let mut next_save = 0;
     if save_every || save_at.first() == Some(&t0) {
         times.push(t0);
-        states.extend_from_slice(&s.u);
+        states.extend_from_slice(it.u());
+        next_save = usize::from(save_at.first() == Some(&t0));
     }
-    let (t, u) = (s.t, s.u.clone());
-    let mut k1 = vec![0.0; n];
-    s.f(t, &u, &mut k1);
-    if let Some(component) = k1.iter().position(|v| !v.is_finite()) {
-        return Err(SolverError::NonFiniteRhs {
-            t,
-            component,
-            value: k1[component],
-        });
-    }
-    s.k[..n].copy_from_slice(&k1);
-    s.jacobian(t0);
-
-    // Initial step: h0, or 0.01·‖u‖/‖f‖ bounded by the span (order-2 heuristic).
-    let span = (t_end - t0).abs();
-    let mut h_abs = match (options.fixed_step, options.h0) {
-        (Some(h), _) | (None, Some(h)) => h,
-        (None, None) => {
-            for m in 0..n {
-                s.scale[m] = s.atol[m] + s.rtol * s.u[m].abs();
-            }
-            let (d0, d1) = (s.norm(&s.u), s.norm(&s.k[..n]));
-            if d0 < 1e-5 || d1 < 1e-5 {
-                1e-6
-            } else {
-                0.01 * d0 / d1
-            }
+    while !it.is_finished() {
+        let t_next = it.step_accepted()?.t_next;
+        let at_save = save_at.get(next_save) == Some(&t_next);
+        if at_save {
+            next_save += 1;
         }
-    }
-    .min(span)
-    .min(options.h_max);
-    let mut next_stop = 0;
-    let mut steps = 0usize;
-    let mut last_rejected = false;
-    while next_stop < stops.len() {
-        if steps >= options.max_steps {
-            return Err(SolverError::MaxStepsReached {
-                t: s.t,
-                max_steps: options.max_steps,
-            });
+        if save_every || at_save || (it.is_finished() && matches!(options.saving, Saving::EndOnly))
+        {
+            times.push(t_next);
+            states.extend_from_slice(it.u());
         }
-        let stop = stops[next_stop];
-        let remaining = (stop - s.t).abs();
-        let hits = h_abs >= remaining * (1.0 - 1e-12)
-            || (options.fixed_step.is_some() && h_abs >= remaining * 0.99);
-        let h = dir * if hits { remaining } else { h_abs };
-        if h.abs() <= 16.0 * f64::EPSILON * s.t.abs().max(1.0) {
-            return Err(SolverError::StepSizeTooSmall { t: s.t, h });
-        }
-        steps += 1;
-        let outcome = s.attempt(h)?;
-        let Some(err) = outcome else {
-            // Newton failed: a fresh Jacobian first, then a smaller step.
-            s.stats.newton_failures += 1;
-            s.stats.rejected_steps += 1;
-            if !s.jac_fresh {
-                s.jacobian(s.t);
-            } else if options.fixed_step.is_some() {
-                return Err(SolverError::StepSizeTooSmall { t: s.t, h });
-            } else {
-                h_abs = h.abs() * 0.5;
-            }
-            last_rejected = true;
-            continue;
-        };
-        if options.fixed_step.is_none() && err > 1.0 {
-            s.stats.rejected_steps += 1;
-            h_abs = h.abs() * (0.9 * err.powf(exponent)).max(0.2);
-            last_rejected = true;
-            continue;
-        }
-        // Accept.
-        s.stats.accepted_steps += 1;
-        s.t = if hits { stop } else { s.t + h };
-        std::mem::swap(&mut s.u, &mut s.u_new);
-        // FSAL: the last stage is f(t_{n+1}, u_{n+1}).
-        s.k.copy_within((stages - 1) * n..stages * n, 0);
-        s.jac_fresh = false;
-        if hits {
-            next_stop += 1;
-        }
-        let save = save_every
-            || (hits && save_at.contains(&s.t))
-            || (next_stop == stops.len() && matches!(options.saving, Saving::EndOnly));
-        if save {
-            times.push(s.t);
-            states.extend_from_slice(&s.u);
-        }
-        if options.fixed_step.is_none() {
-            let growth = if last_rejected { 1.0 } else { 5.0 };
-            let q = (0.9 * err.max(1e-10).powf(exponent)).clamp(0.2, growth);
-            // Keep the factorization when the step barely changes.
-            if !hits && (0.9..=1.2).contains(&q) {
-                h_abs = h.abs();
-            } else {
-                h_abs = (h.abs() * q).min(options.h_max);
-            }
-        }
-        last_rejected = false;
     }
     let rows = times.len();
     Ok(Solution {
         method: options.method,
         times: Array1::from(times),
         states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
-        u_end: Array1::from(s.u.clone()),
-        stats: s.stats,
+        u_end: Array1::from(it.u().to_vec()),
+        stats: it.stats(),
         t0,
         t_end,
         dense: None,

@@ -29,7 +29,7 @@ mod system;
 pub mod tableau;
 
 pub use error::SolverError;
-pub use implicit::EsdirkTableau;
+pub use implicit::{EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep};
 pub use integrator::{
     AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, check_times, solve,
 };

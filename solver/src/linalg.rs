@@ -16,6 +16,9 @@ pub trait LinearSolver {
 
     /// Solves A x = b in place (b becomes x) with the last factorization.
     fn solve_in_place(&mut self, b: &mut [f64]);
+
+    /// Solves Aᵀ x = b in place with the last factorization (for adjoints).
+    fn solve_transpose_in_place(&mut self, b: &mut [f64]);
 }
 
 /// Dense LU with partial pivoting (faer), all buffers allocated once.
@@ -32,7 +35,12 @@ impl DenseLu {
     /// Buffers for n×n systems.
     pub fn new(n: usize) -> Self {
         let req = factor::lu_in_place_scratch::<usize, f64>(n, n, Par::Seq, Default::default())
-            .or(solve::solve_in_place_scratch::<usize, f64>(n, 1, Par::Seq));
+            .or(solve::solve_in_place_scratch::<usize, f64>(n, 1, Par::Seq))
+            .or(solve::solve_transpose_in_place_scratch::<usize, f64>(
+                n,
+                1,
+                Par::Seq,
+            ));
         Self {
             n,
             lu: Mat::zeros(n, n),
@@ -90,6 +98,25 @@ impl LinearSolver for DenseLu {
             *v = self.rhs[(i, 0)];
         }
     }
+
+    fn solve_transpose_in_place(&mut self, b: &mut [f64]) {
+        let n = self.n;
+        for (i, &v) in b.iter().enumerate() {
+            self.rhs[(i, 0)] = v;
+        }
+        let perm = PermRef::new_checked(&self.perm, &self.perm_inv, n);
+        solve::solve_transpose_in_place(
+            self.lu.as_ref(),
+            self.lu.as_ref(),
+            perm,
+            self.rhs.as_mut(),
+            Par::Seq,
+            MemStack::new(&mut self.buffer),
+        );
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = self.rhs[(i, 0)];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +133,12 @@ mod tests {
         for (i, row) in a.iter().enumerate() {
             let s: f64 = row.iter().zip(&x).map(|(a, x)| a * x).sum();
             assert!((s - [1.0, 2.0, 3.0][i]).abs() < 1e-13);
+        }
+        let mut z = [1.0, 2.0, 3.0];
+        lu.solve_transpose_in_place(&mut z);
+        for j in 0..3 {
+            let s: f64 = (0..3).map(|i| a[i][j] * z[i]).sum();
+            assert!((s - [1.0, 2.0, 3.0][j]).abs() < 1e-13);
         }
         // Refactor the same buffers with another matrix.
         lu.factor(&mut |i, j| if i == j { 2.0 } else { 0.0 })
