@@ -248,15 +248,6 @@ fn trbdf2_errors_are_clear() {
         Err(SolverError::InvalidOption { .. })
     ));
     assert!(matches!(
-        odesens::sensitivity::adjoint_gradient(
-            &r,
-            &implicit,
-            &odesens::sensitivity::SquaredNormAt::new(1.0),
-            odesens::sensitivity::Checkpointing::KeepAll
-        ),
-        Err(odesens::sensitivity::SensitivityError::InvalidSetting { .. })
-    ));
-    assert!(matches!(
         solve(&r, &implicit.clone().max_steps(3)),
         Err(SolverError::MaxStepsReached { max_steps: 3, .. })
     ));

@@ -452,6 +452,9 @@ pub fn adjoint_gradient_with<M: OdeSystem, O: Objective>(
     check_objective(problem, objective)?;
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
+    if opts.method.is_implicit() {
+        return crate::implicit::adjoint(problem, &opts, objective, checkpointing, settings);
+    }
     let p = problem.params().to_vec();
 
     // Forward pass: G, the step count, and the checkpoints the policy keeps.

@@ -77,13 +77,6 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     options: &SolverOptions,
     extra: &[&[f64]],
 ) -> Result<SolverOptions, SensitivityError> {
-    if options.method.is_implicit() {
-        return Err(SensitivityError::InvalidSetting {
-            name: "method (implicit)",
-            value: f64::NAN,
-            valid: "an explicit method: derivatives of implicit solves are not implemented yet",
-        });
-    }
     let (t0, t_end) = (problem.t0(), problem.t_end());
     let dir = (t_end - t0).signum();
     let mut tstops = options.tstops.clone();
@@ -91,6 +84,19 @@ pub(crate) fn derivative_options<M: OdeSystem>(
         tstops = merge_times(&tstops, times, t0, dir);
     }
     Ok(options.clone().tstops(tstops).save_end_only().dense(false))
+}
+
+/// Rejects implicit methods for the computations that support only explicit ones.
+pub(crate) fn require_explicit(options: &SolverOptions) -> Result<(), SensitivityError> {
+    if options.method.is_implicit() {
+        return Err(SensitivityError::InvalidSetting {
+            name: "method (implicit)",
+            value: f64::NAN,
+            valid: "an explicit method: this computation supports explicit methods only (forward \
+                    sensitivities and the discrete adjoint support implicit ones)",
+        });
+    }
+    Ok(())
 }
 
 /// Validates an objective for `problem`.

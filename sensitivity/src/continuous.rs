@@ -35,7 +35,8 @@ use odesens_solver::{
 
 use crate::adjoint::{Action, Checkpointing, Stack, revolve};
 use crate::common::{
-    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, forward_pass,
+    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options,
+    forward_pass, require_explicit,
 };
 use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
@@ -407,6 +408,7 @@ fn run<M: OdeSystem, O: Objective>(
     }
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let (t0, t_end) = (problem.t0(), problem.t_end());
+    require_explicit(options)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let u0 = problem.u0().to_vec();

@@ -345,6 +345,18 @@ fn run_all<M: OdeSystem, O: Objective>(
     error_control: bool,
 ) -> Result<Vec<(std::ops::Range<usize>, ChunkResult)>, SensitivityError> {
     let nd = du0.ncols();
+    if options.method.is_implicit() {
+        // One block: the implicit tangents reuse the step's factorization for all directions.
+        let res = crate::implicit::forward(problem, options, du0, dp, save_times, objective)?;
+        let chunk = ChunkResult {
+            saved: res.saved,
+            states: res.states,
+            d_objective: res.d_objective,
+            value: res.value,
+            stats: res.stats,
+        };
+        return Ok(vec![(0..nd, chunk)]);
+    }
     // Balanced blocks, one per thread where possible, at most CHUNK directions each; with the
     // tangents in the error control all directions share one block (one step sequence).
     let block = if error_control {

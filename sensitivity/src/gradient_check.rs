@@ -37,6 +37,13 @@ pub fn objective_value<M: OdeSystem, O: Objective>(
 ) -> Result<f64, SensitivityError> {
     check_objective(problem, objective)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
+    let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
+    if opts.method.is_implicit() {
+        let mut it = odesens_solver::ImplicitIntegrator::new(problem, &opts)?;
+        let (value, _) =
+            crate::implicit::forward_pass(&mut it, objective, &p, (problem.t0(), &u0), |_, _| {})?;
+        return Ok(value);
+    }
     let mut integrator = Integrator::new(problem, &opts)?;
     let (value, _) = forward_pass(
         &mut integrator,

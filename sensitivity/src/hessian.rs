@@ -20,7 +20,9 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use num_dual::Dual;
 use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
 
-use crate::common::{Gradient, SensitivityStats, check_objective, derivative_options, stage_time};
+use crate::common::{
+    Gradient, SensitivityStats, check_objective, derivative_options, require_explicit, stage_time,
+};
 use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -184,6 +186,7 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
             got: v_u0.len(),
         });
     }
+    require_explicit(options)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());

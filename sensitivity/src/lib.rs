@@ -1,6 +1,8 @@
 //! # odesens-sensitivity
 //!
-//! Derivatives of ODE solutions computed by `odesens-solver`'s explicit Runge–Kutta methods:
+//! Derivatives of ODE solutions computed by `odesens-solver`'s Runge–Kutta methods (forward
+//! sensitivities, the discrete adjoint and gradient checks for explicit and implicit methods alike; the
+//! continuous adjoint, H·v and the cost model for explicit ones):
 //!
 //! - [`forward_sensitivities`] / [`forward_gradient`]: tangents ∂u/∂θ propagated stage by stage
 //!   (cost grows with the number of directions);
@@ -51,6 +53,7 @@ mod error;
 mod forward;
 mod gradient_check;
 mod hessian;
+mod implicit;
 pub mod lanes;
 mod mode;
 mod objective;

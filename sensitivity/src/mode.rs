@@ -28,7 +28,7 @@ use odesens_solver::{OdeProblem, OdeSystem, SolverOptions, solve};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::common::{check_objective, derivative_options};
+use crate::common::{check_objective, derivative_options, require_explicit};
 use crate::derivatives::{CHUNK, Derivatives};
 use crate::error::SensitivityError;
 use crate::objective::Objective;
@@ -147,6 +147,7 @@ impl CostModel {
         objective: &O,
     ) -> Result<Self, SensitivityError> {
         check_objective(problem, objective)?;
+        require_explicit(options)?;
         let opts = derivative_options(problem, options, &[objective.observation_times()])?;
         // States to evaluate the kernels at: every step's state (saving does not change the steps; this
         // solve also reports any solver error before the timings).
