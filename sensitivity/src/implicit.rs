@@ -147,7 +147,7 @@ impl StageLinear {
         self.fallbacks += 1;
         let cols = n + np;
         self.exact
-            .factor(&mut |i, j| f64::from(u8::from(i == j)) - hg * jac[i * cols + j])
+            .factor(&mut |i, j, _| f64::from(u8::from(i == j)) - hg * jac[i * cols + j])
             .map_err(|pivot| SolverError::SingularMatrix { t, h, pivot })?;
         Ok(jac)
     }

@@ -26,8 +26,8 @@
 
 use crate::error::SolverError;
 use crate::integrator::check_times;
-use crate::linalg::{DenseLu, LinearSolver};
-use crate::options::{Saving, SolverOptions};
+use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
+use crate::options::{LinearSolverKind, Saving, SolverOptions};
 use crate::problem::OdeProblem;
 use crate::solution::{Solution, Statistics};
 use crate::system::OdeSystem;
@@ -167,12 +167,15 @@ struct Esdirk<'a, M: OdeSystem> {
     delta: Vec<f64>,
     err: Vec<f64>,
     scale: Vec<f64>,
-    /// J = ∂f/∂u at the last evaluation point, column-major n × n.
+    /// J = ∂f/∂u at the last evaluation point, in the layout of `lu` (column-major n × n, or the
+    /// sparse pattern's CSC positions).
     jac: Vec<f64>,
     jac_fresh: bool,
     /// hγ of the current factorization (0: none).
     factored_hg: f64,
-    lu: DenseLu,
+    lu: Lu,
+    /// Colour of each column and the number of colours (sparse Jacobians).
+    colors: Option<(Vec<usize>, usize)>,
     ud: Vec<Dual64>,
     pd: Vec<Dual64>,
     fd: Vec<Dual64>,
@@ -190,11 +193,36 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         self.stats.rhs_evaluations += 1;
     }
 
-    /// J at (t, u) by n forward-mode passes.
+    /// J at (t, u) by n forward-mode passes (dense), or one per colour (sparse).
     fn jacobian(&mut self, t: f64) {
         let n = self.n;
         for (d, &x) in self.pd.iter_mut().zip(&self.p) {
             *d = Dual64::from(x);
+        }
+        if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, &self.lu) {
+            let pattern = lu.pattern();
+            for c in 0..*count {
+                for (i, d) in self.ud.iter_mut().enumerate() {
+                    *d = Dual64::new(self.u[i], f64::from(u8::from(colors[i] == c)));
+                }
+                self.problem.model().rhs(
+                    Dual64::from(t),
+                    ArrayView1::from(&self.ud[..]),
+                    ArrayView1::from(&self.pd[..]),
+                    ArrayViewMut1::from(&mut self.fd[..]),
+                );
+                // Column j of colour c: its rows' derivatives are the seed's (no other column of
+                // this colour touches them).
+                for j in (0..n).filter(|&j| colors[j] == c) {
+                    for (k, &i) in pattern.col_range(j).zip(pattern.col_rows(j)) {
+                        self.jac[k] = self.fd[i].eps;
+                    }
+                }
+            }
+            self.stats.jacobian_evaluations += 1;
+            self.jac_fresh = true;
+            self.factored_hg = 0.0;
+            return;
         }
         for j in 0..n {
             for (i, d) in self.ud.iter_mut().enumerate() {
@@ -220,10 +248,10 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         if self.factored_hg == hg {
             return Ok(());
         }
-        let (n, jac) = (self.n, &self.jac);
-        let result = self.lu.factor(&mut |i, j| {
+        let jac = &self.jac;
+        let result = self.lu.factor(&mut |i, j, k| {
             let identity = if i == j { 1.0 } else { 0.0 };
-            identity - hg * jac[j * n + i]
+            identity - hg * jac[k]
         });
         self.stats.factorizations += 1;
         match result {
@@ -341,6 +369,69 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         let e = self.norm(&self.err);
         Ok(Some(if e.is_finite() { e } else { f64::INFINITY }))
     }
+}
+
+/// The sparsity pattern to factor with, or `None` for dense LU (see [`LinearSolverKind`]).
+fn choose_pattern<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    kind: LinearSolverKind,
+) -> Result<Option<SparsityPattern>, SolverError> {
+    let n = problem.n_states();
+    if kind == LinearSolverKind::Dense || (kind == LinearSolverKind::Auto && n < 64) {
+        return Ok(None);
+    }
+    let pattern = match problem.model().jacobian_sparsity() {
+        Some(entries) => {
+            SparsityPattern::new(n, entries).map_err(|(i, j)| SolverError::DimensionMismatch {
+                what: "jacobian_sparsity entry (row or column ≥ n)",
+                expected: n,
+                got: i.max(j),
+            })?
+        }
+        None => detect_pattern(problem),
+    };
+    let sparse_enough = pattern.nnz() * 10 <= n * n;
+    Ok((kind == LinearSolverKind::Sparse || sparse_enough).then_some(pattern))
+}
+
+/// The pattern of ∂f/∂u by forward-mode AD, column by column, at two states perturbed from u0 (and
+/// parameters perturbed by 1 %), so that an entry is missed only if it vanishes at both.
+pub fn detect_pattern<M: OdeSystem>(problem: &OdeProblem<M>) -> SparsityPattern {
+    let n = problem.n_states();
+    let model = problem.model();
+    let t = Dual64::from(problem.t0());
+    let mut entries = Vec::new();
+    let mut ud = vec![Dual64::from(0.0); n];
+    let mut fd = vec![Dual64::from(0.0); n];
+    for (trial, shift) in [(0usize, 0.37), (1, 0.61)] {
+        let pd: Vec<Dual64> = problem
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| Dual64::from(x * (1.0 + 0.01 * (((k + trial) % 7) as f64 - 3.0) / 3.0)))
+            .collect();
+        let base: Vec<f64> = problem
+            .u0()
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                x + (x.abs() + 0.1) * shift * (1.0 + ((i * 7 + trial) % 11) as f64 / 11.0)
+            })
+            .collect();
+        for j in 0..n {
+            for (i, d) in ud.iter_mut().enumerate() {
+                *d = Dual64::new(base[i], f64::from(u8::from(i == j)));
+            }
+            model.rhs(
+                t,
+                ArrayView1::from(&ud[..]),
+                ArrayView1::from(&pd[..]),
+                ArrayViewMut1::from(&mut fd[..]),
+            );
+            entries.extend((0..n).filter(|&i| fd[i].eps != 0.0).map(|i| (i, j)));
+        }
+    }
+    SparsityPattern::new(n, entries).expect("entries inside n × n")
 }
 
 /// An accepted implicit step, as [`ImplicitIntegrator::step_accepted`] returns it: everything needed to
@@ -498,15 +589,24 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             delta: vec![0.0; n],
             err: vec![0.0; n],
             scale: vec![0.0; n],
-            jac: vec![0.0; n * n],
+            jac: Vec::new(),
             jac_fresh: false,
             factored_hg: 0.0,
-            lu: DenseLu::new(n),
+            lu: Lu::Dense(DenseLu::new(0)),
+            colors: None,
             ud: vec![Dual64::from(0.0); n],
             pd: vec![Dual64::from(0.0); problem.model().n_params()],
             fd: vec![Dual64::from(0.0); n],
             stats: Statistics::default(),
         };
+        s.lu = match choose_pattern(problem, options.linear_solver)? {
+            Some(pattern) => {
+                s.colors = Some(pattern.column_colors());
+                Lu::Sparse(Box::new(SparseLu::new(pattern)))
+            }
+            None => Lu::Dense(DenseLu::new(n)),
+        };
+        s.jac = vec![0.0; s.lu.len(n)];
         let u = s.u.clone();
         let mut k1 = vec![0.0; n];
         s.f(t0, &u, &mut k1);

@@ -29,11 +29,13 @@ mod system;
 pub mod tableau;
 
 pub use error::SolverError;
-pub use implicit::{EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep};
+pub use implicit::{
+    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, detect_pattern,
+};
 pub use integrator::{
     AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, check_times, solve,
 };
-pub use options::{Atol, PiController, Saving, SolverOptions};
+pub use options::{Atol, LinearSolverKind, PiController, Saving, SolverOptions};
 pub use problem::OdeProblem;
 pub use solution::{DenseOutput, Solution, Statistics};
 pub use system::{OdeSystem, Scalar};

@@ -109,6 +109,21 @@ pub struct SolverOptions {
     /// along) are integrated with the same steps but do not vote on them: the "seminorm" of Kidger,
     /// Chen & Lyons, "Hey, that's not an ODE" (2021).
     pub error_norm_components: Option<usize>,
+    /// Linear algebra of implicit methods (default [`LinearSolverKind::Auto`]).
+    pub linear_solver: LinearSolverKind,
+}
+
+/// How implicit methods store and factor the iteration matrix I − hγJ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinearSolverKind {
+    /// Dense below 64 states; from 64 on, sparse when the Jacobian's pattern (declared by
+    /// [`crate::OdeSystem::jacobian_sparsity`] or detected) fills at most 10 % of the matrix.
+    #[default]
+    Auto,
+    /// Dense LU; the Jacobian by n forward-mode passes.
+    Dense,
+    /// Sparse LU; the Jacobian by one forward-mode pass per colour of its pattern.
+    Sparse,
 }
 
 impl Default for SolverOptions {
@@ -126,6 +141,7 @@ impl Default for SolverOptions {
             fixed_step: None,
             controller: PiController::default(),
             error_norm_components: None,
+            linear_solver: LinearSolverKind::Auto,
         }
     }
 }
@@ -185,6 +201,12 @@ impl SolverOptions {
         self.tstops = tstops;
         self
     }
+    /// Chooses the linear algebra of implicit methods.
+    pub fn linear_solver(mut self, kind: LinearSolverKind) -> Self {
+        self.linear_solver = kind;
+        self
+    }
+
     /// Turns dense output on or off.
     pub fn dense(mut self, dense: bool) -> Self {
         self.dense = dense;

@@ -76,6 +76,15 @@ pub trait OdeSystem: Sync {
         let _ = (t, u, p, lambda, u_bar, p_bar);
         false
     }
+
+    /// Optional sparsity pattern of the Jacobian ∂f/∂u: the (row, column) pairs that may be nonzero.
+    /// Implicit methods then factor a sparse iteration matrix and form the Jacobian with one
+    /// forward-mode pass per colour of a column colouring. The default `None` lets the solver detect
+    /// the pattern by AD at two perturbed states when it wants a sparse path
+    /// ([`crate::LinearSolverKind`]); declare it when an entry could vanish at both.
+    fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
+        None
+    }
 }
 
 impl<T: OdeSystem + ?Sized> OdeSystem for &T {
@@ -101,5 +110,8 @@ impl<T: OdeSystem + ?Sized> OdeSystem for &T {
         p_bar: &mut [f64],
     ) -> bool {
         (**self).vjp(t, u, p, lambda, u_bar, p_bar)
+    }
+    fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
+        (**self).jacobian_sparsity()
     }
 }

@@ -94,4 +94,30 @@ impl OdeSystem for Brusselator2D {
             }
         }
     }
+
+    /// The 5-point stencil in each field plus the local u–v coupling: 12 entries per grid point.
+    fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
+        let n = self.n;
+        let m = n * n;
+        let mut entries = Vec::with_capacity(12 * m);
+        for j in 0..n {
+            for i in 0..n {
+                let k = i + j * n;
+                let neighbours = [
+                    k,
+                    (i + n - 1) % n + j * n,
+                    (i + 1) % n + j * n,
+                    i + ((j + n - 1) % n) * n,
+                    i + ((j + 1) % n) * n,
+                ];
+                for c in neighbours {
+                    entries.push((k, c));
+                    entries.push((m + k, m + c));
+                }
+                entries.push((k, m + k));
+                entries.push((m + k, k));
+            }
+        }
+        Some(entries)
+    }
 }
