@@ -59,10 +59,10 @@ fn sparse_lu_solves_like_dense_and_reports_singular_matrices() {
     let (mut x, mut y) = (b.clone(), b.clone());
     lu.solve_in_place(&mut x);
     lu.solve_transpose_in_place(&mut y);
-    for i in 0..n {
+    for (i, bi) in b.iter().enumerate() {
         let ax: f64 = (0..n).map(|j| value(i, j) * x[j]).sum();
         let aty: f64 = (0..n).map(|j| value(j, i) * y[j]).sum();
-        assert!((ax - b[i]).abs() < 1e-13 && (aty - b[i]).abs() < 1e-13);
+        assert!((ax - bi).abs() < 1e-13 && (aty - bi).abs() < 1e-13);
     }
     // A zero column: singular.
     assert!(
