@@ -19,12 +19,11 @@ fn detected_pattern_matches_the_declared_one_and_colours_are_few() {
         // A valid colouring: no row has two columns of one colour.
         for i in 0..2 * n * n {
             let mut seen = std::collections::HashSet::new();
-            for j in 0..2 * n * n {
+            for (j, &color) in colors.iter().enumerate() {
                 if declared.col_rows(j).contains(&i) {
                     assert!(
-                        seen.insert(colors[j]),
-                        "row {i} has two columns of colour {}",
-                        colors[j]
+                        seen.insert(color),
+                        "row {i} has two columns of colour {color}"
                     );
                 }
             }
