@@ -2,13 +2,17 @@
 //! HIRES to t = 321.8122, TR-BDF2 and Kvaerno5 at several tolerances; the error in units of the local
 //! tolerance against the Bari test set's references (data/reference/stiff.json) beside each median.
 //!
+//! Also the 2-D Brusselator at N = 32 (2048 states, the BrussScaling form) with Kvaerno5 at rtol 1e-6,
+//! atol 1e-6 on the sparse path (coloured Jacobian, faer sparse LU) and on the dense one.
+//!
 //! Run: `cargo bench --bench stiff` (writes `data/benchmarks/stiff.json`).
 
 use std::hint::black_box;
 
 use criterion::Criterion;
-use odesens::models::{Hires, Robertson};
+use odesens::models::{Brusselator2D, Hires, Robertson};
 use odesens::prelude::*;
+use odesens::solver::LinearSolverKind;
 
 mod common;
 use common::median_ns;
@@ -76,7 +80,37 @@ fn run(problem: &str, method: Method, tol: f64) -> (Solution, f64) {
     (sol, err)
 }
 
+/// The Brusselator cases: (id, linear solver).
+const BRUSSELATOR: [(&str, LinearSolverKind); 2] = [
+    (
+        "stiff/brusselator32_Kvaerno5_sparse",
+        LinearSolverKind::Sparse,
+    ),
+    (
+        "stiff/brusselator32_Kvaerno5_dense",
+        LinearSolverKind::Dense,
+    ),
+];
+
+fn brusselator_options(kind: LinearSolverKind) -> SolverOptions {
+    SolverOptions::default()
+        .method(Method::Kvaerno5)
+        .tol(1e-6)
+        .save_end_only()
+        .linear_solver(kind)
+}
+
 fn benches(c: &mut Criterion) {
+    let bruss = Brusselator2D::problem(32).expect("valid");
+    let mut group = c.benchmark_group("stiff");
+    group.sample_size(10);
+    for (id, kind) in BRUSSELATOR {
+        let opts = brusselator_options(kind);
+        group.bench_function(id.trim_start_matches("stiff/"), |b| {
+            b.iter(|| solve(black_box(&bruss), &opts).expect("solve"))
+        });
+    }
+    group.finish();
     let robertson = Robertson::problem(Robertson::REFERENCE[0].0).expect("valid");
     let hires = Hires::problem().expect("valid");
     for (id, problem, method, tol) in cases() {
@@ -122,12 +156,46 @@ fn report() {
             "error_in_tolerances": err,
         }));
     }
+    let bruss = Brusselator2D::problem(32).expect("valid");
+    let mut bruss_rows = Vec::new();
+    for (id, kind) in BRUSSELATOR {
+        let Some(t) = median_ns(id) else {
+            continue;
+        };
+        let s = solve(&bruss, &brusselator_options(kind))
+            .expect("solve")
+            .stats;
+        println!(
+            "{id:<32} {:>8.3} ms {:>7} {:>6} {:>6} {:>8}",
+            t / 1e6,
+            s.accepted_steps,
+            s.jacobian_evaluations,
+            s.factorizations,
+            s.newton_iterations
+        );
+        bruss_rows.push(serde_json::json!({
+            "id": id, "linear_solver": format!("{kind:?}"), "median_time_s": t * 1e-9,
+            "accepted_steps": s.accepted_steps, "jacobian_evaluations": s.jacobian_evaluations,
+            "factorizations": s.factorizations, "newton_iterations": s.newton_iterations,
+        }));
+    }
+    if let (Some(sparse), Some(dense)) = (median_ns(BRUSSELATOR[0].0), median_ns(BRUSSELATOR[1].0))
+    {
+        println!(
+            "Brusselator N = 32: dense / sparse time = {:.1}",
+            dense / sparse
+        );
+    }
     common::write_report(
         "stiff.json",
         &serde_json::json!({
             "problems": "Robertson to t = 1e5 (atol = 1e-6·rtol), HIRES to t = 321.8122 (atol = rtol); references: Bari test set",
             "command": "cargo bench --bench stiff",
             "rows": rows,
+            "brusselator_n32": {
+                "set_up": "Brusselator2D::problem(32): 2048 states, t in [0, 1], Kvaerno5, rtol = atol = 1e-6",
+                "rows": bruss_rows,
+            },
         }),
     );
 }

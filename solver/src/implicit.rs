@@ -146,6 +146,8 @@ pub static KVAERNO5: EsdirkTableau = EsdirkTableau {
 
 const NEWTON_MAX: usize = 8;
 const KAPPA: f64 = 0.03;
+/// Relative change of hγ up to which the iteration matrix's factorization is kept.
+const LU_REUSE: f64 = 0.3;
 
 /// Working state of an ESDIRK solve: the current point, the stages of the last attempt, the Jacobian and
 /// its factorization.
@@ -243,11 +245,18 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         self.factored_hg = 0.0;
     }
 
-    /// Factors M = I − hγ J (unless already factored for this hγ).
+    /// Factors M = I − hγ J, unless the current factorization is for a hγ within [`LU_REUSE`] of this
+    /// one: simplified Newton converges with a slightly stale hγ too (as in CVODE), and a sparse LU costs
+    /// far more than the extra iteration it may take.
     fn factor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
-        if self.factored_hg == hg {
+        if self.factored_hg != 0.0 && (hg / self.factored_hg - 1.0).abs() <= LU_REUSE {
             return Ok(());
         }
+        self.refactor(hg, h)
+    }
+
+    /// Factors M = I − hγ J.
+    fn refactor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
         let jac = &self.jac;
         let result = self.lu.factor(&mut |i, j, k| {
             let identity = if i == j { 1.0 } else { 0.0 };
@@ -495,6 +504,7 @@ pub struct ImplicitCheckpoint {
     k0: Vec<f64>,
     jac: Vec<f64>,
     jac_fresh: bool,
+    factored_hg: f64,
     h_abs: f64,
     last_rejected: bool,
     next_stop: usize,
@@ -504,7 +514,7 @@ pub struct ImplicitCheckpoint {
 impl ImplicitCheckpoint {
     /// Bytes of floating-point data held (state, first stage, Jacobian, scalars).
     pub fn bytes(&self) -> usize {
-        8 * (self.u.len() + self.k0.len() + self.jac.len() + 4)
+        8 * (self.u.len() + self.k0.len() + self.jac.len() + 5)
     }
 }
 
@@ -808,6 +818,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             .extend_from_slice(&self.s.k[first * n..(first + 1) * n]);
         cp.jac.clone_from(&self.s.jac);
         cp.jac_fresh = self.s.jac_fresh;
+        cp.factored_hg = self.s.factored_hg;
         cp.h_abs = self.h_abs;
         cp.last_rejected = self.last_rejected;
         cp.next_stop = self.next_stop;
@@ -818,7 +829,8 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// steps are bit-for-bit those taken after the checkpoint.
     ///
     /// # Errors
-    /// [`SolverError::DimensionMismatch`] for a checkpoint of another size.
+    /// [`SolverError::DimensionMismatch`] for a checkpoint of another size; [`SolverError::SingularMatrix`]
+    /// if refactoring fails (it did not when the checkpoint was taken).
     pub fn restore(&mut self, cp: &ImplicitCheckpoint) -> Result<(), SolverError> {
         let n = self.s.n;
         if cp.u.len() != n || cp.jac.len() != self.s.jac.len() {
@@ -833,7 +845,11 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.s.k[..n].copy_from_slice(&cp.k0);
         self.s.jac.copy_from_slice(&cp.jac);
         self.s.jac_fresh = cp.jac_fresh;
+        // The factorization the next step will use (the same J and hγ give the same LU bits).
         self.s.factored_hg = 0.0;
+        if cp.factored_hg != 0.0 {
+            self.s.refactor(cp.factored_hg, cp.h_abs)?;
+        }
         self.h_abs = cp.h_abs;
         self.last_rejected = cp.last_rejected;
         self.next_stop = cp.next_stop;
