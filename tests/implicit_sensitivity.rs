@@ -11,7 +11,7 @@ use odesens::sensitivity::{
     forward_gradient, forward_sensitivities,
 };
 
-const IMPLICIT: [Method; 2] = [Method::Kvaerno5, Method::TrBdf2];
+const IMPLICIT: [Method; 3] = [Method::Kvaerno5, Method::TrBdf2, Method::RadauIIA5];
 
 fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
     let scale = a.iter().chain(b).fold(0.0f64, |m, x| m.max(x.abs()));
@@ -91,7 +91,7 @@ fn compare<M: OdeSystem + Clone, O: Objective>(
         adj.value,
         check.max_rel_error,
         adj.stats.forward.accepted_steps,
-        adj.stats.recomputation.factorizations,
+        adj.stats.exact_stage_factorizations,
         adj.stats.derivatives.vjp,
         fwd.stats.derivatives.jvp,
     );

@@ -171,6 +171,7 @@ fn implicit_methods_converge_with_their_order() {
     for (method, steps, order) in [
         (Method::TrBdf2, [0.02, 0.01, 0.005], 2.0),
         (Method::Kvaerno5, [0.05, 0.025, 0.0125], 5.0),
+        (Method::RadauIIA5, [0.1, 0.05, 0.025], 5.0),
     ] {
         let errors: Vec<(f64, f64)> = steps
             .iter()
@@ -259,7 +260,11 @@ fn kvaerno5_matches_the_stiff_van_der_pol_reference() {
     // Bari test set "vdpolm": μ = 1000, y0 = (2, 0), y(2000) = (1.706167732170469, −8.928097010248125e-4).
     let want = [1.706167732170469, -8.928097010248125e-4];
     let problem = OdeProblem::new(VanDerPol, vec![2.0, 0.0], vec![1000.0], (0.0, 2000.0)).unwrap();
-    for (method, tol, bound) in [(Method::Kvaerno5, 1e-9, 1e-5), (Method::TrBdf2, 1e-9, 1e-5)] {
+    for (method, tol, bound) in [
+        (Method::Kvaerno5, 1e-9, 1e-5),
+        (Method::TrBdf2, 1e-9, 1e-5),
+        (Method::RadauIIA5, 1e-9, 1e-5),
+    ] {
         let sol = solve(
             &problem,
             &SolverOptions::default()

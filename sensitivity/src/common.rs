@@ -26,6 +26,10 @@ pub struct SensitivityStats {
     pub peak_checkpoint_bytes: usize,
     /// Derivative evaluations (jvp, vjp, dual passes).
     pub derivatives: DerivativeCounts,
+    /// Implicit methods: stage systems of the tangents or the adjoint that the iteration preconditioned by
+    /// the step's own factorization did not settle within a few iterations, and that were solved with
+    /// the exact stage Jacobians factored instead (one Jacobian and one LU each).
+    pub exact_stage_factorizations: usize,
 }
 
 impl SensitivityStats {

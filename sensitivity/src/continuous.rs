@@ -561,6 +561,7 @@ fn run<M: OdeSystem, O: Objective>(
         peak_snapshots,
         peak_checkpoint_bytes: peak_snapshots * cp_bytes,
         derivatives: inner.der.counts,
+        exact_stage_factorizations: 0,
     };
     Ok(ContinuousGradient {
         gradient: Gradient {

@@ -394,6 +394,7 @@ fn add_stats(total: &mut SensitivityStats, s: &SensitivityStats) {
     total.derivatives.vjp += s.derivatives.vjp;
     total.derivatives.dual_passes += s.derivatives.dual_passes;
     total.derivatives.tape_sweeps += s.derivatives.tape_sweeps;
+    total.exact_stage_factorizations += s.exact_stage_factorizations;
 }
 
 /// Settings of [`forward_sensitivities_with`].

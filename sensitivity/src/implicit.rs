@@ -16,15 +16,19 @@
 //! in a Richardson iteration preconditioned by the step's own factorization of I − hγJ (J frozen at some
 //! earlier point, as Newton used it): x ← x + M⁻¹(b − M_i x), which contracts at Newton's rate. When it
 //! does not reach a relative change of 1e-13 within a few iterations, J_i is computed by AD and M_i
-//! factored (counted in `recomputation.jacobian_evaluations`).
+//! factored (counted in `exact_stage_factorizations`).
+//!
+//! Radau IIA's three stages are coupled: M = I − h(A ⊗ I) blockdiag(J_1, J_2, J_3) is one 3n system,
+//! preconditioned by the step's transformed factorizations (one real, one complex n × n system), with
+//! the dense 3n × 3n matrix as the exact fallback.
 
 #![allow(clippy::needless_range_loop)] // component loops over several equal-length buffers
 
 use ndarray::{Array1, Array2};
 use odesens_solver::linalg::{DenseLu, LinearSolver};
 use odesens_solver::{
-    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, OdeProblem, OdeSystem, SolverError,
-    SolverOptions,
+    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, OdeProblem, OdeSystem, Scheme,
+    SolverError, SolverOptions, radau,
 };
 
 use crate::adjoint::{Action, AdjointSettings, Checkpointing, revolve};
@@ -40,25 +44,26 @@ const LINEAR_MAX: usize = 12;
 
 /// A copy of one accepted step (the integrator is needed mutably while the step is differentiated).
 struct StepData {
-    tab: &'static EsdirkTableau,
+    scheme: Scheme,
     t: f64,
     h: f64,
     t_next: f64,
     u: Vec<f64>,
     u_next: Vec<f64>,
-    k: Vec<f64>,
+    /// Stage values Y_i (s × n).
+    ys: Vec<f64>,
 }
 
 impl StepData {
-    fn new(tab: &'static EsdirkTableau, n: usize) -> Self {
+    fn new(scheme: Scheme, n: usize) -> Self {
         Self {
-            tab,
+            scheme,
             t: 0.0,
             h: 0.0,
             t_next: 0.0,
             u: vec![0.0; n],
             u_next: vec![0.0; n],
-            k: vec![0.0; tab.c.len() * n],
+            ys: vec![0.0; scheme.stages() * n],
         }
     }
 
@@ -73,16 +78,27 @@ impl StepData {
         self.t_next = step.t_next;
         self.u.copy_from_slice(step.u);
         self.u_next.copy_from_slice(step.u_next);
-        self.k.copy_from_slice(step.stages);
+        self.ys.copy_from_slice(step.stage_values);
         Ok(())
     }
 
     fn stages(&self) -> usize {
-        self.tab.c.len()
+        self.scheme.stages()
+    }
+
+    /// The ESDIRK tableau (ESDIRK paths only).
+    fn tab(&self) -> &'static EsdirkTableau {
+        match self.scheme {
+            Scheme::Esdirk(tab) => tab,
+            Scheme::Radau5 => unreachable!("an ESDIRK step"),
+        }
     }
 
     fn stage_time(&self, i: usize) -> f64 {
-        let c = self.tab.c[i];
+        let c = match self.scheme {
+            Scheme::Esdirk(tab) => tab.c[i],
+            Scheme::Radau5 => radau::C[i],
+        };
         if c == 1.0 {
             self.t_next
         } else {
@@ -90,22 +106,18 @@ impl StepData {
         }
     }
 
-    /// Y_i (see [`odesens_solver::ImplicitStep::stage_value`]).
+    /// Y_i.
     fn stage_value(&self, i: usize, out: &mut [f64]) {
         let n = self.u.len();
-        if i == 0 {
-            out.copy_from_slice(&self.u);
-        } else if i + 1 == self.stages() {
-            out.copy_from_slice(&self.u_next);
-        } else {
-            for m in 0..n {
-                let mut acc = self.tab.gamma * self.k[i * n + m];
-                for (j, &a) in self.tab.a[i].iter().enumerate() {
-                    acc += a * self.k[j * n + m];
-                }
-                out[m] = self.u[m] + self.h * acc;
-            }
-        }
+        out.copy_from_slice(&self.ys[i * n..(i + 1) * n]);
+    }
+}
+
+/// The weight b_i of stage i.
+fn weight(scheme: Scheme, i: usize) -> f64 {
+    match scheme {
+        Scheme::Esdirk(tab) => tab.b[i],
+        Scheme::Radau5 => radau::A[2][i],
     }
 }
 
@@ -120,6 +132,11 @@ struct StageLinear {
     col: Vec<f64>,
     exact: DenseLu,
     fallbacks: usize,
+    /// Radau: a 3n vector, the three stage Jacobians [f_u f_p] (row-major), the exact 3n × 3n LU
+    /// (allocated on first use).
+    col3: Vec<f64>,
+    jacs: Vec<f64>,
+    exact3: Option<DenseLu>,
 }
 
 impl StageLinear {
@@ -130,7 +147,43 @@ impl StageLinear {
             col: vec![0.0; n],
             exact: DenseLu::new(n),
             fallbacks: 0,
+            col3: vec![0.0; 3 * n],
+            jacs: Vec::new(),
+            exact3: None,
         }
+    }
+
+    /// Radau: factors M = I − h(A ⊗ I) blockdiag(J_1, J_2, J_3) with the exact stage Jacobians (kept in
+    /// `jacs`).
+    fn factor_exact_radau<M: OdeSystem>(
+        &mut self,
+        der: &mut Derivatives<'_, M>,
+        step: &StepData,
+        p: &[f64],
+    ) -> Result<(), SensitivityError> {
+        let (n, np, h) = (self.n, p.len(), step.h);
+        let cols = n + np;
+        self.jacs.resize(3 * n * cols, 0.0);
+        for j in 0..3 {
+            step.stage_value(j, &mut self.y);
+            let jac = der.jacobian(step.stage_time(j), &self.y, p);
+            self.jacs[j * n * cols..(j + 1) * n * cols].copy_from_slice(jac);
+        }
+        self.fallbacks += 1;
+        let jacs = &self.jacs;
+        self.exact3
+            .get_or_insert_with(|| DenseLu::new(3 * n))
+            .factor(&mut |r, c, _| {
+                let (i, m, j, q) = (r / n, r % n, c / n, c % n);
+                let identity = f64::from(u8::from(r == c));
+                identity - h * radau::A[i][j] * jacs[j * n * cols + m * cols + q]
+            })
+            .map_err(|pivot| SolverError::SingularMatrix {
+                t: step.t,
+                h,
+                pivot,
+            })?;
+        Ok(())
     }
 
     /// Factors M_i = I − hγ J_i with J_i by AD at (t, Y_i); returns [f_u f_p] row-major.
@@ -175,9 +228,12 @@ impl ImplicitTangents {
         step: &StepData,
         p: &[f64],
     ) -> Result<(), SensitivityError> {
+        if step.scheme == Scheme::Radau5 {
+            return self.step_radau(it, der, lin, step, p);
+        }
         let (n, c, np) = (lin.n, self.c, p.len());
         let nc = n * c;
-        let (tab, h) = (step.tab, step.h);
+        let (tab, h) = (step.tab(), step.h);
         let hg = h * tab.gamma;
         self.ydot[..nc].copy_from_slice(&self.udot);
         der.jvp_block(
@@ -256,6 +312,99 @@ impl ImplicitTangents {
         self.udot.copy_from_slice(&self.ydot[(s - 1) * nc..s * nc]);
         check_finite("tangent", step.t_next, &self.udot)
     }
+
+    /// Radau IIA: Ẏ = 1 ⊗ u̇_n + h (A ⊗ I) K̇, K̇_j = J_j Ẏ_j + f_p ṗ (one coupled 3n system per lane),
+    /// preconditioned by the step's transformed factorizations; u̇_{n+1} = Ẏ_3.
+    fn step_radau<M: OdeSystem>(
+        &mut self,
+        it: &mut ImplicitIntegrator<'_, M>,
+        der: &mut Derivatives<'_, M>,
+        lin: &mut StageLinear,
+        step: &StepData,
+        p: &[f64],
+    ) -> Result<(), SensitivityError> {
+        let (n, c, np) = (lin.n, self.c, p.len());
+        let nc = n * c;
+        let h = step.h;
+        for i in 0..3 {
+            self.ydot[i * nc..(i + 1) * nc].copy_from_slice(&self.udot);
+        }
+        let mut converged = false;
+        let mut prev = f64::INFINITY;
+        for _ in 0..LINEAR_MAX {
+            for i in 0..3 {
+                step.stage_value(i, &mut lin.y);
+                der.jvp_block(
+                    step.stage_time(i),
+                    &lin.y,
+                    p,
+                    &self.ydot[i * nc..(i + 1) * nc],
+                    &self.pdot,
+                    &mut self.kdot[i * nc..(i + 1) * nc],
+                    c,
+                );
+            }
+            let mut change = 0.0f64;
+            for lane in 0..c {
+                for i in 0..3 {
+                    for m in 0..n {
+                        let x = m * c + lane;
+                        let mut acc = 0.0;
+                        for j in 0..3 {
+                            acc += radau::A[i][j] * self.kdot[j * nc + x];
+                        }
+                        lin.col3[i * n + m] = self.udot[x] + h * acc - self.ydot[i * nc + x];
+                    }
+                }
+                it.solve_iteration_matrix(&mut lin.col3);
+                for i in 0..3 {
+                    for m in 0..n {
+                        let d = lin.col3[i * n + m];
+                        self.ydot[i * nc + m * c + lane] += d;
+                        change = change.max(d.abs());
+                    }
+                }
+            }
+            let size = max_abs(&self.ydot[..3 * nc]);
+            if change <= LINEAR_TOL * size || size == 0.0 {
+                converged = true;
+                break;
+            }
+            if !change.is_finite() || change > 0.5 * prev {
+                break;
+            }
+            prev = change;
+        }
+        if !converged {
+            lin.factor_exact_radau(der, step, p)?;
+            let cols = n + np;
+            for lane in 0..c {
+                for i in 0..3 {
+                    for m in 0..n {
+                        let mut acc = 0.0;
+                        for j in 0..3 {
+                            let row = &lin.jacs
+                                [j * n * cols + m * cols + n..j * n * cols + (m + 1) * cols];
+                            let fp: f64 = (0..np).map(|q| row[q] * self.pdot[q * c + lane]).sum();
+                            acc += radau::A[i][j] * fp;
+                        }
+                        lin.col3[i * n + m] = self.udot[m * c + lane] + h * acc;
+                    }
+                }
+                lin.exact3
+                    .as_mut()
+                    .expect("factored")
+                    .solve_in_place(&mut lin.col3);
+                for i in 0..3 {
+                    for m in 0..n {
+                        self.ydot[i * nc + m * c + lane] = lin.col3[i * n + m];
+                    }
+                }
+            }
+        }
+        self.udot.copy_from_slice(&self.ydot[2 * nc..3 * nc]);
+        check_finite("tangent", step.t_next, &self.udot)
+    }
 }
 
 /// One block of forward tangents along an implicit solve: G and dG/dθ per lane (with an objective),
@@ -281,8 +430,8 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
     let c = du0.ncols();
     let p = problem.params().to_vec();
     let mut it = ImplicitIntegrator::new(problem, options)?;
-    let tab = it.tableau();
-    let s = tab.c.len();
+    let scheme = it.scheme();
+    let s = scheme.stages();
     let mut tg = ImplicitTangents {
         c,
         udot: vec![0.0; n * c],
@@ -302,7 +451,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
     }
     let mut der = Derivatives::new(problem.model());
     let mut lin = StageLinear::new(n);
-    let mut step = StepData::new(tab, n);
+    let mut step = StepData::new(scheme, n);
     let mut tracker = objective.map(|o| ObjectiveTracker::new(o, n, np));
     let mut d_objective = vec![0.0; c];
     let mut value = 0.0;
@@ -345,7 +494,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
         {
             let mut q = 0.0;
             for i in 0..s {
-                let b = tab.b[i];
+                let b = weight(scheme, i);
                 if b != 0.0 {
                     step.stage_value(i, &mut yi);
                     q += b * tr.running_gradient(step.stage_time(i), &yi, &p)?;
@@ -375,8 +524,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
         derivatives: der.counts,
         ..Default::default()
     };
-    stats.recomputation.jacobian_evaluations = lin.fallbacks;
-    stats.recomputation.factorizations = lin.fallbacks;
+    stats.exact_stage_factorizations = lin.fallbacks;
     Ok(ImplicitForward {
         saved,
         states,
@@ -401,6 +549,9 @@ struct Engine<'a, 'o, M: OdeSystem, O: Objective> {
     sigma: Vec<f64>,
     c: Vec<f64>,
     g: Vec<f64>,
+    /// Radau: the right-hand side and residual of the coupled 3n system.
+    c3: Vec<f64>,
+    r3: Vec<f64>,
     p_scratch: Vec<f64>,
     obs_left: usize,
     trajectory: Option<Vec<f64>>,
@@ -427,8 +578,7 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
         self.step.take(&mut self.replay)?;
         let n = self.lambda.len();
         let step = &self.step;
-        let (tab, h) = (step.tab, step.h);
-        let hg = h * tab.gamma;
+        let h = step.h;
         let s = step.stages();
         let p = &self.p[..];
         if let Some(rec) = self.trajectory.as_mut()
@@ -453,94 +603,206 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
             }
         }
         let running = self.tracker.objective().has_running_cost();
-        for i in (0..s).rev() {
-            let ti = step.stage_time(i);
-            step.stage_value(i, &mut self.lin.y);
-            // σ_i = h Σ_{k>i} a_ki μ_k; c_i = δ_{i,s−1} λ + h b_i ∂r/∂u.
-            for m in 0..n {
-                let mut acc = 0.0;
-                for k in i + 1..s {
-                    acc += tab.a[k][i] * self.mu[k * n + m];
+        if step.scheme == Scheme::Radau5 {
+            self.reverse_radau(running)?;
+        } else {
+            let tab = step.tab();
+            let hg = h * tab.gamma;
+            for i in (0..s).rev() {
+                let ti = step.stage_time(i);
+                step.stage_value(i, &mut self.lin.y);
+                // σ_i = h Σ_{k>i} a_ki μ_k; c_i = δ_{i,s−1} λ + h b_i ∂r/∂u.
+                for m in 0..n {
+                    let mut acc = 0.0;
+                    for k in i + 1..s {
+                        acc += tab.a[k][i] * self.mu[k * n + m];
+                    }
+                    self.sigma[m] = h * acc;
+                    self.c[m] = if i + 1 == s { self.lambda[m] } else { 0.0 };
                 }
-                self.sigma[m] = h * acc;
-                self.c[m] = if i + 1 == s { self.lambda[m] } else { 0.0 };
-            }
-            let hb = h * tab.b[i];
-            if running && hb != 0.0 {
-                self.tracker.running_gradient(ti, &self.lin.y, p)?;
-                for (c, g) in self.c.iter_mut().zip(&self.tracker.g_u) {
-                    *c += hb * g;
+                let hb = h * weight(step.scheme, i);
+                if running && hb != 0.0 {
+                    self.tracker.running_gradient(ti, &self.lin.y, p)?;
+                    for (c, g) in self.c.iter_mut().zip(&self.tracker.g_u) {
+                        *c += hb * g;
+                    }
+                    for (pb, g) in self.p_bar.iter_mut().zip(&self.tracker.g_p) {
+                        *pb += hb * g;
+                    }
                 }
-                for (pb, g) in self.p_bar.iter_mut().zip(&self.tracker.g_p) {
-                    *pb += hb * g;
+                let mu = &mut self.mu[i * n..(i + 1) * n];
+                if i == 0 {
+                    // Y_0 = u_n is explicit: μ_0 = c_0 + J_0ᵀ σ_0, p̄ += f_pᵀ σ_0.
+                    mu.copy_from_slice(&self.c);
+                    if self.sigma.iter().any(|&x| x != 0.0) {
+                        self.der
+                            .vjp_add(ti, &self.lin.y, p, &self.sigma, mu, &mut self.p_bar);
+                    }
+                    continue;
                 }
-            }
-            let mu = &mut self.mu[i * n..(i + 1) * n];
-            if i == 0 {
-                // Y_0 = u_n is explicit: μ_0 = c_0 + J_0ᵀ σ_0, p̄ += f_pᵀ σ_0.
+                // M_iᵀ μ = c + J_iᵀ σ by x ← x + M⁻ᵀ(c + J_iᵀ(σ + hγ x) − x), from x = c.
                 mu.copy_from_slice(&self.c);
-                if self.sigma.iter().any(|&x| x != 0.0) {
-                    self.der
-                        .vjp_add(ti, &self.lin.y, p, &self.sigma, mu, &mut self.p_bar);
+                let mut converged = false;
+                let mut prev = f64::INFINITY;
+                for _ in 0..LINEAR_MAX {
+                    for m in 0..n {
+                        self.g[m] = self.sigma[m] + hg * mu[m];
+                    }
+                    self.lin.col.copy_from_slice(&self.c);
+                    self.der.vjp_add(
+                        ti,
+                        &self.lin.y,
+                        p,
+                        &self.g,
+                        &mut self.lin.col,
+                        &mut self.p_scratch,
+                    );
+                    for m in 0..n {
+                        self.lin.col[m] -= mu[m];
+                    }
+                    self.replay
+                        .solve_iteration_matrix_transpose(&mut self.lin.col);
+                    let mut change = 0.0f64;
+                    for m in 0..n {
+                        mu[m] += self.lin.col[m];
+                        change = change.max(self.lin.col[m].abs());
+                    }
+                    let size = max_abs(mu);
+                    if change <= LINEAR_TOL * size || size == 0.0 {
+                        converged = true;
+                        break;
+                    }
+                    if !change.is_finite() || change > 0.5 * prev {
+                        break;
+                    }
+                    prev = change;
                 }
-                continue;
-            }
-            // M_iᵀ μ = c + J_iᵀ σ by x ← x + M⁻ᵀ(c + J_iᵀ(σ + hγ x) − x), from x = c.
-            mu.copy_from_slice(&self.c);
-            let mut converged = false;
-            let mut prev = f64::INFINITY;
-            for _ in 0..LINEAR_MAX {
+                if !converged {
+                    let jac = self.lin.factor_exact(&mut self.der, ti, p, hg, h)?;
+                    let cols = n + p.len();
+                    for m in 0..n {
+                        let mut acc = self.c[m];
+                        for r in 0..n {
+                            acc += jac[r * cols + m] * self.sigma[r];
+                        }
+                        mu[m] = acc;
+                    }
+                    self.lin.exact.solve_transpose_in_place(mu);
+                }
+                // p̄ += f_p(Y_i)ᵀ (σ_i + hγ μ_i).
                 for m in 0..n {
                     self.g[m] = self.sigma[m] + hg * mu[m];
                 }
-                self.lin.col.copy_from_slice(&self.c);
+                self.lin.col.iter_mut().for_each(|x| *x = 0.0);
                 self.der.vjp_add(
                     ti,
                     &self.lin.y,
                     p,
                     &self.g,
                     &mut self.lin.col,
+                    &mut self.p_bar,
+                );
+            }
+        }
+        // λ_n = Σ_i μ_i.
+        for m in 0..n {
+            self.lambda[m] = (0..s).map(|i| self.mu[i * n + m]).sum();
+        }
+        let t = self.step.t;
+        check_finite("adjoint λ", t, &self.lambda)?;
+        check_finite("adjoint p̄", t, &self.p_bar)?;
+        if let Some(rec) = self.trajectory.as_mut() {
+            rec.push(t);
+            rec.extend_from_slice(&self.lambda);
+        }
+        Ok(())
+    }
+
+    /// Radau IIA backwards: Mᵀμ = c with M = I − h(A ⊗ I) blockdiag(J_j), i.e. μ_j − J_jᵀ ν_j = c_j,
+    /// ν_j = h Σ_i a_ij μ_i, c_3 = λ (+ h b_j ∂r/∂u); then p̄ += Σ_j f_p(Y_j)ᵀ ν_j.
+    fn reverse_radau(&mut self, running: bool) -> Result<(), SensitivityError> {
+        let n = self.lambda.len();
+        let h = self.step.h;
+        let p = &self.p[..];
+        // Buffers taken for the duration (put back below: no allocation).
+        let (mut cvec, mut resid) = (std::mem::take(&mut self.c3), std::mem::take(&mut self.r3));
+        cvec.iter_mut().for_each(|x| *x = 0.0);
+        cvec[2 * n..].copy_from_slice(&self.lambda);
+        if running {
+            for j in 0..3 {
+                let hb = h * radau::A[2][j];
+                self.step.stage_value(j, &mut self.lin.y);
+                self.tracker
+                    .running_gradient(self.step.stage_time(j), &self.lin.y, p)?;
+                for (x, g) in cvec[j * n..(j + 1) * n].iter_mut().zip(&self.tracker.g_u) {
+                    *x += hb * g;
+                }
+                for (pb, g) in self.p_bar.iter_mut().zip(&self.tracker.g_p) {
+                    *pb += hb * g;
+                }
+            }
+        }
+        self.mu.copy_from_slice(&cvec);
+        let nu = |mu: &[f64], j: usize, m: usize| -> f64 {
+            h * (0..3).map(|i| radau::A[i][j] * mu[i * n + m]).sum::<f64>()
+        };
+        let mut converged = false;
+        let mut prev = f64::INFINITY;
+        for _ in 0..LINEAR_MAX {
+            // Residual c + (J_jᵀ ν_j)_j − μ, then μ += M_frozen⁻ᵀ residual.
+            for j in 0..3 {
+                for m in 0..n {
+                    self.g[m] = nu(&self.mu, j, m);
+                }
+                self.step.stage_value(j, &mut self.lin.y);
+                let r = &mut resid[j * n..(j + 1) * n];
+                r.copy_from_slice(&cvec[j * n..(j + 1) * n]);
+                self.der.vjp_add(
+                    self.step.stage_time(j),
+                    &self.lin.y,
+                    p,
+                    &self.g,
+                    r,
                     &mut self.p_scratch,
                 );
-                for m in 0..n {
-                    self.lin.col[m] -= mu[m];
+                for (x, mu) in r.iter_mut().zip(&self.mu[j * n..(j + 1) * n]) {
+                    *x -= mu;
                 }
-                self.replay
-                    .solve_iteration_matrix_transpose(&mut self.lin.col);
-                let mut change = 0.0f64;
-                for m in 0..n {
-                    mu[m] += self.lin.col[m];
-                    change = change.max(self.lin.col[m].abs());
-                }
-                let size = max_abs(mu);
-                if change <= LINEAR_TOL * size || size == 0.0 {
-                    converged = true;
-                    break;
-                }
-                if !change.is_finite() || change > 0.5 * prev {
-                    break;
-                }
-                prev = change;
             }
-            if !converged {
-                let jac = self.lin.factor_exact(&mut self.der, ti, p, hg, h)?;
-                let cols = n + p.len();
-                for m in 0..n {
-                    let mut acc = self.c[m];
-                    for r in 0..n {
-                        acc += jac[r * cols + m] * self.sigma[r];
-                    }
-                    mu[m] = acc;
-                }
-                self.lin.exact.solve_transpose_in_place(mu);
+            self.replay.solve_iteration_matrix_transpose(&mut resid);
+            let mut change = 0.0f64;
+            for (mu, d) in self.mu.iter_mut().zip(&resid) {
+                *mu += d;
+                change = change.max(d.abs());
             }
-            // p̄ += f_p(Y_i)ᵀ (σ_i + hγ μ_i).
+            let size = max_abs(&self.mu);
+            if change <= LINEAR_TOL * size || size == 0.0 {
+                converged = true;
+                break;
+            }
+            if !change.is_finite() || change > 0.5 * prev {
+                break;
+            }
+            prev = change;
+        }
+        if !converged {
+            self.lin.factor_exact_radau(&mut self.der, &self.step, p)?;
+            self.mu.copy_from_slice(&cvec);
+            self.lin
+                .exact3
+                .as_mut()
+                .expect("factored")
+                .solve_transpose_in_place(&mut self.mu);
+        }
+        // p̄ += f_p(Y_j)ᵀ ν_j.
+        for j in 0..3 {
             for m in 0..n {
-                self.g[m] = self.sigma[m] + hg * mu[m];
+                self.g[m] = nu(&self.mu, j, m);
             }
+            self.step.stage_value(j, &mut self.lin.y);
             self.lin.col.iter_mut().for_each(|x| *x = 0.0);
             self.der.vjp_add(
-                ti,
+                self.step.stage_time(j),
                 &self.lin.y,
                 p,
                 &self.g,
@@ -548,16 +810,7 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
                 &mut self.p_bar,
             );
         }
-        // λ_n = Σ_i μ_i.
-        for m in 0..n {
-            self.lambda[m] = (0..s).map(|i| self.mu[i * n + m]).sum();
-        }
-        check_finite("adjoint λ", step.t, &self.lambda)?;
-        check_finite("adjoint p̄", step.t, &self.p_bar)?;
-        if let Some(rec) = self.trajectory.as_mut() {
-            rec.push(step.t);
-            rec.extend_from_slice(&self.lambda);
-        }
+        (self.c3, self.r3) = (cvec, resid);
         Ok(())
     }
 }
@@ -572,7 +825,7 @@ pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
     mut before_step: impl FnMut(&ImplicitIntegrator<'_, M>, usize),
 ) -> Result<(f64, usize), SensitivityError> {
     let n = u0.len();
-    let tab = it.tableau();
+    let scheme = it.scheme();
     let mut tracker = ObjectiveTracker::new(objective, n, p.len());
     let mut value = 0.0;
     if tracker.times().first() == Some(&t0) {
@@ -581,13 +834,14 @@ pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
     }
     let mut steps = 0;
     let mut yi = vec![0.0; n];
-    let mut data = StepData::new(tab, n);
+    let mut data = StepData::new(scheme, n);
     while !it.is_finished() {
         before_step(it, steps);
         data.take(it)?;
         if objective.has_running_cost() {
             let mut q = 0.0;
-            for (i, &b) in tab.b.iter().enumerate() {
+            for i in 0..scheme.stages() {
+                let b = weight(scheme, i);
                 if b != 0.0 {
                     data.stage_value(i, &mut yi);
                     q += b * objective.running_cost::<f64>(
@@ -620,7 +874,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     let p = problem.params().to_vec();
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());
     let mut forward = ImplicitIntegrator::new(problem, options)?;
-    let tab = forward.tableau();
+    let scheme = forward.scheme();
     let initial = forward.checkpoint();
     let cp_bytes = initial.bytes();
     let snapshots = checkpointing.snapshots(cp_bytes)?;
@@ -638,13 +892,13 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         }
     })?;
 
-    let s = tab.c.len();
+    let s = scheme.stages();
     let mut e = Engine {
         replay: ImplicitIntegrator::new(problem, options)?,
         der: Derivatives::new(problem.model()).with_vjp_mode(settings.vjp),
         lin: StageLinear::new(n),
         tracker: ObjectiveTracker::new(objective, n, np),
-        step: StepData::new(tab, n),
+        step: StepData::new(scheme, n),
         p: p.clone(),
         lambda: vec![0.0; n],
         p_bar: vec![0.0; np],
@@ -652,6 +906,8 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         sigma: vec![0.0; n],
         c: vec![0.0; n],
         g: vec![0.0; n],
+        c3: vec![0.0; 3 * n],
+        r3: vec![0.0; 3 * n],
         p_scratch: vec![0.0; np],
         obs_left: objective.observation_times().len(),
         trajectory: settings.record_trajectory.then(Vec::new),
@@ -731,9 +987,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
             lambda: arr.slice(ndarray::s![.., 1..]).to_owned(),
         }
     });
-    let mut recomputation = e.replay.stats();
-    recomputation.jacobian_evaluations += e.lin.fallbacks;
-    recomputation.factorizations += e.lin.fallbacks;
+    let recomputation = e.replay.stats();
     Ok(Gradient {
         value,
         wrt_params: Array1::from(e.p_bar),
@@ -745,6 +999,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
             peak_snapshots,
             peak_checkpoint_bytes: peak_snapshots * cp_bytes,
             derivatives: e.der.counts,
+            exact_stage_factorizations: e.lin.fallbacks,
         },
         adjoint,
     })

@@ -143,16 +143,150 @@ pub static KVAERNO5: EsdirkTableau = EsdirkTableau {
         0.0,
     ],
 };
+/// Radau IIA of order 5 (3 stages, collocation at c = ((4 − √6)/10, (4 + √6)/10, 1)), in Hairer's
+/// implementation RADAU5 (Hairer & Wanner, *Solving ODEs II*, §IV.8; radau5.f): the stage increments
+/// Z = (Y_i − u_n) solve Z = h (A ⊗ I) F(u_n + Z); simplified Newton in the coordinates W = (T⁻¹ ⊗ I) Z,
+/// where T⁻¹A⁻¹T = diag(γ, [[α, −β], [β, α]]), needs one real system (γ/h I − J) and one complex one
+/// ((α + iβ)/h I − J) per iteration — the complex one is factored here as the equivalent real 2n × 2n
+/// system [[α/h I − J, −β/h I], [β/h I, α/h I − J]], which costs the same flops. The error estimate is
+/// RADAU5's filtered one, (γ/h I − J)⁻¹ (f(u_n) + Σ d_i Z_i / h), refined once after a rejection; step
+/// sizes by Gustafsson's predictive controller; the new stages' starting values from the previous step's
+/// collocation polynomial. As in RADAU5 the tolerances are mapped to rtol' = 0.1 rtol^{2/3} (atol scaled
+/// alike), since the embedded estimate is of order 3.
+pub mod radau {
+    /// Nodes c_i.
+    pub const C: [f64; 3] = [0.15505102572168222, 0.6449489742783178, 1.0];
+    /// The Butcher matrix A (b = its last row: stiffly accurate).
+    pub const A: [[f64; 3]; 3] = [
+        [
+            0.19681547722366044,
+            -0.06553542585019838,
+            0.02377097434822015,
+        ],
+        [
+            0.3944243147390873,
+            0.29207341166522843,
+            -0.04154875212599792,
+        ],
+        [0.37640306270046725, 0.5124858261884216, 0.1111111111111111],
+    ];
+    /// T (radau5.f), with T⁻¹A⁻¹T = diag(γ, [[α, −β], [β, α]]).
+    pub const T: [[f64; 3]; 3] = [
+        [
+            9.1232394870892942792e-02,
+            -0.14125529502095420843,
+            -3.0029194105147424492e-02,
+        ],
+        [
+            0.24171793270710701896,
+            0.20412935229379993199,
+            0.38294211275726193779,
+        ],
+        [0.96604818261509293619, 1.0, 0.0],
+    ];
+    /// T⁻¹ (radau5.f).
+    pub const TI: [[f64; 3]; 3] = [
+        [
+            4.3255798900631553510,
+            0.33919925181580986954,
+            0.54177053993587487119,
+        ],
+        [
+            -4.1787185915519047273,
+            -0.32768282076106238708,
+            0.47662355450055045196,
+        ],
+        [
+            -0.50287263494578687595,
+            2.5719269498556054292,
+            -0.59603920482822492497,
+        ],
+    ];
+    /// The real eigenvalue γ of A⁻¹.
+    pub const GAMMA: f64 = 3.6378342527444962;
+    /// The complex pair α ± iβ of A⁻¹.
+    pub const ALPHA: f64 = 2.6810828736277523;
+    /// See [`ALPHA`].
+    pub const BETA: f64 = 3.0504301992474105;
+    /// Error-estimate weights d_i = −(13 + 7√6)/3, (−13 + 7√6)/3, −1/3.
+    pub const D: [f64; 3] = [-10.048809399827414, 1.382142733160748, -1.0 / 3.0];
+}
+
+/// Which implicit scheme an [`ImplicitIntegrator`] runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Scheme {
+    /// An ESDIRK pair.
+    Esdirk(&'static EsdirkTableau),
+    /// Radau IIA of order 5 ([`radau`]).
+    Radau5,
+}
+
+impl PartialEq for Scheme {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Scheme::Esdirk(a), Scheme::Esdirk(b)) => std::ptr::eq(*a, *b),
+            (Scheme::Radau5, Scheme::Radau5) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Scheme {
+    /// Number of stages (ESDIRK: the explicit first one included).
+    pub fn stages(self) -> usize {
+        match self {
+            Scheme::Esdirk(tab) => tab.c.len(),
+            Scheme::Radau5 => 3,
+        }
+    }
+}
 
 const NEWTON_MAX: usize = 8;
 const KAPPA: f64 = 0.03;
-/// Relative change of hγ up to which the iteration matrix's factorization is kept.
+/// Relative change of hγ up to which the ESDIRK iteration matrix's factorization is kept.
 const LU_REUSE: f64 = 0.3;
+/// Radau: Newton iterations allowed (radau5's NIT), the rate below which the Jacobian is kept (THET),
+/// the safety factor and the step-ratio limits.
+const RADAU_NIT: usize = 7;
+const RADAU_THET: f64 = 0.001;
+const RADAU_SAFE: f64 = 0.9;
+const RADAU_FACL: f64 = 5.0;
+const RADAU_FACR: f64 = 0.125;
 
-/// Working state of an ESDIRK solve: the current point, the stages of the last attempt, the Jacobian and
-/// its factorization.
-struct Esdirk<'a, M: OdeSystem> {
-    tab: &'static EsdirkTableau,
+/// Radau IIA's own buffers and controller memory.
+struct RadauState {
+    /// The complex system as a real 2n × 2n one.
+    lu2: Lu,
+    /// h of `lu2`'s factorization (0: none).
+    factored_h2: f64,
+    /// Stage increments Z (3 × n), transformed W, stage derivatives F, the increment ΔW.
+    z: Vec<f64>,
+    w: Vec<f64>,
+    f: Vec<f64>,
+    dw: Vec<f64>,
+    /// The previous step's collocation polynomial (3 × n), for starting values and dense output.
+    cont: Vec<f64>,
+    have_cont: bool,
+    /// Last accepted h, Gustafsson's memory (h and error of the last accepted step), Newton's rate.
+    h_old: f64,
+    h_acc: f64,
+    err_acc: f64,
+    faccon: f64,
+    theta: f64,
+    /// Newton iterations of the last attempt.
+    newt: usize,
+    /// Step-size factor proposed by a failed Newton iteration.
+    newton_factor: f64,
+    first: bool,
+    /// Whether the previous attempt was rejected.
+    reject: bool,
+    fnewt: f64,
+}
+
+/// Working state of an implicit solve: the current point, the stages of the last attempt, the Jacobian and
+/// its factorizations.
+struct Core<'a, M: OdeSystem> {
+    scheme: Scheme,
     problem: &'a OdeProblem<M>,
     n: usize,
     p: Vec<f64>,
@@ -160,8 +294,11 @@ struct Esdirk<'a, M: OdeSystem> {
     rtol: f64,
     t: f64,
     u: Vec<f64>,
-    /// Stage derivatives K_i, s × n; K_0 = f(t_n, u_n) (FSAL: the last stage of the previous step).
+    /// ESDIRK: stage derivatives K_i, s × n; K_0 = f(t_n, u_n) (FSAL: the last stage of the previous
+    /// step). Radau: f(t_n, u_n) in the first n entries.
     k: Vec<f64>,
+    /// Stage values Y_i of the last attempt (s × n).
+    ys: Vec<f64>,
     /// The stage being solved, and u_{n+1}.
     y: Vec<f64>,
     u_new: Vec<f64>,
@@ -173,7 +310,7 @@ struct Esdirk<'a, M: OdeSystem> {
     /// sparse pattern's CSC positions).
     jac: Vec<f64>,
     jac_fresh: bool,
-    /// hγ of the current factorization (0: none).
+    /// The factorization's hγ (ESDIRK) or h/γ (Radau): `lu` holds I − hg·J. 0: none.
     factored_hg: f64,
     lu: Lu,
     /// Colour of each column and the number of colours (sparse Jacobians).
@@ -182,9 +319,10 @@ struct Esdirk<'a, M: OdeSystem> {
     pd: Vec<Dual64>,
     fd: Vec<Dual64>,
     stats: Statistics,
+    radau: Option<Box<RadauState>>,
 }
 
-impl<M: OdeSystem> Esdirk<'_, M> {
+impl<M: OdeSystem> Core<'_, M> {
     fn f(&mut self, t: f64, u: &[f64], out: &mut [f64]) {
         self.problem.model().rhs(
             t,
@@ -221,41 +359,45 @@ impl<M: OdeSystem> Esdirk<'_, M> {
                     }
                 }
             }
-            self.stats.jacobian_evaluations += 1;
-            self.jac_fresh = true;
-            self.factored_hg = 0.0;
-            return;
-        }
-        for j in 0..n {
-            for (i, d) in self.ud.iter_mut().enumerate() {
-                *d = Dual64::new(self.u[i], f64::from(u8::from(i == j)));
-            }
-            self.problem.model().rhs(
-                Dual64::from(t),
-                ArrayView1::from(&self.ud[..]),
-                ArrayView1::from(&self.pd[..]),
-                ArrayViewMut1::from(&mut self.fd[..]),
-            );
-            for i in 0..n {
-                self.jac[j * n + i] = self.fd[i].eps;
+        } else {
+            for j in 0..n {
+                for (i, d) in self.ud.iter_mut().enumerate() {
+                    *d = Dual64::new(self.u[i], f64::from(u8::from(i == j)));
+                }
+                self.problem.model().rhs(
+                    Dual64::from(t),
+                    ArrayView1::from(&self.ud[..]),
+                    ArrayView1::from(&self.pd[..]),
+                    ArrayViewMut1::from(&mut self.fd[..]),
+                );
+                for i in 0..n {
+                    self.jac[j * n + i] = self.fd[i].eps;
+                }
             }
         }
         self.stats.jacobian_evaluations += 1;
         self.jac_fresh = true;
         self.factored_hg = 0.0;
+        if let Some(r) = self.radau.as_mut() {
+            r.factored_h2 = 0.0;
+        }
     }
 
-    /// Factors M = I − hγ J, unless the current factorization is for a hγ within [`LU_REUSE`] of this
-    /// one: simplified Newton converges with a slightly stale hγ too (as in CVODE), and a sparse LU costs
-    /// far more than the extra iteration it may take.
+    /// Factors M = I − hg·J, unless the current factorization is for an hg within [`LU_REUSE`] of this
+    /// one (ESDIRK only): simplified Newton converges with a slightly stale hγ too (as in CVODE), and a
+    /// sparse LU costs far more than the extra iteration it may take.
     fn factor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
-        if self.factored_hg != 0.0 && (hg / self.factored_hg - 1.0).abs() <= LU_REUSE {
+        let reuse = match self.scheme {
+            Scheme::Esdirk(_) => LU_REUSE,
+            Scheme::Radau5 => 0.0,
+        };
+        if self.factored_hg != 0.0 && (hg / self.factored_hg - 1.0).abs() <= reuse {
             return Ok(());
         }
         self.refactor(hg, h)
     }
 
-    /// Factors M = I − hγ J.
+    /// Factors M = I − hg·J.
     fn refactor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
         let jac = &self.jac;
         let result = self.lu.factor(&mut |i, j, k| {
@@ -279,6 +421,75 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         }
     }
 
+    /// Factors Radau's real form of (α + iβ)/h I − J for step size h.
+    fn refactor_complex(&mut self, h: f64) -> Result<(), SolverError> {
+        let n = self.n;
+        let (a, b) = (radau::ALPHA / h, radau::BETA / h);
+        let jac = &self.jac;
+        let r = self.radau.as_mut().expect("Radau state");
+        // Positions of J's entries: dense column-major, or the pattern's (the 2n pattern repeats J's in
+        // both diagonal blocks, columns in order, see `complex_pattern`).
+        let (sparse_j, result) = match &mut r.lu2 {
+            Lu::Dense(lu) => (
+                false,
+                lu.factor(&mut |i, j, _| {
+                    let (bi, bj) = (i / n, j / n);
+                    let (ii, jj) = (i % n, j % n);
+                    let diag = if ii == jj { 1.0 } else { 0.0 };
+                    match (bi, bj) {
+                        (0, 0) | (1, 1) => a * diag - jac[jj * n + ii],
+                        (0, 1) => -b * diag,
+                        _ => b * diag,
+                    }
+                }),
+            ),
+            Lu::Sparse(_) => (true, Ok(())),
+        };
+        let result = if sparse_j {
+            let Lu::Sparse(j_lu) = &self.lu else {
+                unreachable!("sparse Radau has a sparse J")
+            };
+            let pattern = j_lu.pattern();
+            let Lu::Sparse(lu2) = &mut r.lu2 else {
+                unreachable!()
+            };
+            lu2.factor(&mut |i, j, _| {
+                let (bi, bj) = (i / n, j / n);
+                let (ii, jj) = (i % n, j % n);
+                if bi == bj {
+                    let diag = if ii == jj { 1.0 } else { 0.0 };
+                    let jv = pattern
+                        .col_rows(jj)
+                        .binary_search(&ii)
+                        .map(|q| jac[pattern.col_range(jj).start + q])
+                        .unwrap_or(0.0);
+                    a * diag - jv
+                } else if bi == 0 {
+                    -b
+                } else {
+                    b
+                }
+            })
+        } else {
+            result
+        };
+        self.stats.factorizations += 1;
+        match result {
+            Ok(()) => {
+                r.factored_h2 = h;
+                Ok(())
+            }
+            Err(pivot) => {
+                r.factored_h2 = 0.0;
+                Err(SolverError::SingularMatrix {
+                    t: self.t,
+                    h,
+                    pivot,
+                })
+            }
+        }
+    }
+
     /// RMS norm of v scaled by `scale`.
     fn norm(&self, v: &[f64]) -> f64 {
         let sum: f64 = v
@@ -289,8 +500,8 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         (sum / self.n as f64).sqrt()
     }
 
-    /// Solves Y − hγ f(t, Y) = rhs for stage `i` (initial guess in `y`), writing f(t, Y) into K_i.
-    /// Returns whether Newton converged.
+    /// Solves Y − hγ f(t, Y) = rhs for ESDIRK stage `i` (initial guess in `y`), writing f(t, Y) into
+    /// K_i. Returns whether Newton converged.
     fn newton(&mut self, t: f64, hg: f64, i: usize) -> bool {
         let n = self.n;
         let mut y = std::mem::take(&mut self.y);
@@ -333,6 +544,7 @@ impl<M: OdeSystem> Esdirk<'_, M> {
             for m in 0..n {
                 k[i * n + m] = (y[m] - self.rhs[m]) / hg;
             }
+            self.ys[i * n..(i + 1) * n].copy_from_slice(&y);
         }
         self.y = y;
         self.k = k;
@@ -341,12 +553,24 @@ impl<M: OdeSystem> Esdirk<'_, M> {
 
     /// One step attempt of size h: Ok(Some(err)) with the scaled error norm, Ok(None) if Newton failed.
     fn attempt(&mut self, h: f64) -> Result<Option<f64>, SolverError> {
-        let (n, tab) = (self.n, self.tab);
+        match self.scheme {
+            Scheme::Esdirk(tab) => self.attempt_esdirk(tab, h),
+            Scheme::Radau5 => self.attempt_radau(h),
+        }
+    }
+
+    fn attempt_esdirk(
+        &mut self,
+        tab: &'static EsdirkTableau,
+        h: f64,
+    ) -> Result<Option<f64>, SolverError> {
+        let n = self.n;
         let hg = h * tab.gamma;
         self.factor(hg, h)?;
         for m in 0..n {
             self.scale[m] = self.atol[m] + self.rtol * self.u[m].abs();
         }
+        self.ys[..n].copy_from_slice(&self.u);
         for i in 1..tab.c.len() {
             // rhs = u_n + h Σ_{j<i} a_ij K_j; predictor: the same with K_i ≈ K_{i−1}.
             for m in 0..n {
@@ -378,6 +602,180 @@ impl<M: OdeSystem> Esdirk<'_, M> {
         let e = self.norm(&self.err);
         Ok(Some(if e.is_finite() { e } else { f64::INFINITY }))
     }
+
+    /// Solves (γ/h I − J) x = b in place: (h/γ)(I − (h/γ)J)⁻¹ b.
+    fn solve_e1(&mut self, h: f64, b: &mut [f64]) {
+        self.lu.solve_in_place(b);
+        let s = h / radau::GAMMA;
+        b.iter_mut().for_each(|x| *x *= s);
+    }
+
+    fn attempt_radau(&mut self, h: f64) -> Result<Option<f64>, SolverError> {
+        let n = self.n;
+        let t = self.t;
+        self.factor(h / radau::GAMMA, h)?;
+        if self.radau.as_ref().expect("Radau state").factored_h2 != h {
+            self.refactor_complex(h)?;
+        }
+        for m in 0..n {
+            self.scale[m] = self.atol[m] + self.rtol * self.u[m].abs();
+        }
+        let mut r = self.radau.take().expect("Radau state");
+        // Starting values: the previous collocation polynomial extrapolated, or zero.
+        if r.have_cont && r.h_old != 0.0 {
+            let c3q = h / r.h_old;
+            for i in 0..3 {
+                let cq = radau::C[i] * c3q;
+                for m in 0..n {
+                    let (a1, a2, a3) = (r.cont[m], r.cont[n + m], r.cont[2 * n + m]);
+                    r.z[i * n + m] = cq
+                        * (a1
+                            + (cq - (radau::C[1] - 1.0)) * (a2 + (cq - (radau::C[0] - 1.0)) * a3));
+                }
+            }
+        } else {
+            r.z.iter_mut().for_each(|x| *x = 0.0);
+        }
+        transform(&radau::TI, &r.z, &mut r.w, n);
+        let (fac1, alphn, betan) = (radau::GAMMA / h, radau::ALPHA / h, radau::BETA / h);
+        r.faccon = r.faccon.max(f64::EPSILON).powf(0.8);
+        r.theta = r.theta.abs();
+        let mut converged = false;
+        let (mut dynold, mut thqold) = (0.0f64, 0.0f64);
+        r.newton_factor = 0.5;
+        r.newt = 0;
+        while r.newt < RADAU_NIT {
+            for i in 0..3 {
+                for m in 0..n {
+                    self.y[m] = self.u[m] + r.z[i * n + m];
+                }
+                let ti = if i == 2 { t + h } else { t + radau::C[i] * h };
+                let y = std::mem::take(&mut self.y);
+                self.f(ti, &y, &mut r.f[i * n..(i + 1) * n]);
+                self.y = y;
+            }
+            self.stats.newton_iterations += 1;
+            if r.f.iter().any(|v| !v.is_finite()) {
+                break;
+            }
+            // Right-hand sides in W coordinates: T⁻¹F − (Λ/h) W.
+            transform(&radau::TI, &r.f, &mut r.dw, n);
+            for m in 0..n {
+                let (w1, w2, w3) = (r.w[m], r.w[n + m], r.w[2 * n + m]);
+                r.dw[m] -= fac1 * w1;
+                r.dw[n + m] -= alphn * w2 - betan * w3;
+                r.dw[2 * n + m] -= betan * w2 + alphn * w3;
+            }
+            self.solve_e1(h, &mut r.dw[..n]);
+            r.lu2.solve_in_place(&mut r.dw[n..]);
+            let mut sum = 0.0;
+            for i in 0..3 {
+                for m in 0..n {
+                    sum += (r.dw[i * n + m] / self.scale[m]).powi(2);
+                }
+            }
+            let dyno = (sum / (3 * n) as f64).sqrt();
+            if !dyno.is_finite() {
+                break;
+            }
+            if r.newt >= 1 && r.newt < RADAU_NIT {
+                let thq = dyno / dynold;
+                r.theta = if r.newt == 1 {
+                    thq
+                } else {
+                    (thq * thqold).sqrt()
+                };
+                thqold = thq;
+                if r.theta < 0.99 {
+                    r.faccon = r.theta / (1.0 - r.theta);
+                    let left = (RADAU_NIT - 1 - r.newt) as i32;
+                    let dyth = r.faccon * dyno * r.theta.powi(left) / r.fnewt;
+                    if dyth >= 1.0 {
+                        let qnewt = dyth.clamp(1e-4, 20.0);
+                        r.newton_factor = 0.8 * qnewt.powf(-1.0 / (4.0 + f64::from(left)));
+                        break;
+                    }
+                } else {
+                    break;
+                }
+            }
+            dynold = dyno.max(f64::EPSILON);
+            for (w, d) in r.w.iter_mut().zip(&r.dw) {
+                *w += d;
+            }
+            transform(&radau::T, &r.w, &mut r.z, n);
+            r.newt += 1;
+            if r.faccon * dyno <= r.fnewt {
+                converged = true;
+                break;
+            }
+        }
+        if !converged {
+            self.radau = Some(r);
+            return Ok(None);
+        }
+        // u_{n+1} = u_n + Z_3; stage values; the error estimate.
+        for m in 0..n {
+            self.u_new[m] = self.u[m] + r.z[2 * n + m];
+            for i in 0..3 {
+                self.ys[i * n + m] = self.u[m] + r.z[i * n + m];
+            }
+            let (a, b) = (self.u[m].abs(), self.u_new[m].abs());
+            self.scale[m] = self.atol[m] + self.rtol * a.max(b);
+        }
+        for m in 0..n {
+            let f2 =
+                (radau::D[0] * r.z[m] + radau::D[1] * r.z[n + m] + radau::D[2] * r.z[2 * n + m])
+                    / h;
+            r.dw[m] = f2;
+            self.err[m] = self.k[m] + f2;
+        }
+        let mut e_vec = std::mem::take(&mut self.err);
+        self.solve_e1(h, &mut e_vec);
+        let mut err = self.norm(&e_vec);
+        if err >= 1.0 && (r.first || r.reject) {
+            // Refined estimate (radau5): f at u_n + e instead of f(u_n).
+            for m in 0..n {
+                self.y[m] = self.u[m] + e_vec[m];
+            }
+            let (y, mut fy) = (std::mem::take(&mut self.y), std::mem::take(&mut self.delta));
+            self.f(t, &y, &mut fy);
+            for m in 0..n {
+                e_vec[m] = fy[m] + r.dw[m];
+            }
+            (self.y, self.delta) = (y, fy);
+            self.solve_e1(h, &mut e_vec);
+            err = self.norm(&e_vec);
+        }
+        self.err = e_vec;
+        self.radau = Some(r);
+        Ok(Some(if err.is_finite() { err } else { f64::INFINITY }))
+    }
+}
+
+/// out_i = Σ_j M_ij v_j for 3 blocks of n.
+fn transform(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
+    for i in 0..3 {
+        for k in 0..n {
+            out[i * n + k] = m[i][0] * v[k] + m[i][1] * v[n + k] + m[i][2] * v[2 * n + k];
+        }
+    }
+}
+
+/// The 2n pattern of Radau's real form of the complex matrix: J's pattern in both diagonal blocks and
+/// the identity couplings.
+fn complex_pattern(p: &SparsityPattern) -> SparsityPattern {
+    let n = p.n();
+    let mut entries = Vec::with_capacity(2 * p.nnz() + 2 * n);
+    for j in 0..n {
+        for &i in p.col_rows(j) {
+            entries.push((i, j));
+            entries.push((n + i, n + j));
+        }
+        entries.push((n + j, j));
+        entries.push((j, n + j));
+    }
+    SparsityPattern::new(2 * n, entries).expect("inside 2n × 2n")
 }
 
 /// The sparsity pattern to factor with, or `None` for dense LU (see [`LinearSolverKind`]).
@@ -444,7 +842,7 @@ pub fn detect_pattern<M: OdeSystem>(problem: &OdeProblem<M>) -> SparsityPattern 
 }
 
 /// An accepted implicit step, as [`ImplicitIntegrator::step_accepted`] returns it: everything needed to
-/// differentiate it (the stage derivatives K_i, from which the stage values follow).
+/// differentiate it.
 #[derive(Debug)]
 pub struct ImplicitStep<'s> {
     /// t_n.
@@ -455,18 +853,24 @@ pub struct ImplicitStep<'s> {
     pub t_next: f64,
     /// u_n.
     pub u: &'s [f64],
-    /// u_{n+1} = Y_s.
+    /// u_{n+1} (= the last stage value: all schemes here are stiffly accurate).
     pub u_next: &'s [f64],
-    /// K_i = f(t_n + c_i h, Y_i), row i for stage i (s × n).
+    /// ESDIRK: the stage derivatives K_i = f(t_n + c_i h, Y_i), row i for stage i (s × n). Radau: f(t_n,
+    /// u_n) in the first row.
     pub stages: &'s [f64],
-    /// The method.
-    pub tableau: &'static EsdirkTableau,
+    /// The stage values Y_i (s × n; for ESDIRK Y_0 = u_n).
+    pub stage_values: &'s [f64],
+    /// The scheme.
+    pub scheme: Scheme,
 }
 
 impl ImplicitStep<'_> {
     /// The time of stage i (t_{n+1} exactly for c_i = 1).
     pub fn stage_time(&self, i: usize) -> f64 {
-        let c = self.tableau.c[i];
+        let c = match self.scheme {
+            Scheme::Esdirk(tab) => tab.c[i],
+            Scheme::Radau5 => radau::C[i],
+        };
         if c == 1.0 {
             self.t_next
         } else {
@@ -474,29 +878,15 @@ impl ImplicitStep<'_> {
         }
     }
 
-    /// The stage value Y_i = u_n + h Σ_{j<i} a_ij K_j + hγ K_i into `out` (Y_0 = u_n, Y_s = u_{n+1}).
-    pub fn stage_value(&self, i: usize, out: &mut [f64]) {
-        let (tab, n, h) = (self.tableau, self.u.len(), self.h);
-        if i == 0 {
-            out.copy_from_slice(self.u);
-            return;
-        }
-        if i + 1 == tab.c.len() {
-            out.copy_from_slice(self.u_next);
-            return;
-        }
-        for m in 0..n {
-            let mut acc = tab.gamma * self.stages[i * n + m];
-            for (j, &a) in tab.a[i].iter().enumerate() {
-                acc += a * self.stages[j * n + m];
-            }
-            out[m] = self.u[m] + h * acc;
-        }
+    /// The stage value Y_i.
+    pub fn stage_value(&self, i: usize) -> &[f64] {
+        let n = self.u.len();
+        &self.stage_values[i * n..(i + 1) * n]
     }
 }
 
 /// The state an [`ImplicitIntegrator`] restarts from bit for bit: the point, the first stage, the step
-/// size and controller memory, and the Jacobian (its factorization is recomputed from it).
+/// size and controller memory, and the Jacobian (its factorizations are recomputed from it).
 #[derive(Debug, Clone, Default)]
 pub struct ImplicitCheckpoint {
     t: f64,
@@ -509,24 +899,28 @@ pub struct ImplicitCheckpoint {
     last_rejected: bool,
     next_stop: usize,
     steps: usize,
+    /// Radau: the collocation polynomial (3n), then h of the complex factorization, h_old, h_acc,
+    /// err_acc, faccon, theta, and the flags have_cont and first (as 0/1).
+    radau: Vec<f64>,
 }
 
 impl ImplicitCheckpoint {
-    /// Bytes of floating-point data held (state, first stage, Jacobian, scalars).
+    /// Bytes of floating-point data held (state, first stage, Jacobian, controller memory).
     pub fn bytes(&self) -> usize {
-        8 * (self.u.len() + self.k0.len() + self.jac.len() + 5)
+        8 * (self.u.len() + self.k0.len() + self.jac.len() + self.radau.len() + 5)
     }
 }
 
 /// Step-by-step driver of an implicit method ([`Method::TrBdf2`](crate::Method::TrBdf2),
-/// [`Method::Kvaerno5`](crate::Method::Kvaerno5)): the same steps as [`crate::solve`] takes, one accepted
-/// step at a time, with checkpoints that replay bit for bit — what the sensitivity crate differentiates.
+/// [`Method::Kvaerno5`](crate::Method::Kvaerno5), [`Method::RadauIIA5`](crate::Method::RadauIIA5)): the
+/// same steps as [`crate::solve`] takes, one accepted step at a time, with checkpoints that replay bit for
+/// bit — what the sensitivity crate differentiates.
 ///
 /// Rejections (error test or Newton failure) happen inside [`ImplicitIntegrator::step_accepted`]. After
 /// a step, [`ImplicitIntegrator::solve_iteration_matrix`] solves with the factorization of that step's
-/// iteration matrix M = I − hγJ (J frozen at some earlier point).
+/// iteration matrix (J frozen at some earlier point).
 pub struct ImplicitIntegrator<'a, M: OdeSystem> {
-    s: Esdirk<'a, M>,
+    s: Core<'a, M>,
     stops: Vec<f64>,
     next_stop: usize,
     dir: f64,
@@ -537,7 +931,8 @@ pub struct ImplicitIntegrator<'a, M: OdeSystem> {
     exponent: f64,
     h_abs: f64,
     last_rejected: bool,
-    /// The FSAL copy K_s → K_0 is made when the next step starts, so the last step's stages stay readable.
+    /// The ESDIRK FSAL copy K_s → K_0 is made when the next step starts, so the last step's stages stay
+    /// readable.
     fsal_pending: bool,
     t_prev: f64,
     h_last: f64,
@@ -559,13 +954,18 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         extra_stops: &[f64],
     ) -> Result<Self, SolverError> {
         let n = problem.n_states();
-        let atol = options.validated_atol(n)?;
-        let Some(tab) = options.method.esdirk_tableau() else {
-            return Err(SolverError::InvalidOption {
-                name: "method (explicit) for the implicit step API",
-                value: f64::NAN,
-                valid: "an implicit method (TrBdf2, Kvaerno5)",
-            });
+        let mut atol = options.validated_atol(n)?;
+        let mut rtol = options.rtol;
+        let scheme = match (options.method, options.method.esdirk_tableau()) {
+            (_, Some(tab)) => Scheme::Esdirk(tab),
+            (crate::Method::RadauIIA5, None) => Scheme::Radau5,
+            _ => {
+                return Err(SolverError::InvalidOption {
+                    name: "method (explicit) for the implicit step API",
+                    value: f64::NAN,
+                    valid: "an implicit method (TrBdf2, Kvaerno5, RadauIIA5)",
+                });
+            }
         };
         if options.dense {
             return Err(SolverError::InvalidOption {
@@ -573,6 +973,13 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 value: 1.0,
                 valid: "false: implicit methods have no dense output yet",
             });
+        }
+        if scheme == Scheme::Radau5 {
+            // RADAU5's tolerance map (its embedded estimate is of order 3).
+            let mapped = 0.1 * rtol.max(1e-300).powf(2.0 / 3.0);
+            let ratio = if rtol > 0.0 { mapped / rtol } else { 1.0 };
+            atol.iter_mut().for_each(|a| *a *= ratio);
+            rtol = mapped;
         }
         let (t0, t_end) = (problem.t0(), problem.t_end());
         let dir = (t_end - t0).signum();
@@ -582,41 +989,71 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         stops.push(t_end);
         stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
         stops.dedup();
-        let stages = tab.c.len();
-        let mut s = Esdirk {
-            tab,
+        let stages = scheme.stages();
+        let pattern = choose_pattern(problem, options.linear_solver)?;
+        let (lu, lu2, colors) = match pattern {
+            Some(pattern) => {
+                let lu2 = (scheme == Scheme::Radau5)
+                    .then(|| Lu::Sparse(Box::new(SparseLu::new(complex_pattern(&pattern)))));
+                let colors = Some(pattern.column_colors());
+                (Lu::Sparse(Box::new(SparseLu::new(pattern))), lu2, colors)
+            }
+            None => (
+                Lu::Dense(DenseLu::new(n)),
+                (scheme == Scheme::Radau5).then(|| Lu::Dense(DenseLu::new(2 * n))),
+                None,
+            ),
+        };
+        let radau = lu2.map(|lu2| {
+            Box::new(RadauState {
+                lu2,
+                factored_h2: 0.0,
+                z: vec![0.0; 3 * n],
+                w: vec![0.0; 3 * n],
+                f: vec![0.0; 3 * n],
+                dw: vec![0.0; 3 * n],
+                cont: vec![0.0; 3 * n],
+                have_cont: false,
+                h_old: 0.0,
+                h_acc: 0.0,
+                err_acc: 0.0,
+                faccon: 1.0,
+                theta: 1.0,
+                newt: 0,
+                newton_factor: 0.5,
+                first: true,
+                reject: false,
+                fnewt: (10.0 * f64::EPSILON / rtol).max(0.03f64.min(rtol.sqrt())),
+            })
+        });
+        let mut s = Core {
+            scheme,
             problem,
             n,
             p: problem.params().to_vec(),
             atol,
-            rtol: options.rtol,
+            rtol,
             t: t0,
             u: problem.u0().to_vec(),
             k: vec![0.0; stages * n],
+            ys: vec![0.0; stages * n],
             y: vec![0.0; n],
             u_new: vec![0.0; n],
             rhs: vec![0.0; n],
             delta: vec![0.0; n],
             err: vec![0.0; n],
             scale: vec![0.0; n],
-            jac: Vec::new(),
+            jac: vec![0.0; lu.len(n)],
             jac_fresh: false,
             factored_hg: 0.0,
-            lu: Lu::Dense(DenseLu::new(0)),
-            colors: None,
+            lu,
+            colors,
             ud: vec![Dual64::from(0.0); n],
             pd: vec![Dual64::from(0.0); problem.model().n_params()],
             fd: vec![Dual64::from(0.0); n],
             stats: Statistics::default(),
+            radau,
         };
-        s.lu = match choose_pattern(problem, options.linear_solver)? {
-            Some(pattern) => {
-                s.colors = Some(pattern.column_colors());
-                Lu::Sparse(Box::new(SparseLu::new(pattern)))
-            }
-            None => Lu::Dense(DenseLu::new(n)),
-        };
-        s.jac = vec![0.0; s.lu.len(n)];
         let u = s.u.clone();
         let mut k1 = vec![0.0; n];
         s.f(t0, &u, &mut k1);
@@ -647,8 +1084,12 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         }
         .min(span)
         .min(options.h_max);
+        let exponent = match scheme {
+            Scheme::Esdirk(tab) => -1.0 / f64::from(tab.order.min(tab.embedded_order) + 1),
+            Scheme::Radau5 => -0.25,
+        };
         Ok(Self {
-            exponent: -1.0 / f64::from(tab.order.min(tab.embedded_order) + 1),
+            exponent,
             s,
             stops,
             next_stop: 0,
@@ -685,9 +1126,17 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.s.stats
     }
 
-    /// The method's tableau.
-    pub fn tableau(&self) -> &'static EsdirkTableau {
-        self.s.tab
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        self.s.scheme
+    }
+
+    /// Radau's step-size factor q = h_new/h for an error `err` after `newt` Newton iterations.
+    fn radau_quot(&self, err: f64) -> f64 {
+        let newt = self.s.radau.as_ref().map_or(1, |r| r.newt);
+        let cfac = RADAU_SAFE * (1.0 + 2.0 * RADAU_NIT as f64);
+        let fac = RADAU_SAFE.min(cfac / (newt + 2 * RADAU_NIT) as f64);
+        (err.powf(0.25) / fac).clamp(RADAU_FACR, RADAU_FACL)
     }
 
     /// Takes one accepted step (retrying rejected attempts) and returns it.
@@ -700,12 +1149,13 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         if self.is_finished() {
             return Err(SolverError::AlreadyFinished { t: self.s.t });
         }
-        let (n, stages) = (self.s.n, self.s.tab.c.len());
+        let (n, stages) = (self.s.n, self.s.scheme.stages());
         if self.fsal_pending {
             // FSAL: the last stage is f(t_{n+1}, u_{n+1}).
             self.s.k.copy_within((stages - 1) * n..stages * n, 0);
             self.fsal_pending = false;
         }
+        let radau = self.s.scheme == Scheme::Radau5;
         let mut newton_failed = false;
         loop {
             if self.steps >= self.max_steps {
@@ -727,18 +1177,27 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 });
             }
             self.steps += 1;
+            if let Some(r) = self.s.radau.as_mut() {
+                r.reject = self.last_rejected;
+            }
             let Some(err) = self.s.attempt(h)? else {
-                // Newton failed: a fresh Jacobian first, then a smaller step.
+                // Newton failed: a fresh Jacobian first (Radau: and a smaller step), then smaller steps.
                 self.s.stats.newton_failures += 1;
                 self.s.stats.rejected_steps += 1;
                 newton_failed = true;
-                if !self.s.jac_fresh {
+                let fresh = self.s.jac_fresh;
+                if self.fixed_step.is_some() && fresh {
+                    return Err(SolverError::NewtonFailed { t: self.s.t, h });
+                }
+                if radau && self.fixed_step.is_none() {
+                    let factor = self.s.radau.as_ref().map_or(0.5, |r| r.newton_factor);
+                    self.h_abs = h.abs() * factor;
+                } else if fresh {
+                    self.h_abs = h.abs() * 0.5;
+                }
+                if !fresh {
                     let t = self.s.t;
                     self.s.jacobian(t);
-                } else if self.fixed_step.is_some() {
-                    return Err(SolverError::NewtonFailed { t: self.s.t, h });
-                } else {
-                    self.h_abs = h.abs() * 0.5;
                 }
                 self.last_rejected = true;
                 continue;
@@ -746,7 +1205,16 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             newton_failed = false;
             if self.fixed_step.is_none() && err > 1.0 {
                 self.s.stats.rejected_steps += 1;
-                self.h_abs = h.abs() * (0.9 * err.powf(self.exponent)).max(0.2);
+                self.h_abs = if radau {
+                    let first = self.s.radau.as_ref().is_some_and(|r| r.first);
+                    if first {
+                        h.abs() * 0.1
+                    } else {
+                        h.abs() / self.radau_quot(err)
+                    }
+                } else {
+                    h.abs() * (0.9 * err.powf(self.exponent)).max(0.2)
+                };
                 self.last_rejected = true;
                 continue;
             }
@@ -756,23 +1224,84 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             self.h_last = h;
             self.s.t = if hits { stop } else { self.s.t + h };
             std::mem::swap(&mut self.s.u, &mut self.s.u_new);
-            self.fsal_pending = true;
             self.s.jac_fresh = false;
             if hits {
                 self.next_stop += 1;
             }
-            if self.fixed_step.is_none() {
-                let growth = if self.last_rejected { 1.0 } else { 5.0 };
-                let q = (0.9 * err.max(1e-10).powf(self.exponent)).clamp(0.2, growth);
-                // Keep the factorization when the step barely changes.
-                if !hits && (0.9..=1.2).contains(&q) {
-                    self.h_abs = h.abs();
-                } else {
-                    self.h_abs = (h.abs() * q).min(self.h_max);
+            if radau {
+                self.accept_radau(h, err, hits);
+            } else {
+                self.fsal_pending = true;
+                if self.fixed_step.is_none() {
+                    let growth = if self.last_rejected { 1.0 } else { 5.0 };
+                    let q = (0.9 * err.max(1e-10).powf(self.exponent)).clamp(0.2, growth);
+                    // Keep the factorization when the step barely changes.
+                    if !hits && (0.9..=1.2).contains(&q) {
+                        self.h_abs = h.abs();
+                    } else {
+                        self.h_abs = (h.abs() * q).min(self.h_max);
+                    }
                 }
             }
             self.last_rejected = false;
             return Ok(self.last_step());
+        }
+    }
+
+    /// Radau after an accepted step: Gustafsson's predictive step size, the collocation polynomial for
+    /// the next starting values, f at the new point, a new Jacobian unless Newton converged very fast.
+    fn accept_radau(&mut self, h: f64, err: f64, hits: bool) {
+        let n = self.s.n;
+        let err = err.max(1e-10);
+        let mut quot = self.radau_quot(err);
+        let mut r = self.s.radau.take().expect("Radau state");
+        if !r.first {
+            let facgus = (r.h_acc / h.abs()) * (err * err / r.err_acc).powf(0.25) / RADAU_SAFE;
+            quot = quot.max(facgus.clamp(RADAU_FACR, RADAU_FACL));
+        }
+        r.h_acc = h.abs();
+        r.err_acc = err.max(1e-2);
+        r.first = false;
+        // The collocation polynomial through (0, 0), (c_i, Z_i), in radau5's divided-difference form.
+        let (c1, c2) = (radau::C[0], radau::C[1]);
+        for m in 0..n {
+            let (z1, z2, z3) = (r.z[m], r.z[n + m], r.z[2 * n + m]);
+            let ak1 = (z2 - z3) / (c2 - 1.0);
+            let ak = (z1 - z2) / (c1 - c2);
+            let acont3 = (ak - z1 / c1) / c2;
+            let ak2 = (ak - ak1) / (c1 - 1.0);
+            r.cont[m] = ak1;
+            r.cont[n + m] = ak2;
+            r.cont[2 * n + m] = ak2 - acont3;
+        }
+        r.have_cont = true;
+        r.h_old = h;
+        let theta = r.theta;
+        self.s.radau = Some(r);
+        let (t, u) = (self.s.t, std::mem::take(&mut self.s.u));
+        let mut f0 = std::mem::take(&mut self.s.delta);
+        self.s.f(t, &u, &mut f0);
+        self.s.k[..n].copy_from_slice(&f0);
+        self.s.delta = f0;
+        self.s.u = u;
+        if self.fixed_step.is_some() {
+            if theta > RADAU_THET {
+                self.s.jacobian(t);
+            }
+            return;
+        }
+        let mut h_new = (h.abs() / quot).min(self.h_max);
+        if self.last_rejected {
+            h_new = h_new.min(h.abs());
+        }
+        let qt = h_new / h.abs();
+        if theta <= RADAU_THET && (1.0..=1.2).contains(&qt) && !hits {
+            self.h_abs = h.abs();
+            return;
+        }
+        self.h_abs = h_new;
+        if theta > RADAU_THET {
+            self.s.jacobian(t);
         }
     }
 
@@ -785,19 +1314,64 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             u: &self.s.u_new,
             u_next: &self.s.u,
             stages: &self.s.k,
-            tableau: self.s.tab,
+            stage_values: &self.s.ys,
+            scheme: self.s.scheme,
         }
     }
 
-    /// Solves M x = b in place with the factorization of the last accepted step's iteration matrix
-    /// M = I − hγJ (J: the frozen Jacobian it was built from).
+    /// Solves M x = b in place with the factorization of the last accepted step's iteration matrix:
+    /// ESDIRK M = I − hγJ (b of length n); Radau M = I − h(A ⊗ J) (b of length 3n, through the T transform
+    /// and both factorizations). J is the frozen Jacobian the step used.
     pub fn solve_iteration_matrix(&mut self, b: &mut [f64]) {
-        self.s.lu.solve_in_place(b);
+        self.solve_with(b, false);
     }
 
     /// Solves Mᵀ x = b in place (see [`ImplicitIntegrator::solve_iteration_matrix`]).
     pub fn solve_iteration_matrix_transpose(&mut self, b: &mut [f64]) {
-        self.s.lu.solve_transpose_in_place(b);
+        self.solve_with(b, true);
+    }
+
+    fn solve_with(&mut self, b: &mut [f64], transpose: bool) {
+        let s = &mut self.s;
+        let Some(r) = s.radau.as_mut() else {
+            if transpose {
+                s.lu.solve_transpose_in_place(b);
+            } else {
+                s.lu.solve_in_place(b);
+            }
+            return;
+        };
+        // I − h(A ⊗ J) = (T ⊗ I)(hΛ⁻¹ ⊗ I)(Λ/h ⊗ I − I ⊗ J)(T⁻¹ ⊗ I), Λ = T⁻¹A⁻¹T.
+        let n = s.n;
+        let h = r.h_old;
+        let (g, a, be) = (radau::GAMMA / h, radau::ALPHA / h, radau::BETA / h);
+        let e1 = h / radau::GAMMA;
+        let v = &mut r.dw;
+        if !transpose {
+            transform(&radau::TI, b, v, n);
+            for m in 0..n {
+                let (v2, v3) = (v[n + m], v[2 * n + m]);
+                v[m] *= g;
+                v[n + m] = a * v2 - be * v3;
+                v[2 * n + m] = be * v2 + a * v3;
+            }
+            s.lu.solve_in_place(&mut v[..n]);
+            v[..n].iter_mut().for_each(|x| *x *= e1);
+            r.lu2.solve_in_place(&mut v[n..]);
+            transform(&radau::T, v, b, n);
+        } else {
+            transform_t(&radau::T, b, v, n);
+            s.lu.solve_transpose_in_place(&mut v[..n]);
+            v[..n].iter_mut().for_each(|x| *x *= e1);
+            r.lu2.solve_transpose_in_place(&mut v[n..]);
+            for m in 0..n {
+                let (v2, v3) = (v[n + m], v[2 * n + m]);
+                v[m] *= g;
+                v[n + m] = a * v2 + be * v3;
+                v[2 * n + m] = -be * v2 + a * v3;
+            }
+            transform_t(&radau::TI, v, b, n);
+        }
     }
 
     /// A checkpoint of the current point (before the next step).
@@ -809,7 +1383,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
 
     /// [`ImplicitIntegrator::checkpoint`] into an existing checkpoint, reusing its buffers.
     pub fn checkpoint_into(&self, cp: &mut ImplicitCheckpoint) {
-        let (n, stages) = (self.s.n, self.s.tab.c.len());
+        let (n, stages) = (self.s.n, self.s.scheme.stages());
         let first = if self.fsal_pending { stages - 1 } else { 0 };
         cp.t = self.s.t;
         cp.u.clone_from(&self.s.u);
@@ -823,6 +1397,20 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         cp.last_rejected = self.last_rejected;
         cp.next_stop = self.next_stop;
         cp.steps = self.steps;
+        cp.radau.clear();
+        if let Some(r) = self.s.radau.as_ref() {
+            cp.radau.extend_from_slice(&r.cont);
+            cp.radau.extend_from_slice(&[
+                r.factored_h2,
+                r.h_old,
+                r.h_acc,
+                r.err_acc,
+                r.faccon,
+                r.theta,
+                f64::from(u8::from(r.have_cont)),
+                f64::from(u8::from(r.first)),
+            ]);
+        }
     }
 
     /// Restores a checkpoint taken from an integrator of the same problem and options: the following
@@ -833,7 +1421,8 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// if refactoring fails (it did not when the checkpoint was taken).
     pub fn restore(&mut self, cp: &ImplicitCheckpoint) -> Result<(), SolverError> {
         let n = self.s.n;
-        if cp.u.len() != n || cp.jac.len() != self.s.jac.len() {
+        let radau_len = if self.s.radau.is_some() { 3 * n + 8 } else { 0 };
+        if cp.u.len() != n || cp.jac.len() != self.s.jac.len() || cp.radau.len() != radau_len {
             return Err(SolverError::DimensionMismatch {
                 what: "implicit checkpoint state",
                 expected: n,
@@ -845,17 +1434,41 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.s.k[..n].copy_from_slice(&cp.k0);
         self.s.jac.copy_from_slice(&cp.jac);
         self.s.jac_fresh = cp.jac_fresh;
-        // The factorization the next step will use (the same J and hγ give the same LU bits).
-        self.s.factored_hg = 0.0;
-        if cp.factored_hg != 0.0 {
-            self.s.refactor(cp.factored_hg, cp.h_abs)?;
-        }
         self.h_abs = cp.h_abs;
         self.last_rejected = cp.last_rejected;
         self.next_stop = cp.next_stop;
         self.steps = cp.steps;
         self.fsal_pending = false;
+        // The factorizations the next step will use (the same J and h give the same LU bits).
+        self.s.factored_hg = 0.0;
+        if cp.factored_hg != 0.0 {
+            self.s.refactor(cp.factored_hg, cp.h_abs)?;
+        }
+        if let Some(r) = self.s.radau.as_mut() {
+            let x = &cp.radau[3 * n..];
+            r.cont.copy_from_slice(&cp.radau[..3 * n]);
+            r.factored_h2 = 0.0;
+            r.h_old = x[1];
+            r.h_acc = x[2];
+            r.err_acc = x[3];
+            r.faccon = x[4];
+            r.theta = x[5];
+            r.have_cont = x[6] != 0.0;
+            r.first = x[7] != 0.0;
+            if x[0] != 0.0 {
+                self.s.refactor_complex(x[0])?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// out_j = Σ_i M_ij v_i (Mᵀ) for 3 blocks of n.
+fn transform_t(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
+    for j in 0..3 {
+        for k in 0..n {
+            out[j * n + k] = m[0][j] * v[k] + m[1][j] * v[n + k] + m[2][j] * v[2 * n + k];
+        }
     }
 }
 

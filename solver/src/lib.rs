@@ -30,7 +30,8 @@ pub mod tableau;
 
 pub use error::SolverError;
 pub use implicit::{
-    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, detect_pattern,
+    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, detect_pattern,
+    radau,
 };
 pub use integrator::{
     AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, check_times, solve,

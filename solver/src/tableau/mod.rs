@@ -128,8 +128,8 @@ impl ExplicitTableau {
 }
 
 /// The methods odesens provides: explicit Runge–Kutta pairs, and implicit methods for stiff problems
-/// ([`Method::TrBdf2`], [`Method::Kvaerno5`]; solved by [`crate::solve`], not yet by the step API or the
-/// derivatives).
+/// ([`Method::TrBdf2`], [`Method::Kvaerno5`], [`Method::RadauIIA5`]; solved by [`crate::solve`] and
+/// [`crate::ImplicitIntegrator`], differentiated by the sensitivity crate's forward and adjoint modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Method {
@@ -152,6 +152,10 @@ pub enum Method {
     /// Kværnø's ESDIRK 5(4) (2004): 7 stages, γ = 0.26, L-stable, stiffly accurate; the same iteration
     /// matrix for all six implicit stages.
     Kvaerno5,
+    /// Radau IIA of order 5 (3 implicit stages, collocation; Hairer & Wanner's RADAU5 with the
+    /// transformation to one real and one complex linear system per Newton iteration): L-stable,
+    /// stiffly accurate, embedded order 3.
+    RadauIIA5,
 }
 
 impl Method {
@@ -165,11 +169,11 @@ impl Method {
     ];
 
     /// The implicit methods.
-    pub const IMPLICIT: [Method; 2] = [Method::TrBdf2, Method::Kvaerno5];
+    pub const IMPLICIT: [Method; 3] = [Method::TrBdf2, Method::Kvaerno5, Method::RadauIIA5];
 
-    /// Whether the method is implicit (solved by [`crate::solve`] only, for now).
+    /// Whether the method is implicit.
     pub fn is_implicit(self) -> bool {
-        matches!(self, Method::TrBdf2 | Method::Kvaerno5)
+        matches!(self, Method::TrBdf2 | Method::Kvaerno5 | Method::RadauIIA5)
     }
 
     /// The explicit tableau, or `None` for an implicit method.
@@ -180,7 +184,7 @@ impl Method {
             Method::Bs3 => Some(&BS3),
             Method::Vern7 => Some(&VERN7),
             Method::Vern9 => Some(&VERN9),
-            Method::TrBdf2 | Method::Kvaerno5 => None,
+            Method::TrBdf2 | Method::Kvaerno5 | Method::RadauIIA5 => None,
         }
     }
 
@@ -208,7 +212,7 @@ impl Method {
         match (self.explicit_tableau(), self.esdirk_tableau()) {
             (Some(tab), _) => tab.name,
             (None, Some(tab)) => tab.name,
-            (None, None) => unreachable!("every method has a tableau"),
+            (None, None) => "RadauIIA5",
         }
     }
 }
