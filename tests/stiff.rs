@@ -287,3 +287,61 @@ fn kvaerno5_matches_the_stiff_van_der_pol_reference() {
         assert!(err < bound, "{}: {err:e}", method.name());
     }
 }
+
+#[test]
+fn auto_switching_starts_explicit_and_switches_when_stiff() {
+    use odesens::models::Lorenz;
+    // Robertson: Tsit5 alone stops at t ≈ 24 after 20 000 steps; the automatic method switches early.
+    // (With atol = 1e-14 Tsit5's steps stay accuracy-limited — by the stiff components' error — until
+    // t ≈ 24.8, and the switch comes only there: Hairer's test looks at h·ρ, not at the step count.)
+    let (t_end, want) = Robertson::REFERENCE[0];
+    let problem = Robertson::problem(t_end).unwrap();
+    let opts = SolverOptions::default()
+        .method(Method::AutoTsit5Radau5)
+        .rtol(1e-6)
+        .atol(1e-10);
+    let sol = solve(&problem, &opts.clone().save_at(vec![1.0, 1e3, t_end])).unwrap();
+    let at = sol.stats.switched_to_implicit_at.expect("switched");
+    let err = max_rel(sol.u_end.as_slice().unwrap(), &want, 1e-20);
+    println!(
+        "Robertson auto: switched at t = {at:.3e} (stiffness detected at {:?}), {} steps ({} stability-limited \
+         before the switch), {} Jacobians; max relative error {err:.1e}",
+        sol.stats.stiffness_detected_at,
+        sol.stats.accepted_steps,
+        sol.stats.stability_limited_steps,
+        sol.stats.jacobian_evaluations
+    );
+    assert!(at < 1.0, "{at}");
+    assert!(err < 1e-4, "{err:e}");
+    assert_eq!(sol.times.to_vec(), vec![1.0, 1e3, t_end]);
+    assert_eq!(sol.method, Method::AutoTsit5Radau5);
+    // Every step saved: times strictly increasing through the switch.
+    let every = solve(&problem, &opts.clone().save_every_step()).unwrap();
+    assert!(every.times.to_vec().windows(2).all(|w| w[1] > w[0]));
+    assert_eq!(every.times.len(), every.stats.accepted_steps + 1);
+    // A non-stiff problem never switches and is Tsit5's solve.
+    let lorenz = OdeProblem::new(
+        Lorenz,
+        vec![1.0, 0.0, 0.0],
+        vec![10.0, 28.0, 8.0 / 3.0],
+        (0.0, 1.0),
+    )
+    .unwrap();
+    let auto = solve(
+        &lorenz,
+        &SolverOptions::default().method(Method::AutoTsit5Radau5),
+    )
+    .unwrap();
+    let tsit5 = solve(&lorenz, &SolverOptions::default()).unwrap();
+    assert_eq!(auto.stats.switched_to_implicit_at, None);
+    assert_eq!(auto.u_end, tsit5.u_end);
+    // Derivatives need a fixed method.
+    assert!(matches!(
+        odesens::sensitivity::forward_gradient(
+            &problem,
+            &opts,
+            &odesens::sensitivity::SquaredNormAt::new(t_end)
+        ),
+        Err(odesens::sensitivity::SensitivityError::InvalidSetting { .. })
+    ));
+}

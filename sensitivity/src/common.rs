@@ -81,6 +81,14 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     options: &SolverOptions,
     extra: &[&[f64]],
 ) -> Result<SolverOptions, SensitivityError> {
+    if options.method == odesens_solver::Method::AutoTsit5Radau5 {
+        return Err(SensitivityError::InvalidSetting {
+            name: "method (AutoTsit5Radau5)",
+            value: f64::NAN,
+            valid: "a fixed method: derivatives differentiate one method's steps (choose Tsit5, \
+                    Kvaerno5 or RadauIIA5)",
+        });
+    }
     let (t0, t_end) = (problem.t0(), problem.t_end());
     let dir = (t_end - t0).signum();
     let mut tstops = options.tstops.clone();

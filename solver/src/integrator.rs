@@ -66,9 +66,99 @@ pub fn solve<M: OdeSystem>(
     if options.method.is_implicit() {
         return crate::implicit::solve_implicit(problem, options);
     }
+    if options.method == Method::AutoTsit5Radau5 {
+        return solve_auto(problem, options);
+    }
     let mut integrator = Integrator::new(problem, options)?;
     integrator.run()?;
     Ok(integrator.into_solution())
+}
+
+/// [`Method::AutoTsit5Radau5`]: Tsit5 until its stiffness test fires, then Radau IIA5 from that point on,
+/// the saved output and the counters joined.
+fn solve_auto<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+) -> Result<Solution, SolverError> {
+    if options.dense {
+        return Err(SolverError::InvalidOption {
+            name: "dense (with AutoTsit5Radau5)",
+            value: 1.0,
+            valid: "false: implicit methods have no dense output yet",
+        });
+    }
+    let mut it = Integrator::new(problem, &options.clone().method(Method::Tsit5))?;
+    while !it.is_finished() && it.stats().stiffness_detected_at.is_none() {
+        it.step_accepted()?;
+    }
+    if it.is_finished() {
+        let mut sol = it.into_solution();
+        sol.method = Method::AutoTsit5Radau5;
+        return Ok(sol);
+    }
+    let (t_switch, u_switch) = (it.t(), it.u().to_vec());
+    let first = it.into_solution();
+    let dir = (problem.t_end() - problem.t0()).signum();
+    let after = |times: &[f64]| -> Vec<f64> {
+        times
+            .iter()
+            .copied()
+            .filter(|&t| dir * (t - t_switch) > 0.0)
+            .collect()
+    };
+    let mut rest = options
+        .clone()
+        .method(Method::RadauIIA5)
+        .tstops(after(&options.tstops))
+        .max_steps(
+            options
+                .max_steps
+                .saturating_sub(first.stats.accepted_steps + first.stats.rejected_steps)
+                .max(1),
+        );
+    rest.h0 = None;
+    if let Saving::At(times) = &options.saving {
+        rest.saving = Saving::At(after(times));
+    }
+    let sub = OdeProblem::new(
+        problem.model(),
+        u_switch,
+        problem.params().to_vec(),
+        (t_switch, problem.t_end()),
+    )?;
+    let second = crate::implicit::solve_implicit(&sub, &rest)?;
+    // Join: the implicit part's first row repeats the switch point when every step is saved.
+    let skip = usize::from(matches!(options.saving, Saving::EveryStep));
+    let n = problem.n_states();
+    let mut times = first.times.to_vec();
+    times.extend(second.times.iter().skip(skip));
+    let mut states: Vec<f64> = first.states.iter().copied().collect();
+    states.extend(second.states.rows().into_iter().skip(skip).flatten());
+    let (a, b) = (first.stats, second.stats);
+    let stats = Statistics {
+        accepted_steps: a.accepted_steps + b.accepted_steps,
+        rejected_steps: a.rejected_steps + b.rejected_steps,
+        rhs_evaluations: a.rhs_evaluations + b.rhs_evaluations,
+        interpolation_rhs_evaluations: a.interpolation_rhs_evaluations,
+        stability_limited_steps: a.stability_limited_steps,
+        jacobian_evaluations: b.jacobian_evaluations,
+        factorizations: b.factorizations,
+        newton_iterations: b.newton_iterations,
+        newton_failures: b.newton_failures,
+        stiffness_detected_at: a.stiffness_detected_at,
+        switched_to_implicit_at: Some(t_switch),
+    };
+    let rows = times.len();
+    Ok(Solution {
+        method: Method::AutoTsit5Radau5,
+        times: Array1::from(times),
+        states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
+        u_end: second.u_end,
+        stats,
+        t0: problem.t0(),
+        t_end: problem.t_end(),
+        dense: None,
+    })
 }
 
 /// Checks that `times` lie in the span [t0, t_end] (either orientation; t0 itself only if `allow_t0`) and
@@ -478,7 +568,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// # Errors
     /// As [`solve`].
     pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
-        if options.method.is_implicit() {
+        if options.method.is_implicit() || options.method == Method::AutoTsit5Radau5 {
             return Err(SolverError::InvalidOption {
                 name: "method (implicit) for the step API",
                 value: f64::NAN,

@@ -34,6 +34,9 @@ pub struct Statistics {
     /// this explicit method there; Hairer's DOPRI5 asks for 15 in a row, which tstops can interrupt),
     /// if that happened.
     pub stiffness_detected_at: Option<f64>,
+    /// [`Method::AutoTsit5Radau5`]: where the solve switched from the explicit to the implicit method, if
+    /// it did.
+    pub switched_to_implicit_at: Option<f64>,
 }
 
 /// The stage values of every accepted step, enough to evaluate the method's continuous extension

@@ -156,6 +156,11 @@ pub enum Method {
     /// transformation to one real and one complex linear system per Newton iteration): L-stable,
     /// stiffly accurate, embedded order 3.
     RadauIIA5,
+    /// Automatic stiffness switching (opt-in): [`Method::Tsit5`] until its stiffness test fires (15 of
+    /// 20 consecutive steps limited by stability, [`crate::Statistics::stiffness_detected_at`]), then
+    /// [`Method::RadauIIA5`] from that point to the end (`Statistics::switched_to_implicit_at`). Solved by
+    /// [`crate::solve`] only; for derivatives choose the method explicitly.
+    AutoTsit5Radau5,
 }
 
 impl Method {
@@ -184,7 +189,7 @@ impl Method {
             Method::Bs3 => Some(&BS3),
             Method::Vern7 => Some(&VERN7),
             Method::Vern9 => Some(&VERN9),
-            Method::TrBdf2 | Method::Kvaerno5 | Method::RadauIIA5 => None,
+            Method::TrBdf2 | Method::Kvaerno5 | Method::RadauIIA5 | Method::AutoTsit5Radau5 => None,
         }
     }
 
@@ -209,10 +214,12 @@ impl Method {
 
     /// The method's name.
     pub fn name(self) -> &'static str {
-        match (self.explicit_tableau(), self.esdirk_tableau()) {
-            (Some(tab), _) => tab.name,
-            (None, Some(tab)) => tab.name,
-            (None, None) => "RadauIIA5",
+        match (self, self.explicit_tableau(), self.esdirk_tableau()) {
+            (Method::RadauIIA5, _, _) => "RadauIIA5",
+            (Method::AutoTsit5Radau5, _, _) => "AutoTsit5Radau5",
+            (_, Some(tab), _) => tab.name,
+            (_, None, Some(tab)) => tab.name,
+            (_, None, None) => unreachable!("every other method has a tableau"),
         }
     }
 }
