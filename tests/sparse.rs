@@ -72,9 +72,15 @@ fn sparse_lu_solves_like_dense_and_reports_singular_matrices() {
 
 #[test]
 fn sparse_and_dense_paths_agree_on_the_brusselator() {
+    for method in [Method::Kvaerno5, Method::RadauIIA5] {
+        agree(method);
+    }
+}
+
+fn agree(method: Method) {
     let problem = Brusselator2D::problem(8).unwrap();
     let opts = SolverOptions::default()
-        .method(Method::Kvaerno5)
+        .method(method)
         .tol(1e-8)
         .save_end_only();
     let dense = solve(
@@ -95,7 +101,8 @@ fn sparse_and_dense_paths_agree_on_the_brusselator() {
         .map(|(a, b)| (a - b).abs() / a.abs().max(1e-3))
         .fold(0.0, f64::max);
     println!(
-        "N = 8: dense {} steps / {} Jacobians, sparse {} / {}; max relative difference {diff:.1e}",
+        "N = 8, {}: dense {} steps / {} Jacobians, sparse {} / {}; max relative difference {diff:.1e}",
+        method.name(),
         dense.stats.accepted_steps,
         dense.stats.jacobian_evaluations,
         sparse.stats.accepted_steps,
@@ -110,17 +117,23 @@ fn sparse_and_dense_paths_agree_on_the_brusselator() {
 #[test]
 fn brusselator_with_2048_states_solves_on_the_sparse_path() {
     let problem = Brusselator2D::problem(32).unwrap();
-    let run = |tol: f64| {
+    let run = |method: Method, tol: f64| {
         solve(
             &problem,
             &SolverOptions::default()
-                .method(Method::Kvaerno5)
+                .method(method)
                 .tol(tol)
                 .save_end_only(),
         )
         .unwrap()
     };
-    let (coarse, fine) = (run(1e-6), run(1e-9));
+    let fine = run(Method::RadauIIA5, 1e-9);
+    for method in [Method::Kvaerno5, Method::RadauIIA5] {
+        check_n32(method, &run(method, 1e-6), &fine);
+    }
+}
+
+fn check_n32(method: Method, coarse: &Solution, fine: &Solution) {
     let err = coarse
         .u_end
         .iter()
@@ -128,8 +141,12 @@ fn brusselator_with_2048_states_solves_on_the_sparse_path() {
         .map(|(a, b)| (a - b).abs() / (1e-6 + 1e-6 * b.abs()))
         .fold(0.0, f64::max);
     println!(
-        "N = 32 (2048 states), tol 1e-6: {} steps, {} Jacobians, {} LU; error vs tol 1e-9: {err:.1} tolerances",
-        coarse.stats.accepted_steps, coarse.stats.jacobian_evaluations, coarse.stats.factorizations
+        "N = 32 (2048 states), {} tol 1e-6: {} steps, {} Jacobians, {} LU; error vs tol 1e-9: {err:.1} \
+         tolerances",
+        method.name(),
+        coarse.stats.accepted_steps,
+        coarse.stats.jacobian_evaluations,
+        coarse.stats.factorizations
     );
     assert!(err < 50.0, "{err}");
 }
