@@ -233,13 +233,9 @@ fn trbdf2_errors_are_clear() {
         }
         other => panic!("expected SingularMatrix, got {other:?}"),
     }
-    // Not yet supported with implicit methods: dense output, the step API, derivatives.
+    // The explicit step API is not for implicit methods (they have `ImplicitIntegrator`).
     let r = Robertson::problem(1.0).unwrap();
     let implicit = SolverOptions::default().method(Method::TrBdf2);
-    assert!(matches!(
-        solve(&r, &implicit.clone().dense(true)),
-        Err(SolverError::InvalidOption { .. })
-    ));
     assert!(matches!(
         Integrator::new(&r, &implicit),
         Err(SolverError::InvalidOption { .. })
@@ -344,4 +340,93 @@ fn auto_switching_starts_explicit_and_switches_when_stiff() {
         ),
         Err(odesens::sensitivity::SensitivityError::InvalidSetting { .. })
     ));
+}
+
+#[test]
+fn implicit_dense_output_has_its_order() {
+    // Interpolation error at step midpoints on Prothero–Robinson (λ = −10, exact sin t): the Hermite
+    // cubic and Radau's collocation polynomial are O(h⁴) locally; TR-BDF2's own O(h²) error dominates.
+    let problem = OdeProblem::new(ProtheroRobinson, vec![0.0], vec![-10.0], (0.0, 2.0)).unwrap();
+    for (method, want) in [
+        (Method::TrBdf2, 2.0),
+        (Method::Kvaerno5, 4.0),
+        (Method::RadauIIA5, 4.0),
+    ] {
+        let err = |h: f64| {
+            let sol = solve(
+                &problem,
+                &SolverOptions::default()
+                    .method(method)
+                    .fixed_step(h)
+                    .dense(true)
+                    .save_end_only(),
+            )
+            .unwrap();
+            let steps = (2.0 / h).round() as usize;
+            (0..steps)
+                .map(|k| {
+                    let t = (k as f64 + 0.5) * h;
+                    (sol.interpolate(t).unwrap()[0] - t.sin()).abs()
+                })
+                .fold(0.0, f64::max)
+        };
+        let (coarse, fine) = (err(0.04), err(0.01));
+        let slope = (coarse / fine).ln() / 4.0f64.ln();
+        println!(
+            "{} dense output at midpoints: errors {coarse:.2e} (h = 0.04), {fine:.2e} (h = 0.01): order {slope:.2}",
+            method.name()
+        );
+        assert!((slope - want).abs() < 0.3, "{}: {slope}", method.name());
+    }
+}
+
+/// du/dt = −u, but the model returns NaN from t = 0.5 on (a model that breaks down).
+#[derive(Clone, Copy)]
+struct BreaksAtHalf;
+impl OdeSystem for BreaksAtHalf {
+    fn n_states(&self) -> usize {
+        1
+    }
+    fn n_params(&self) -> usize {
+        0
+    }
+    fn rhs<S: Scalar>(
+        &self,
+        t: S,
+        u: ndarray::ArrayView1<S>,
+        _p: ndarray::ArrayView1<S>,
+        mut du: ndarray::ArrayViewMut1<S>,
+    ) {
+        du[0] = if t.re() >= 0.5 {
+            u[0] * f64::NAN
+        } else {
+            -u[0]
+        };
+    }
+}
+
+#[test]
+fn newton_failure_ends_with_a_clear_error() {
+    let problem = OdeProblem::new(BreaksAtHalf, vec![1.0], vec![], (0.0, 1.0)).unwrap();
+    for method in Method::IMPLICIT {
+        // Adaptive: Newton fails on every step reaching 0.5, h shrinks to round-off: NewtonFailed at 0.5.
+        match solve(&problem, &SolverOptions::default().method(method)) {
+            Err(SolverError::NewtonFailed { t, h }) => {
+                println!("{}: NewtonFailed at t = {t}, h = {h:e}", method.name());
+                assert!(
+                    (t - 0.5).abs() < 1e-9 && h.abs() < 1e-12,
+                    "t = {t}, h = {h}"
+                );
+            }
+            other => panic!("{}: expected NewtonFailed, got {other:?}", method.name()),
+        }
+        // Fixed steps: the first failing step.
+        match solve(
+            &problem,
+            &SolverOptions::default().method(method).fixed_step(0.3),
+        ) {
+            Err(SolverError::NewtonFailed { t, h }) => assert_eq!((t, h), (0.3, 0.3)),
+            other => panic!("{}: expected NewtonFailed, got {other:?}", method.name()),
+        }
+    }
 }

@@ -29,7 +29,7 @@ use crate::integrator::check_times;
 use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
 use crate::options::{LinearSolverKind, Saving, SolverOptions};
 use crate::problem::OdeProblem;
-use crate::solution::{Solution, Statistics};
+use crate::solution::{DenseKind, DenseOutput, Solution, Statistics};
 use crate::system::OdeSystem;
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
@@ -967,13 +967,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 });
             }
         };
-        if options.dense {
-            return Err(SolverError::InvalidOption {
-                name: "dense (with an implicit method)",
-                value: 1.0,
-                valid: "false: implicit methods have no dense output yet",
-            });
-        }
         if scheme == Scheme::Radau5 {
             // RADAU5's tolerance map (its embedded estimate is of order 3).
             let mapped = 0.1 * rtol.max(1e-300).powf(2.0 / 3.0);
@@ -1476,13 +1469,12 @@ fn transform_t(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
 /// [`crate::solve`].
 ///
 /// Supported options: tolerances, `h0`, `h_max`, `max_steps`, `tstops`, saving every step, at the end,
-/// or at `save_at` times (made tstops: exact step values, no interpolation), `fixed_step`. Not yet:
-/// `dense(true)`.
+/// or at `save_at` times (made tstops: exact step values, no interpolation), `fixed_step`, `dense(true)`
+/// (ESDIRK: cubic Hermite; Radau: its collocation polynomial).
 ///
 /// # Errors
 /// As [`crate::solve`]; [`SolverError::SingularMatrix`] when the iteration matrix I − hγJ is singular
 /// (naming t and h); [`SolverError::NewtonFailed`] when Newton keeps failing as h shrinks;
-/// [`SolverError::InvalidOption`] for `dense(true)`.
 pub(crate) fn solve_implicit<M: OdeSystem>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
@@ -1497,6 +1489,12 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
         _ => Vec::new(),
     };
     let mut it = ImplicitIntegrator::with_stops(problem, options, &save_at)?;
+    let kind = match it.scheme() {
+        Scheme::Esdirk(_) => DenseKind::Hermite,
+        Scheme::Radau5 => DenseKind::Radau,
+    };
+    let mut dense = options.dense.then(|| DenseOutput::with_kind(kind, n));
+    let mut k = vec![0.0; kind_stages(kind) * n];
     let mut times = Vec::new();
     let mut states = Vec::new();
     let save_every = matches!(options.saving, Saving::EveryStep);
@@ -1508,6 +1506,28 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
     }
     while !it.is_finished() {
         let t_next = it.step_accepted()?.t_next;
+        if let Some(d) = dense.as_mut() {
+            let step = it.last_step();
+            let (t, h) = (step.t, step.h);
+            let last = step.scheme.stages() - 1;
+            for m in 0..n {
+                let delta = (step.u_next[m] - step.u[m]) / h;
+                match kind {
+                    DenseKind::Hermite => {
+                        k[m] = step.stages[m];
+                        k[n + m] = step.stages[last * n + m];
+                        k[2 * n + m] = delta;
+                    }
+                    _ => k[m] = delta,
+                }
+            }
+            if let (DenseKind::Radau, Some(r)) = (kind, it.s.radau.as_ref()) {
+                for (x, c) in k[n..].iter_mut().zip(&r.cont) {
+                    *x = c / h;
+                }
+            }
+            d.push(t, h, step.u, &k);
+        }
         let at_save = save_at.get(next_save) == Some(&t_next);
         if at_save {
             next_save += 1;
@@ -1527,6 +1547,13 @@ pub(crate) fn solve_implicit<M: OdeSystem>(
         stats: it.stats(),
         t0,
         t_end,
-        dense: None,
+        dense,
     })
+}
+
+fn kind_stages(kind: DenseKind) -> usize {
+    match kind {
+        DenseKind::Radau => 4,
+        _ => 3,
+    }
 }

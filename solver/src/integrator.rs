@@ -823,7 +823,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// `dense(true)`.
     pub fn swap_dense(&mut self, spare: Option<DenseOutput>) -> Option<DenseOutput> {
         let current = self.dense.as_ref()?;
-        let mut next = spare.unwrap_or_else(|| DenseOutput::new(current.tableau, current.n));
+        let mut next = spare.unwrap_or_else(|| DenseOutput::with_kind(current.kind, current.n));
         next.clear();
         self.dense.replace(next)
     }

@@ -12,8 +12,10 @@
 //! | [`Method::Bs3`] | 3(2) | 4 | yes | 3 |
 //! | [`Method::Vern7`] | 7(6) | 10 (+6 lazy) | no | 7 |
 //! | [`Method::Vern9`] | 9(8) | 16 (+10 lazy) | no | 9 |
-//! | [`Method::TrBdf2`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 2(3) | 3 | yes | — |
-//! | [`Method::Kvaerno5`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 5(4) | 7 | yes | — |
+//! | [`Method::TrBdf2`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 2(3) | 3 | yes | 3 (Hermite) |
+//! | [`Method::Kvaerno5`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 5(4) | 7 | yes | 3 (Hermite) |
+//! | [`Method::RadauIIA5`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 5(3) | 3 | no | 3 (collocation) |
+//! | [`Method::AutoTsit5Radau5`] (opt-in switching; [`solve`]) | — | — | — | — |
 #![warn(missing_docs)]
 #![allow(clippy::excessive_precision)]
 

@@ -39,11 +39,57 @@ pub struct Statistics {
     pub switched_to_implicit_at: Option<f64>,
 }
 
+/// Which continuous extension a [`DenseOutput`] evaluates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DenseKind {
+    /// The explicit method's own (stages as stored by the integrator).
+    Explicit(&'static ExplicitTableau),
+    /// Cubic Hermite through u_n, u_{n+1} and the derivatives f_n, f_{n+1} (ESDIRK methods, as
+    /// OrdinaryDiffEq does for them): stored "stages" f_n, f_{n+1}, (u_{n+1} − u_n)/h.
+    Hermite,
+    /// Radau IIA's collocation polynomial (stage order 3): stored "stages" (u_{n+1} − u_n)/h and
+    /// RADAU5's divided differences / h.
+    Radau,
+}
+
+impl DenseKind {
+    fn stages(self) -> usize {
+        match self {
+            DenseKind::Explicit(tab) => tab.total_stages(),
+            DenseKind::Hermite => 3,
+            DenseKind::Radau => 4,
+        }
+    }
+
+    /// Weights w_i(θ) with u(t_n + θh) = u_n + h Σ_i w_i(θ) k_i.
+    fn weights(self, theta: f64, w: &mut [f64]) {
+        match self {
+            DenseKind::Explicit(tab) => tab.dense_weights(theta, w),
+            DenseKind::Hermite => {
+                // u_n + θΔ + θ(θ−1)[(1−2θ)Δ + (θ−1)h f_n + θ h f_{n+1}], Δ = u_{n+1} − u_n.
+                let tm = theta - 1.0;
+                w[0] = theta * tm * tm;
+                w[1] = theta * theta * tm;
+                w[2] = theta + theta * tm * (1.0 - 2.0 * theta);
+            }
+            DenseKind::Radau => {
+                // u_{n+1} + s(c₁ + (s − c₂ + 1)(c₂' + (s − c₁ + 1)c₃)), s = θ − 1 (radau5's CONTR5).
+                let s = theta - 1.0;
+                let (c1m1, c2m1) = (crate::radau::C[0] - 1.0, crate::radau::C[1] - 1.0);
+                w[0] = 1.0;
+                w[1] = s;
+                w[2] = s * (s - c2m1);
+                w[3] = s * (s - c2m1) * (s - c1m1);
+            }
+        }
+    }
+}
+
 /// The stage values of every accepted step, enough to evaluate the method's continuous extension
 /// anywhere in the span.
 #[derive(Debug, Clone)]
 pub struct DenseOutput {
-    pub(crate) tableau: &'static ExplicitTableau,
+    pub(crate) kind: DenseKind,
     pub(crate) n: usize,
     /// Step start times t_n (in the direction of integration).
     pub(crate) t: Vec<f64>,
@@ -57,8 +103,12 @@ pub struct DenseOutput {
 
 impl DenseOutput {
     pub(crate) fn new(tableau: &'static ExplicitTableau, n: usize) -> Self {
+        Self::with_kind(DenseKind::Explicit(tableau), n)
+    }
+
+    pub(crate) fn with_kind(kind: DenseKind, n: usize) -> Self {
         Self {
-            tableau,
+            kind,
             n,
             t: Vec::new(),
             h: Vec::new(),
@@ -90,7 +140,7 @@ impl DenseOutput {
 
     /// Length of the scratch buffer [`DenseOutput::interpolate_into`] needs.
     pub fn scratch_len(&self) -> usize {
-        self.tableau.total_stages()
+        self.kind.stages()
     }
 
     /// u(t) by the method's continuous extension into `out` (length n), with a caller's scratch buffer
@@ -153,9 +203,9 @@ impl DenseOutput {
             .saturating_sub(1);
         let (tn, h) = (self.t[idx], self.h[idx]);
         let theta = (t - tn) / h;
-        self.tableau.dense_weights(theta, w);
+        self.kind.weights(theta, w);
         let n = self.n;
-        let s = self.tableau.total_stages();
+        let s = self.kind.stages();
         out.copy_from_slice(&self.u[idx * n..(idx + 1) * n]);
         let k = &self.k[idx * s * n..(idx + 1) * s * n];
         for (i, &wi) in w.iter().enumerate() {
@@ -230,7 +280,7 @@ impl Solution {
             out.copy_from_slice(self.u_end.as_slice().expect("contiguous"));
             return Ok(());
         }
-        let mut w = vec![0.0; dense.tableau.total_stages()];
+        let mut w = vec![0.0; dense.scratch_len()];
         dense.eval(t, out, &mut w);
         Ok(())
     }
