@@ -333,7 +333,8 @@ impl<M: OdeSystem> Core<'_, M> {
         self.stats.rhs_evaluations += 1;
     }
 
-    /// J at (t, u) by n forward-mode passes (dense), or one per colour (sparse).
+    /// J at (t, u): the model's own (dense path), or by n forward-mode passes (dense), or one per colour
+    /// (sparse).
     fn jacobian(&mut self, t: f64) {
         let n = self.n;
         for (d, &x) in self.pd.iter_mut().zip(&self.p) {
@@ -359,7 +360,11 @@ impl<M: OdeSystem> Core<'_, M> {
                     }
                 }
             }
-        } else {
+        } else if !self
+            .problem
+            .model()
+            .jacobian(t, &self.u, &self.p, &mut self.jac)
+        {
             for j in 0..n {
                 for (i, d) in self.ud.iter_mut().enumerate() {
                     *d = Dual64::new(self.u[i], f64::from(u8::from(i == j)));

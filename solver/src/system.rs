@@ -77,6 +77,16 @@ pub trait OdeSystem: Sync {
         false
     }
 
+    /// Optional hand-written Jacobian ∂f/∂u(t, u, p): writes it column-major into `jac` (n × n, entry
+    /// (i, j) at i + n·j) and returns `true`. The default returns `false`, and implicit methods form the
+    /// Jacobian by forward-mode AD (n dual passes, or one per colour on the sparse path, where a
+    /// hand-written Jacobian is not used). It must be exact for Newton to converge well; derivatives of
+    /// the solution never use it.
+    fn jacobian(&self, t: f64, u: &[f64], p: &[f64], jac: &mut [f64]) -> bool {
+        let _ = (t, u, p, jac);
+        false
+    }
+
     /// Optional sparsity pattern of the Jacobian ∂f/∂u: the (row, column) pairs that may be nonzero.
     /// Implicit methods then factor a sparse iteration matrix and form the Jacobian with one
     /// forward-mode pass per colour of a column colouring. The default `None` lets the solver detect
@@ -110,6 +120,9 @@ impl<T: OdeSystem + ?Sized> OdeSystem for &T {
         p_bar: &mut [f64],
     ) -> bool {
         (**self).vjp(t, u, p, lambda, u_bar, p_bar)
+    }
+    fn jacobian(&self, t: f64, u: &[f64], p: &[f64], jac: &mut [f64]) -> bool {
+        (**self).jacobian(t, u, p, jac)
     }
     fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
         (**self).jacobian_sparsity()
