@@ -9,12 +9,12 @@ pub fn median_ns(id: &str) -> Option<f64> {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let path = base
-        .join("criterion")
-        .join(id.replace('/', "_"))
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
+    // `c.bench_function("group/name")` stores under `group_name`, a benchmark group under `group/name`.
+    let flat = base.join("criterion").join(id.replace('/', "_"));
+    let nested = base.join("criterion").join(id);
+    let text = [flat, nested]
+        .iter()
+        .find_map(|dir| std::fs::read_to_string(dir.join("new").join("estimates.json")).ok())?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
