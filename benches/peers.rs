@@ -1,0 +1,328 @@
+//! Side by side with diffsol (crates.io, 0.18), in one run on one machine, at matched *achieved* error:
+//! each library's work–precision curve (median time per solve against the error it achieved, over a
+//! sweep of tolerances) is interpolated in log–log at common target errors, and the report gives
+//! odesens time / diffsol time there.
+//!
+//! - Double pendulum (benchmark set-up, t ∈ [0, 10], error = max |u(10) − reference|): odesens Tsit5,
+//!   Vern7, Vern9 against diffsol's tsit45, targets 1e-6 … 1e-10.
+//! - Robertson to t = 1e5 (atol = 1e-6·rtol, error = max relative error against the Bari reference):
+//!   odesens RadauIIA5 and Kvaerno5 against diffsol's BDF (nalgebra LU) and esdirk34, targets 1e-5 … 1e-8.
+//!
+//! Both libraries evaluate the same model code: diffsol's closures call the odesens model's `rhs` (and
+//! its forward-mode AD for the Jacobian–vector product diffsol asks for). Timings are interleaved medians
+//! (each round runs every configuration once). Sensitivities and adjoints are not compared yet.
+//!
+//! Run: `cargo bench --features peers --bench peers` (writes `data/benchmarks/peers.json`).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use diffsol::{MatrixCommon, NalgebraLU, NalgebraMat, OdeBuilder, OdeSolverMethod};
+use ndarray::{ArrayView1, ArrayViewMut1};
+use num_dual::Dual64;
+use odesens::models::{DoublePendulum, Robertson};
+use odesens::prelude::*;
+
+mod common;
+
+type M = NalgebraMat<f64>;
+type LS = NalgebraLU<f64>;
+
+/// f(u) of an odesens model at f64.
+fn rhs<S: OdeSystem>(model: &S, p: &[f64], t: f64, x: &[f64], y: &mut [f64]) {
+    model.rhs(
+        t,
+        ArrayView1::from(x),
+        ArrayView1::from(p),
+        ArrayViewMut1::from(y),
+    );
+}
+
+/// J(u)·v of an odesens model by one dual pass.
+fn jvp<S: OdeSystem>(model: &S, p: &[f64], t: f64, x: &[f64], v: &[f64], y: &mut [f64]) {
+    let xd: Vec<Dual64> = x.iter().zip(v).map(|(&a, &b)| Dual64::new(a, b)).collect();
+    let pd: Vec<Dual64> = p.iter().map(|&a| Dual64::from(a)).collect();
+    let mut yd = vec![Dual64::from(0.0); x.len()];
+    model.rhs(
+        Dual64::from(t),
+        ArrayView1::from(&xd[..]),
+        ArrayView1::from(&pd[..]),
+        ArrayViewMut1::from(&mut yd[..]),
+    );
+    for (o, d) in y.iter_mut().zip(&yd) {
+        *o = d.eps;
+    }
+}
+
+/// A diffsol solve of `model` from `u0` on [0, t_end]: u(t_end) and the number of steps.
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Tsit45,
+    Bdf,
+    Esdirk34,
+}
+
+fn diffsol_solve<S: OdeSystem + Clone + 'static>(
+    model: &S,
+    p: &[f64],
+    u0: &[f64],
+    t_end: f64,
+    rtol: f64,
+    atol: &[f64],
+    peer: Peer,
+) -> Vec<f64> {
+    let n = u0.len();
+    let (m1, m2, p1, p2, init) = (
+        model.clone(),
+        model.clone(),
+        p.to_vec(),
+        p.to_vec(),
+        u0.to_vec(),
+    );
+    let problem = OdeBuilder::<M>::new()
+        .rtol(rtol)
+        .atol(atol.to_vec())
+        .rhs_implicit(
+            move |x: &[f64], _p: &[f64], t: f64, y: &mut [f64]| rhs(&m1, &p1, t, x, y),
+            move |x: &[f64], _p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
+                jvp(&m2, &p2, t, x, v, y)
+            },
+        )
+        .init(
+            move |_p: &[f64], _t: f64, y: &mut [f64]| y.copy_from_slice(&init),
+            n,
+        )
+        .build()
+        .expect("diffsol problem");
+    let (ys, _ts, _) = match peer {
+        Peer::Tsit45 => problem.tsit45().expect("tsit45").solve(t_end),
+        Peer::Bdf => problem.bdf::<LS>().expect("bdf").solve(t_end),
+        Peer::Esdirk34 => problem.esdirk34::<LS>().expect("esdirk34").solve(t_end),
+    }
+    .expect("diffsol solve");
+    let last = ys.ncols() - 1;
+    (0..n).map(|i| ys[(i, last)]).collect()
+}
+
+/// One configuration of a work–precision sweep.
+struct Config {
+    library: &'static str,
+    method: &'static str,
+    tol: f64,
+    run: Box<dyn Fn() -> Vec<f64>>,
+}
+
+/// Interleaved median times (s) of every configuration: rounds until `min_seconds` and `min_rounds`.
+fn interleaved(configs: &[Config], min_rounds: usize, min_seconds: f64) -> Vec<f64> {
+    let start = Instant::now();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut rounds = 0;
+    while rounds < min_rounds || (start.elapsed().as_secs_f64() < min_seconds && rounds < 1001) {
+        for (c, t) in configs.iter().zip(times.iter_mut()) {
+            let s = Instant::now();
+            black_box((c.run)());
+            t.push(s.elapsed().as_secs_f64());
+        }
+        rounds += 1;
+    }
+    times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect()
+}
+
+/// log-log interpolation of time at `target` error on a curve of (error, time) points; `None` outside.
+fn time_at(curve: &[(f64, f64)], target: f64) -> Option<f64> {
+    let mut pts: Vec<(f64, f64)> = curve
+        .iter()
+        .filter(|p| p.0 > 0.0 && p.0.is_finite())
+        .map(|&(e, t)| (e.ln(), t.ln()))
+        .collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let x = target.ln();
+    pts.windows(2).find_map(|w| {
+        let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+        (x >= x0 && x <= x1 && x1 > x0).then(|| (y0 + (y1 - y0) * (x - x0) / (x1 - x0)).exp())
+    })
+}
+
+struct Study {
+    name: &'static str,
+    configs: Vec<Config>,
+    error: Box<dyn Fn(&[f64]) -> f64>,
+    targets: Vec<f64>,
+    pairs: Vec<(&'static str, &'static str)>,
+}
+
+fn pendulum_study() -> Study {
+    let problem = DoublePendulum::bench_problem();
+    let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
+    let mut configs = Vec::new();
+    for tol in [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13] {
+        for method in [Method::Tsit5, Method::Vern7, Method::Vern9] {
+            let prob = problem.clone();
+            let opts = SolverOptions::default()
+                .method(method)
+                .tol(tol)
+                .save_end_only();
+            configs.push(Config {
+                library: "odesens",
+                method: method.name(),
+                tol,
+                run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
+            });
+        }
+        let (pp, uu) = (p.clone(), u0.clone());
+        configs.push(Config {
+            library: "diffsol",
+            method: "tsit45",
+            tol,
+            run: Box::new(move || {
+                diffsol_solve(
+                    &DoublePendulum,
+                    &pp,
+                    &uu,
+                    10.0,
+                    tol,
+                    &[tol; 4],
+                    Peer::Tsit45,
+                )
+            }),
+        });
+    }
+    Study {
+        name: "double_pendulum",
+        configs,
+        error: Box::new(|u| DoublePendulum::bench_error(u)),
+        targets: vec![1e-6, 1e-7, 1e-8, 1e-9, 1e-10],
+        pairs: vec![
+            ("Tsit5", "tsit45"),
+            ("Vern7", "tsit45"),
+            ("Vern9", "tsit45"),
+        ],
+    }
+}
+
+fn robertson_study() -> Study {
+    let (t_end, reference) = Robertson::REFERENCE[0];
+    let problem = Robertson::problem(t_end).expect("valid");
+    let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
+    let mut configs = Vec::new();
+    for tol in [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10] {
+        let atol = tol * 1e-6;
+        for method in [Method::RadauIIA5, Method::Kvaerno5] {
+            let prob = problem.clone();
+            let opts = SolverOptions::default()
+                .method(method)
+                .rtol(tol)
+                .atol(atol)
+                .save_end_only()
+                .max_steps(1_000_000);
+            configs.push(Config {
+                library: "odesens",
+                method: method.name(),
+                tol,
+                run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
+            });
+        }
+        for (peer, name) in [(Peer::Bdf, "bdf"), (Peer::Esdirk34, "esdirk34")] {
+            let (pp, uu) = (p.clone(), u0.clone());
+            configs.push(Config {
+                library: "diffsol",
+                method: name,
+                tol,
+                run: Box::new(move || {
+                    diffsol_solve(&Robertson, &pp, &uu, t_end, tol, &[atol; 3], peer)
+                }),
+            });
+        }
+    }
+    Study {
+        name: "robertson",
+        configs,
+        error: Box::new(move |u| {
+            u.iter()
+                .zip(reference)
+                .map(|(a, b)| ((a - b) / b).abs())
+                .fold(0.0, f64::max)
+        }),
+        targets: vec![1e-5, 1e-6, 1e-7, 1e-8],
+        pairs: vec![
+            ("RadauIIA5", "bdf"),
+            ("Kvaerno5", "bdf"),
+            ("RadauIIA5", "esdirk34"),
+        ],
+    }
+}
+
+fn main() {
+    let quick = common::test_mode();
+    let mut report = Vec::new();
+    for study in [pendulum_study(), robertson_study()] {
+        let errors: Vec<f64> = study
+            .configs
+            .iter()
+            .map(|c| (study.error)(&(c.run)()))
+            .collect();
+        let (rounds, seconds) = if quick { (1, 0.0) } else { (5, 20.0) };
+        let times = interleaved(&study.configs, rounds, seconds);
+        println!("\n{}: median time per solve and achieved error", study.name);
+        let mut rows = Vec::new();
+        for ((c, e), t) in study.configs.iter().zip(&errors).zip(&times) {
+            println!(
+                "  {:<8} {:<10} tol {:.0e}: {:>10.1} µs, error {e:.2e}",
+                c.library,
+                c.method,
+                c.tol,
+                t * 1e6
+            );
+            rows.push(serde_json::json!({
+                "library": c.library, "method": c.method, "tol": c.tol,
+                "median_time_s": t, "error": e,
+            }));
+        }
+        let curve = |lib: &str, method: &str| -> Vec<(f64, f64)> {
+            study
+                .configs
+                .iter()
+                .zip(&errors)
+                .zip(&times)
+                .filter(|((c, _), _)| c.library == lib && c.method == method)
+                .map(|((_, &e), &t)| (e, t))
+                .collect()
+        };
+        let mut ratios = Vec::new();
+        for &(ours, theirs) in &study.pairs {
+            let (a, b) = (curve("odesens", ours), curve("diffsol", theirs));
+            for &target in &study.targets {
+                let ratio = match (time_at(&a, target), time_at(&b, target)) {
+                    (Some(x), Some(y)) => Some(x / y),
+                    _ => None,
+                };
+                println!(
+                    "  at error {target:.0e}: odesens {ours} / diffsol {theirs} = {}",
+                    ratio.map_or("outside both sweeps".to_string(), |r| format!("{r:.2}"))
+                );
+                ratios.push(serde_json::json!({
+                    "odesens": ours, "diffsol": theirs, "error": target, "time_ratio": ratio,
+                }));
+            }
+        }
+        report.push(serde_json::json!({
+            "problem": study.name, "rows": rows, "ratios_at_matched_error": ratios,
+        }));
+    }
+    if !quick {
+        common::write_report(
+            "peers.json",
+            &serde_json::json!({
+                "peer": "diffsol 0.18 (nalgebra), closures calling the odesens models",
+                "command": "cargo bench --features peers --bench peers",
+                "studies": report,
+            }),
+        );
+    }
+}
