@@ -149,10 +149,13 @@ fn time_at(curve: &[(f64, f64)], target: f64) -> Option<f64> {
     })
 }
 
+/// The error of a solve's u(t_end).
+type ErrorFn = Box<dyn Fn(&[f64]) -> f64>;
+
 struct Study {
     name: &'static str,
     configs: Vec<Config>,
-    error: Box<dyn Fn(&[f64]) -> f64>,
+    error: ErrorFn,
     targets: Vec<f64>,
     pairs: Vec<(&'static str, &'static str)>,
 }
@@ -196,7 +199,7 @@ fn pendulum_study() -> Study {
     Study {
         name: "double_pendulum",
         configs,
-        error: Box::new(|u| DoublePendulum::bench_error(u)),
+        error: Box::new(DoublePendulum::bench_error),
         targets: vec![1e-6, 1e-7, 1e-8, 1e-9, 1e-10],
         pairs: vec![
             ("Tsit5", "tsit45"),
