@@ -322,21 +322,14 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
         rec.extend_from_slice(lambda);
     }
     // Observation at the end of the step: λ += ∂g/∂u(u_{n+1}), p̄ += ∂g/∂p.
-    if *obs_left > 0 && tracker.times()[*obs_left - 1] == step.t_next {
-        let k = *obs_left - 1;
-        tracker.observation_gradient(k, step.u_next, p)?;
-        for (l, g) in lambda.iter_mut().zip(&tracker.g_u) {
-            *l += g;
-        }
-        for (pb, g) in p_bar.iter_mut().zip(&tracker.g_p) {
-            *pb += g;
-        }
-        *obs_left -= 1;
-        if let Some(rec) = trajectory.as_mut() {
-            rec.push(step.t_next);
-            rec.extend_from_slice(lambda);
-        }
-    }
+    observation_jump(
+        tracker,
+        obs_left,
+        (step.t_next, step.u_next, p),
+        lambda,
+        p_bar,
+        trajectory,
+    )?;
     let s = tab.stages;
     let last = if tab.fsal { s - 1 } else { s };
     acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
@@ -385,6 +378,34 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
     check_finite("adjoint p̄", step.t, p_bar)
 }
 
+/// The jump of λ at an observation: if the next observation (counting back) is at `t`,
+/// λ += ∂g_k/∂u(u, p), p̄ += ∂g_k/∂p, and (t, λ) after the jump is recorded.
+pub(crate) fn observation_jump<O: Objective>(
+    tracker: &mut ObjectiveTracker<'_, O>,
+    obs_left: &mut usize,
+    (t, u, p): (f64, &[f64], &[f64]),
+    lambda: &mut [f64],
+    p_bar: &mut [f64],
+    trajectory: &mut Option<Vec<f64>>,
+) -> Result<(), SensitivityError> {
+    if *obs_left == 0 || tracker.times()[*obs_left - 1] != t {
+        return Ok(());
+    }
+    tracker.observation_gradient(*obs_left - 1, u, p)?;
+    for (l, g) in lambda.iter_mut().zip(&tracker.g_u) {
+        *l += g;
+    }
+    for (pb, g) in p_bar.iter_mut().zip(&tracker.g_p) {
+        *pb += g;
+    }
+    *obs_left -= 1;
+    if let Some(rec) = trajectory.as_mut() {
+        rec.push(t);
+        rec.extend_from_slice(lambda);
+    }
+    Ok(())
+}
+
 /// Settings of [`adjoint_gradient_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdjointSettings {
@@ -406,6 +427,18 @@ pub struct AdjointTrajectory {
     pub times: Array1<f64>,
     /// λ at those times (time × state).
     pub lambda: Array2<f64>,
+}
+
+impl AdjointTrajectory {
+    /// The table from recorded rows [t, λ(t)] (n + 1 values each).
+    pub(crate) fn from_rows(rows: Vec<f64>, n: usize) -> Self {
+        let count = rows.len() / (n + 1);
+        let table = Array2::from_shape_vec((count, n + 1), rows).expect("rows of n + 1");
+        Self {
+            times: table.column(0).to_owned(),
+            lambda: table.slice(ndarray::s![.., 1..]).to_owned(),
+        }
+    }
 }
 
 /// The gradient of `objective` with respect to every parameter and initial value by the exact discrete
@@ -546,27 +579,18 @@ pub fn adjoint_gradient_with<M: OdeSystem, O: Objective>(
     e.stats.peak_checkpoint_bytes = peak_snapshots * cp_bytes;
     let mut back = e;
     // An observation at t0 adds ∂g/∂u0 directly.
-    if back.obs_left == 1 && back.tracker.times()[0] == t0 {
-        back.tracker.observation_gradient(0, &u0, &p)?;
-        for (l, g) in back.lambda.iter_mut().zip(&back.tracker.g_u) {
-            *l += g;
-        }
-        for (pb, g) in back.p_bar.iter_mut().zip(&back.tracker.g_p) {
-            *pb += g;
-        }
-        if let Some(rec) = back.trajectory.as_mut() {
-            rec.push(t0);
-            rec.extend_from_slice(&back.lambda);
-        }
-    }
-    let adjoint = back.trajectory.take().map(|rec| {
-        let rows = rec.len() / (n + 1);
-        let table = Array2::from_shape_vec((rows, n + 1), rec).expect("rows of n + 1");
-        AdjointTrajectory {
-            times: table.column(0).to_owned(),
-            lambda: table.slice(ndarray::s![.., 1..]).to_owned(),
-        }
-    });
+    observation_jump(
+        &mut back.tracker,
+        &mut back.obs_left,
+        (t0, &u0, &p),
+        &mut back.lambda,
+        &mut back.p_bar,
+        &mut back.trajectory,
+    )?;
+    let adjoint = back
+        .trajectory
+        .take()
+        .map(|rec| AdjointTrajectory::from_rows(rec, n));
     let end = back.replay.stats();
     back.stats.recomputation.accepted_steps = end.accepted_steps - replay_start.accepted_steps;
     back.stats.recomputation.rejected_steps = end.rejected_steps - replay_start.rejected_steps;

@@ -228,6 +228,28 @@ impl<'o, O: Objective> ObjectiveTracker<'o, O> {
     }
 }
 
+/// dG/dθ_lane += weight · (∇_u g · u̇_lane + ∇_p g · ṗ_lane) for every lane, with the gradient held in
+/// `tr` and tangents in row-major (component, lane) layouts of `d.len()` lanes.
+pub(crate) fn add_directional<O: Objective>(
+    tr: &ObjectiveTracker<'_, O>,
+    weight: f64,
+    udot: &[f64],
+    pdot: &[f64],
+    d: &mut [f64],
+) {
+    let c = d.len();
+    for (lane, dl) in d.iter_mut().enumerate() {
+        let mut acc = 0.0;
+        for (m, g) in tr.g_u.iter().enumerate() {
+            acc += g * udot[m * c + lane];
+        }
+        for (m, g) in tr.g_p.iter().enumerate() {
+            acc += g * pdot[m * c + lane];
+        }
+        *dl += weight * acc;
+    }
+}
+
 /// Runs `integrator` to the end, evaluating G = Σ_k g_k + ∫ r dt along the steps; `before_step(integrator,
 /// k)` is called before the k-th accepted step (for checkpoints). Returns G and the number of steps.
 pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(

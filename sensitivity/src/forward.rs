@@ -15,7 +15,8 @@ use odesens_solver::{
 use rayon::prelude::*;
 
 use crate::common::{
-    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, stage_time,
+    Gradient, ObjectiveTracker, SensitivityStats, add_directional, check_objective,
+    derivative_options, stage_time,
 };
 use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite, check_times};
@@ -229,25 +230,11 @@ fn run_chunk<M: OdeSystem, O: Objective>(
     let mut next_save = 0;
     let u0 = problem.u0().to_vec();
     let t0 = problem.t0();
-    // dG += ∇_u g·u̇ + ∇_p g·ṗ per lane, for the gradient held in the tracker.
-    let add_gradient =
-        |tr: &ObjectiveTracker<O>, weight: f64, udot: &[f64], pdot: &[f64], d: &mut [f64]| {
-            for (lane, dl) in d.iter_mut().enumerate() {
-                let mut acc = 0.0;
-                for m in 0..n {
-                    acc += tr.g_u[m] * udot[m * c + lane];
-                }
-                for m in 0..np {
-                    acc += tr.g_p[m] * pdot[m * c + lane];
-                }
-                *dl += weight * acc;
-            }
-        };
     if let Some(tr) = tracker.as_mut()
         && tr.times().first() == Some(&t0)
     {
         tr.observation_gradient(0, &u0, &p)?;
-        add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
+        add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
         value += tr.observe(0, &u0, &p);
         tr.next = 1;
     }
@@ -297,7 +284,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
                     let ti = stage_time(tab.c[i], &step);
                     q += b * tr.running_gradient(ti, step.stage_input(i), &p)?;
                     let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
-                    add_gradient(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
+                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
                 }
             }
             value += step.h * q;
@@ -310,7 +297,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
         {
             let k = tr.next;
             tr.observation_gradient(k, step.u_next, &p)?;
-            add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
+            add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
             value += tr.observe(k, step.u_next, &p);
             tr.next += 1;
         }

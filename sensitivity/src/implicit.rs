@@ -31,8 +31,8 @@ use odesens_solver::{
     SolverError, SolverOptions, radau,
 };
 
-use crate::adjoint::{Action, AdjointSettings, Checkpointing, revolve};
-use crate::common::{Gradient, ObjectiveTracker, SensitivityStats};
+use crate::adjoint::{Action, AdjointSettings, Checkpointing, observation_jump, revolve};
+use crate::common::{Gradient, ObjectiveTracker, SensitivityStats, add_directional};
 use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -95,15 +95,7 @@ impl StepData {
     }
 
     fn stage_time(&self, i: usize) -> f64 {
-        let c = match self.scheme {
-            Scheme::Esdirk(tab) => tab.c[i],
-            Scheme::Radau5 => radau::C[i],
-        };
-        if c == 1.0 {
-            self.t_next
-        } else {
-            self.t + c * self.h
-        }
+        self.scheme.stage_time(i, self.t, self.h, self.t_next)
     }
 
     /// Y_i.
@@ -118,6 +110,38 @@ fn weight(scheme: Scheme, i: usize) -> f64 {
     match scheme {
         Scheme::Esdirk(tab) => tab.b[i],
         Scheme::Radau5 => radau::A[2][i],
+    }
+}
+
+/// The stopping rule of the preconditioned stage iterations: converged when the update is below
+/// [`LINEAR_TOL`] of the iterate, stalled when it is not finite or shrinks by less than half.
+struct Richardson {
+    prev: f64,
+}
+
+enum Verdict {
+    Converged,
+    Stalled,
+    Continue,
+}
+
+impl Richardson {
+    fn new() -> Self {
+        Self {
+            prev: f64::INFINITY,
+        }
+    }
+
+    /// The verdict on an update of max-norm `change` to an iterate of max-norm `size`.
+    fn verdict(&mut self, change: f64, size: f64) -> Verdict {
+        if change <= LINEAR_TOL * size || size == 0.0 {
+            Verdict::Converged
+        } else if !change.is_finite() || change > 0.5 * self.prev {
+            Verdict::Stalled
+        } else {
+            self.prev = change;
+            Verdict::Continue
+        }
     }
 }
 
@@ -258,7 +282,7 @@ impl ImplicitTangents {
                 self.ydot[i * nc + x] = self.r[x] + hg * self.kdot[(i - 1) * nc + x];
             }
             let mut converged = false;
-            let mut prev = f64::INFINITY;
+            let mut rule = Richardson::new();
             for _ in 0..LINEAR_MAX {
                 let ydot = &mut self.ydot[i * nc..(i + 1) * nc];
                 der.jvp_block(ti, &lin.y, p, ydot, &self.pdot, &mut self.out, c);
@@ -275,15 +299,14 @@ impl ImplicitTangents {
                         change = change.max(lin.col[m].abs());
                     }
                 }
-                let size = max_abs(ydot);
-                if change <= LINEAR_TOL * size || size == 0.0 {
-                    converged = true;
-                    break;
+                match rule.verdict(change, max_abs(ydot)) {
+                    Verdict::Converged => {
+                        converged = true;
+                        break;
+                    }
+                    Verdict::Stalled => break,
+                    Verdict::Continue => {}
                 }
-                if !change.is_finite() || change > 0.5 * prev {
-                    break;
-                }
-                prev = change;
             }
             if !converged {
                 // Factor M_i exactly: Ẏ = M_i⁻¹(r + hγ f_p ṗ).
@@ -330,7 +353,7 @@ impl ImplicitTangents {
             self.ydot[i * nc..(i + 1) * nc].copy_from_slice(&self.udot);
         }
         let mut converged = false;
-        let mut prev = f64::INFINITY;
+        let mut rule = Richardson::new();
         for _ in 0..LINEAR_MAX {
             for i in 0..3 {
                 step.stage_value(i, &mut lin.y);
@@ -365,15 +388,14 @@ impl ImplicitTangents {
                     }
                 }
             }
-            let size = max_abs(&self.ydot[..3 * nc]);
-            if change <= LINEAR_TOL * size || size == 0.0 {
-                converged = true;
-                break;
+            match rule.verdict(change, max_abs(&self.ydot[..3 * nc])) {
+                Verdict::Converged => {
+                    converged = true;
+                    break;
+                }
+                Verdict::Stalled => break,
+                Verdict::Continue => {}
             }
-            if !change.is_finite() || change > 0.5 * prev {
-                break;
-            }
-            prev = change;
         }
         if !converged {
             lin.factor_exact_radau(der, step, p)?;
@@ -459,24 +481,11 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
     let mut states = Vec::with_capacity(save_times.len() * n);
     let mut next_save = 0;
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());
-    let add_gradient =
-        |tr: &ObjectiveTracker<O>, weight: f64, udot: &[f64], pdot: &[f64], d: &mut [f64]| {
-            for (lane, dl) in d.iter_mut().enumerate() {
-                let mut acc = 0.0;
-                for m in 0..n {
-                    acc += tr.g_u[m] * udot[m * c + lane];
-                }
-                for m in 0..np {
-                    acc += tr.g_p[m] * pdot[m * c + lane];
-                }
-                *dl += weight * acc;
-            }
-        };
     if let Some(tr) = tracker.as_mut()
         && tr.times().first() == Some(&t0)
     {
         tr.observation_gradient(0, &u0, &p)?;
-        add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
+        add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
         value += tr.observe(0, &u0, &p);
         tr.next = 1;
     }
@@ -499,7 +508,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
                     step.stage_value(i, &mut yi);
                     q += b * tr.running_gradient(step.stage_time(i), &yi, &p)?;
                     let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
-                    add_gradient(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
+                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
                 }
             }
             value += step.h * q;
@@ -509,7 +518,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
         {
             let k = tr.next;
             tr.observation_gradient(k, &step.u_next, &p)?;
-            add_gradient(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
+            add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
             value += tr.observe(k, &step.u_next, &p);
             tr.next += 1;
         }
@@ -587,21 +596,14 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
             rec.push(step.t_next);
             rec.extend_from_slice(&self.lambda);
         }
-        if self.obs_left > 0 && self.tracker.times()[self.obs_left - 1] == step.t_next {
-            let k = self.obs_left - 1;
-            self.tracker.observation_gradient(k, &step.u_next, p)?;
-            for (l, g) in self.lambda.iter_mut().zip(&self.tracker.g_u) {
-                *l += g;
-            }
-            for (pb, g) in self.p_bar.iter_mut().zip(&self.tracker.g_p) {
-                *pb += g;
-            }
-            self.obs_left -= 1;
-            if let Some(rec) = self.trajectory.as_mut() {
-                rec.push(step.t_next);
-                rec.extend_from_slice(&self.lambda);
-            }
-        }
+        observation_jump(
+            &mut self.tracker,
+            &mut self.obs_left,
+            (step.t_next, &step.u_next, p),
+            &mut self.lambda,
+            &mut self.p_bar,
+            &mut self.trajectory,
+        )?;
         let running = self.tracker.objective().has_running_cost();
         if step.scheme == Scheme::Radau5 {
             self.reverse_radau(running)?;
@@ -643,7 +645,7 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
                 // M_iᵀ μ = c + J_iᵀ σ by x ← x + M⁻ᵀ(c + J_iᵀ(σ + hγ x) − x), from x = c.
                 mu.copy_from_slice(&self.c);
                 let mut converged = false;
-                let mut prev = f64::INFINITY;
+                let mut rule = Richardson::new();
                 for _ in 0..LINEAR_MAX {
                     for m in 0..n {
                         self.g[m] = self.sigma[m] + hg * mu[m];
@@ -667,15 +669,14 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
                         mu[m] += self.lin.col[m];
                         change = change.max(self.lin.col[m].abs());
                     }
-                    let size = max_abs(mu);
-                    if change <= LINEAR_TOL * size || size == 0.0 {
-                        converged = true;
-                        break;
+                    match rule.verdict(change, max_abs(mu)) {
+                        Verdict::Converged => {
+                            converged = true;
+                            break;
+                        }
+                        Verdict::Stalled => break,
+                        Verdict::Continue => {}
                     }
-                    if !change.is_finite() || change > 0.5 * prev {
-                        break;
-                    }
-                    prev = change;
                 }
                 if !converged {
                     let jac = self.lin.factor_exact(&mut self.der, ti, p, hg, h)?;
@@ -747,7 +748,7 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
             h * (0..3).map(|i| radau::A[i][j] * mu[i * n + m]).sum::<f64>()
         };
         let mut converged = false;
-        let mut prev = f64::INFINITY;
+        let mut rule = Richardson::new();
         for _ in 0..LINEAR_MAX {
             // Residual c + (J_jᵀ ν_j)_j − μ, then μ += M_frozen⁻ᵀ residual.
             for j in 0..3 {
@@ -775,15 +776,14 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
                 *mu += d;
                 change = change.max(d.abs());
             }
-            let size = max_abs(&self.mu);
-            if change <= LINEAR_TOL * size || size == 0.0 {
-                converged = true;
-                break;
+            match rule.verdict(change, max_abs(&self.mu)) {
+                Verdict::Converged => {
+                    converged = true;
+                    break;
+                }
+                Verdict::Stalled => break,
+                Verdict::Continue => {}
             }
-            if !change.is_finite() || change > 0.5 * prev {
-                break;
-            }
-            prev = change;
         }
         if !converged {
             self.lin.factor_exact_radau(&mut self.der, &self.step, p)?;
@@ -966,27 +966,18 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         }
     };
     // An observation at t0 adds ∂g/∂u0 directly.
-    if e.obs_left == 1 && e.tracker.times()[0] == t0 {
-        e.tracker.observation_gradient(0, &u0, &p)?;
-        for (l, g) in e.lambda.iter_mut().zip(&e.tracker.g_u) {
-            *l += g;
-        }
-        for (pb, g) in e.p_bar.iter_mut().zip(&e.tracker.g_p) {
-            *pb += g;
-        }
-        if let Some(rec) = e.trajectory.as_mut() {
-            rec.push(t0);
-            rec.extend_from_slice(&e.lambda);
-        }
-    }
-    let adjoint = e.trajectory.take().map(|rec| {
-        let rows = rec.len() / (n + 1);
-        let arr = Array2::from_shape_vec((rows, n + 1), rec).expect("rows of t and λ");
-        crate::AdjointTrajectory {
-            times: arr.column(0).to_owned(),
-            lambda: arr.slice(ndarray::s![.., 1..]).to_owned(),
-        }
-    });
+    observation_jump(
+        &mut e.tracker,
+        &mut e.obs_left,
+        (t0, &u0, &p),
+        &mut e.lambda,
+        &mut e.p_bar,
+        &mut e.trajectory,
+    )?;
+    let adjoint = e
+        .trajectory
+        .take()
+        .map(|rec| crate::AdjointTrajectory::from_rows(rec, n));
     let recomputation = e.replay.stats();
     Ok(Gradient {
         value,

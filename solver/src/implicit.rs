@@ -239,6 +239,21 @@ impl Scheme {
             Scheme::Radau5 => 3,
         }
     }
+
+    /// The node c_i of stage i.
+    pub fn node(self, i: usize) -> f64 {
+        match self {
+            Scheme::Esdirk(tab) => tab.c[i],
+            Scheme::Radau5 => radau::C[i],
+        }
+    }
+
+    /// The time of stage i of the step (t, h) ending at `t_next` (exactly `t_next` for c_i = 1, as the
+    /// integrator steps there).
+    pub fn stage_time(self, i: usize, t: f64, h: f64, t_next: f64) -> f64 {
+        let c = self.node(i);
+        if c == 1.0 { t_next } else { t + c * h }
+    }
 }
 
 const NEWTON_MAX: usize = 8;
@@ -410,20 +425,8 @@ impl<M: OdeSystem> Core<'_, M> {
             identity - hg * jac[k]
         });
         self.stats.factorizations += 1;
-        match result {
-            Ok(()) => {
-                self.factored_hg = hg;
-                Ok(())
-            }
-            Err(pivot) => {
-                self.factored_hg = 0.0;
-                Err(SolverError::SingularMatrix {
-                    t: self.t,
-                    h,
-                    pivot,
-                })
-            }
-        }
+        self.factored_hg = if result.is_ok() { hg } else { 0.0 };
+        singular(result, self.t, h)
     }
 
     /// Factors Radau's real form of (α + iβ)/h I − J for step size h.
@@ -479,20 +482,8 @@ impl<M: OdeSystem> Core<'_, M> {
             result
         };
         self.stats.factorizations += 1;
-        match result {
-            Ok(()) => {
-                r.factored_h2 = h;
-                Ok(())
-            }
-            Err(pivot) => {
-                r.factored_h2 = 0.0;
-                Err(SolverError::SingularMatrix {
-                    t: self.t,
-                    h,
-                    pivot,
-                })
-            }
-        }
+        r.factored_h2 = if result.is_ok() { h } else { 0.0 };
+        singular(result, self.t, h)
     }
 
     /// RMS norm of v scaled by `scale`.
@@ -758,6 +749,11 @@ impl<M: OdeSystem> Core<'_, M> {
     }
 }
 
+/// A factorization's result as the solver's error: a failed pivot is a singular iteration matrix at (t, h).
+fn singular(result: Result<(), usize>, t: f64, h: f64) -> Result<(), SolverError> {
+    result.map_err(|pivot| SolverError::SingularMatrix { t, h, pivot })
+}
+
 /// out_i = Σ_j M_ij v_j for 3 blocks of n.
 fn transform(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
     for i in 0..3 {
@@ -872,15 +868,7 @@ pub struct ImplicitStep<'s> {
 impl ImplicitStep<'_> {
     /// The time of stage i (t_{n+1} exactly for c_i = 1).
     pub fn stage_time(&self, i: usize) -> f64 {
-        let c = match self.scheme {
-            Scheme::Esdirk(tab) => tab.c[i],
-            Scheme::Radau5 => radau::C[i],
-        };
-        if c == 1.0 {
-            self.t_next
-        } else {
-            self.t + c * self.h
-        }
+        self.scheme.stage_time(i, self.t, self.h, self.t_next)
     }
 
     /// The stage value Y_i.

@@ -89,38 +89,31 @@ impl LinearSolver for DenseLu {
     }
 
     fn solve_in_place(&mut self, b: &mut [f64]) {
-        let n = self.n;
-        for (i, &v) in b.iter().enumerate() {
-            self.rhs[(i, 0)] = v;
-        }
-        let perm = PermRef::new_checked(&self.perm, &self.perm_inv, n);
-        solve::solve_in_place(
-            self.lu.as_ref(),
-            self.lu.as_ref(),
-            perm,
-            self.rhs.as_mut(),
-            Par::Seq,
-            MemStack::new(&mut self.buffer),
-        );
-        for (i, v) in b.iter_mut().enumerate() {
-            *v = self.rhs[(i, 0)];
-        }
+        self.solve_with(b, false);
     }
 
     fn solve_transpose_in_place(&mut self, b: &mut [f64]) {
+        self.solve_with(b, true);
+    }
+}
+
+impl DenseLu {
+    fn solve_with(&mut self, b: &mut [f64], transpose: bool) {
         let n = self.n;
         for (i, &v) in b.iter().enumerate() {
             self.rhs[(i, 0)] = v;
         }
         let perm = PermRef::new_checked(&self.perm, &self.perm_inv, n);
-        solve::solve_transpose_in_place(
+        let (lu, rhs, stack) = (
             self.lu.as_ref(),
-            self.lu.as_ref(),
-            perm,
             self.rhs.as_mut(),
-            Par::Seq,
             MemStack::new(&mut self.buffer),
         );
+        if transpose {
+            solve::solve_transpose_in_place(lu, lu, perm, rhs, Par::Seq, stack);
+        } else {
+            solve::solve_in_place(lu, lu, perm, rhs, Par::Seq, stack);
+        }
         for (i, v) in b.iter_mut().enumerate() {
             *v = self.rhs[(i, 0)];
         }
