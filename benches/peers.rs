@@ -5,23 +5,32 @@
 //!
 //! - Double pendulum (benchmark set-up, t ∈ [0, 10], error = max |u(10) − reference|): odesens Tsit5,
 //!   Vern7, Vern9 against diffsol's tsit45, targets 1e-6 … 1e-10.
+//! - Double pendulum, ∂θ1(10)/∂p for its 5 parameters by forward sensitivities (error = max deviation from
+//!   a Vern9 1e-13 reference over max |∂θ1/∂p|): odesens Tsit5 and Vern9 against diffsol's tsit45
+//!   sensitivities, targets 1e-5 … 1e-9.
 //! - Robertson to t = 1e5 (atol = 1e-6·rtol, error = max relative error against the Bari reference):
 //!   odesens RadauIIA5 and Kvaerno5 against diffsol's BDF (nalgebra LU) and esdirk34, targets 1e-5 … 1e-8.
 //!
 //! Both libraries evaluate the same model code: diffsol's closures call the odesens model's `rhs` (and
 //! its forward-mode AD for the Jacobian–vector product diffsol asks for). Timings are interleaved medians
-//! (each round runs every configuration once). Sensitivities and adjoints are not compared yet.
+//! (each round runs every configuration once). Adjoints are not compared yet.
 //!
 //! Run: `cargo bench --features peers --bench peers` (writes `data/benchmarks/peers.json`).
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use diffsol::{MatrixCommon, NalgebraLU, NalgebraMat, OdeBuilder, OdeSolverMethod};
+use std::cell::RefCell;
+
+use diffsol::{
+    AdjointOdeSolverMethod, MatrixCommon, NalgebraLU, NalgebraMat, OdeBuilder, OdeSolverMethod,
+    OdeSolverState, Op, SensitivitiesOdeSolverMethod,
+};
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
 use odesens::models::{DoublePendulum, Robertson};
 use odesens::prelude::*;
+use odesens::sensitivity::derivatives::Derivatives;
 
 mod common;
 
@@ -102,6 +111,139 @@ fn diffsol_solve<S: OdeSystem + Clone + 'static>(
     .expect("diffsol solve");
     let last = ys.ncols() - 1;
     (0..n).map(|i| ys[(i, last)]).collect()
+}
+
+/// J(u)·v + f_p·w of an odesens model by one dual pass.
+fn jvp_full<S: OdeSystem>(
+    model: &S,
+    p: &[f64],
+    t: f64,
+    x: &[f64],
+    v: &[f64],
+    w: &[f64],
+    y: &mut [f64],
+) {
+    let xd: Vec<Dual64> = x.iter().zip(v).map(|(&a, &b)| Dual64::new(a, b)).collect();
+    let pd: Vec<Dual64> = p.iter().zip(w).map(|(&a, &b)| Dual64::new(a, b)).collect();
+    let mut yd = vec![Dual64::from(0.0); x.len()];
+    model.rhs(
+        Dual64::from(t),
+        ArrayView1::from(&xd[..]),
+        ArrayView1::from(&pd[..]),
+        ArrayViewMut1::from(&mut yd[..]),
+    );
+    for (o, d) in y.iter_mut().zip(&yd) {
+        *o = d.eps;
+    }
+}
+
+/// diffsol's forward sensitivities (tsit45) of u_0(t_end) with respect to every parameter.
+fn diffsol_forward<S: OdeSystem + Clone + 'static>(
+    model: &S,
+    p: &[f64],
+    u0: &[f64],
+    t_end: f64,
+    tol: f64,
+) -> Vec<f64> {
+    let (n, np) = (u0.len(), p.len());
+    let (m1, m2, m3, init) = (model.clone(), model.clone(), model.clone(), u0.to_vec());
+    let problem = OdeBuilder::<M>::new()
+        .rtol(tol)
+        .atol(vec![tol; n])
+        .p(p.to_vec())
+        .rhs_sens_implicit(
+            move |x: &[f64], p: &[f64], t: f64, y: &mut [f64]| rhs(&m1, p, t, x, y),
+            move |x: &[f64], p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
+                jvp_full(&m2, p, t, x, v, &vec![0.0; p.len()], y)
+            },
+            move |x: &[f64], p: &[f64], t: f64, w: &[f64], y: &mut [f64]| {
+                jvp_full(&m3, p, t, x, &vec![0.0; x.len()], w, y)
+            },
+        )
+        .init_sens(
+            move |_p: &[f64], _t: f64, y: &mut [f64]| y.copy_from_slice(&init),
+            |_p: &[f64], _t: f64, _v: &[f64], y: &mut [f64]| y.iter_mut().for_each(|x| *x = 0.0),
+            n,
+        )
+        .build()
+        .expect("diffsol problem");
+    let (_ys, sens, _) = problem
+        .tsit45_sens()
+        .expect("tsit45_sens")
+        .solve_dense_sensitivities(&[t_end])
+        .expect("diffsol sensitivities");
+    (0..np).map(|k| sens[k][(0, 0)]).collect()
+}
+
+/// diffsol's adjoint (tsit45 forward with checkpointing, tsit45 backward) of u_0(t_end) with respect to
+/// every parameter. Its closures get λᵀf_u and λᵀf_p from `Derivatives::vjp_add`, i.e. the model's own
+/// vjp — the same one the odesens adjoint uses (diffsol wants them negated).
+fn diffsol_adjoint<S: OdeSystem + Clone + 'static>(
+    model: &'static S,
+    p: &[f64],
+    u0: &[f64],
+    t_end: f64,
+    tol: f64,
+) -> Vec<f64> {
+    let (n, np) = (u0.len(), p.len());
+    let (m1, m2, init) = (model.clone(), model.clone(), u0.to_vec());
+    let vjp = std::rc::Rc::new(RefCell::new((
+        Derivatives::new(model),
+        vec![0.0; n],
+        vec![0.0; np],
+    )));
+    let (vjp_u, vjp_p) = (vjp.clone(), vjp);
+    let problem = OdeBuilder::<M>::new()
+        .rtol(tol)
+        .atol(vec![tol; n])
+        .p(p.to_vec())
+        .rhs_adjoint_implicit(
+            move |x: &[f64], p: &[f64], t: f64, y: &mut [f64]| rhs(&m1, p, t, x, y),
+            move |x: &[f64], p: &[f64], t: f64, v: &[f64], y: &mut [f64]| jvp(&m2, p, t, x, v, y),
+            move |x: &[f64], p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
+                let mut guard = vjp_u.borrow_mut();
+                let (der, ub, pb) = &mut *guard;
+                ub.iter_mut().for_each(|z| *z = 0.0);
+                pb.iter_mut().for_each(|z| *z = 0.0);
+                der.vjp_add(t, x, p, v, ub, pb);
+                for (o, z) in y.iter_mut().zip(ub.iter()) {
+                    *o = -z;
+                }
+            },
+            move |x: &[f64], p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
+                let mut guard = vjp_p.borrow_mut();
+                let (der, ub, pb) = &mut *guard;
+                ub.iter_mut().for_each(|z| *z = 0.0);
+                pb.iter_mut().for_each(|z| *z = 0.0);
+                der.vjp_add(t, x, p, v, ub, pb);
+                for (o, z) in y.iter_mut().zip(pb.iter()) {
+                    *o = -z;
+                }
+            },
+        )
+        .init_adjoint(
+            move |_p: &[f64], _t: f64, y: &mut [f64]| y.copy_from_slice(&init),
+            |_p: &[f64], _t: f64, _v: &[f64], y: &mut [f64]| y.iter_mut().for_each(|z| *z = 0.0),
+            n,
+        )
+        .build()
+        .expect("diffsol problem");
+    let mut forward = problem.tsit45().expect("tsit45");
+    let (checkpointer, _ys, _) = forward
+        .solve_dense_with_checkpointing(&[t_end], None)
+        .expect("forward with checkpoints");
+    let backward = problem
+        .tsit45_solver_adjoint(checkpointer, Some(forward), Some(1))
+        .expect("adjoint solver");
+    let mut e0 = vec![0.0; n];
+    e0[0] = 1.0;
+    let ctx = problem.eqn.context().clone();
+    let dgdu = <M as diffsol::DenseMatrix>::from_vec(n, 1, e0, ctx);
+    let (state, _) = backward
+        .solve_adjoint_backwards_pass(&[t_end], &[&dgdu])
+        .expect("backward pass");
+    let sg = state.as_ref().sg;
+    (0..np).map(|k| sg[k]).collect()
 }
 
 /// One configuration of a work–precision sweep.
@@ -209,6 +351,129 @@ fn pendulum_study() -> Study {
     }
 }
 
+/// ∂θ1(10)/∂p of the double pendulum (5 parameters) by forward sensitivities.
+fn pendulum_forward_study() -> Study {
+    use odesens::sensitivity::{ComponentAt, Directions, forward_directional_derivatives};
+    let problem = DoublePendulum::bench_problem();
+    let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
+    let objective = ComponentAt::new(0, 10.0);
+    let gradient = |prob: &OdeProblem<DoublePendulum>, opts: &SolverOptions| -> Vec<f64> {
+        forward_directional_derivatives(prob, opts, &objective, &Directions::Parameters)
+            .expect("forward")
+            .derivatives
+            .to_vec()
+    };
+    let reference = gradient(
+        &problem,
+        &SolverOptions::default().method(Method::Vern9).tol(1e-13),
+    );
+    let mut configs = Vec::new();
+    for tol in [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12] {
+        for method in [Method::Tsit5, Method::Vern9] {
+            let prob = problem.clone();
+            let opts = SolverOptions::default().method(method).tol(tol);
+            let objective = ComponentAt::new(0, 10.0);
+            configs.push(Config {
+                library: "odesens",
+                method: method.name(),
+                tol,
+                run: Box::new(move || {
+                    forward_directional_derivatives(
+                        &prob,
+                        &opts,
+                        &objective,
+                        &Directions::Parameters,
+                    )
+                    .expect("forward")
+                    .derivatives
+                    .to_vec()
+                }),
+            });
+        }
+        let (pp, uu) = (p.clone(), u0.clone());
+        configs.push(Config {
+            library: "diffsol",
+            method: "tsit45",
+            tol,
+            run: Box::new(move || diffsol_forward(&DoublePendulum, &pp, &uu, 10.0, tol)),
+        });
+    }
+    let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    Study {
+        name: "double_pendulum_forward_sensitivities",
+        configs,
+        error: Box::new(move |g| {
+            g.iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+                / scale
+        }),
+        targets: vec![1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
+        pairs: vec![("Tsit5", "tsit45"), ("Vern9", "tsit45")],
+    }
+}
+
+/// ∂θ1(10)/∂p of the double pendulum by adjoints, both libraries with the model's hand-written vjp.
+fn pendulum_adjoint_study() -> Study {
+    use odesens::models::DoublePendulumWithVjp;
+    use odesens::sensitivity::{
+        Checkpointing, ComponentAt, Directions, adjoint_gradient, forward_directional_derivatives,
+    };
+    let problem = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
+    let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
+    let objective = ComponentAt::new(0, 10.0);
+    let reference = forward_directional_derivatives(
+        &problem,
+        &SolverOptions::default().method(Method::Vern9).tol(1e-13),
+        &objective,
+        &Directions::Parameters,
+    )
+    .expect("reference")
+    .derivatives
+    .to_vec();
+    let mut configs = Vec::new();
+    for tol in [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12] {
+        for method in [Method::Tsit5, Method::Vern9] {
+            let prob = problem.clone();
+            let opts = SolverOptions::default().method(method).tol(tol);
+            let objective = ComponentAt::new(0, 10.0);
+            configs.push(Config {
+                library: "odesens",
+                method: method.name(),
+                tol,
+                run: Box::new(move || {
+                    adjoint_gradient(&prob, &opts, &objective, Checkpointing::KeepAll)
+                        .expect("adjoint")
+                        .wrt_params
+                        .to_vec()
+                }),
+            });
+        }
+        let (pp, uu) = (p.clone(), u0.clone());
+        configs.push(Config {
+            library: "diffsol",
+            method: "tsit45",
+            tol,
+            run: Box::new(move || diffsol_adjoint(&DoublePendulumWithVjp, &pp, &uu, 10.0, tol)),
+        });
+    }
+    let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    Study {
+        name: "double_pendulum_adjoint",
+        configs,
+        error: Box::new(move |g| {
+            g.iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+                / scale
+        }),
+        targets: vec![1e-4, 1e-5, 1e-6, 1e-7, 1e-8],
+        pairs: vec![("Tsit5", "tsit45"), ("Vern9", "tsit45")],
+    }
+}
+
 fn robertson_study() -> Study {
     let (t_end, reference) = Robertson::REFERENCE[0];
     let problem = Robertson::problem(t_end).expect("valid");
@@ -264,7 +529,12 @@ fn robertson_study() -> Study {
 fn main() {
     let quick = common::test_mode();
     let mut report = Vec::new();
-    for study in [pendulum_study(), robertson_study()] {
+    for study in [
+        pendulum_study(),
+        pendulum_forward_study(),
+        pendulum_adjoint_study(),
+        robertson_study(),
+    ] {
         let errors: Vec<f64> = study
             .configs
             .iter()
