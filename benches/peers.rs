@@ -237,7 +237,7 @@ fn diffsol_adjoint<S: OdeSystem + Clone + 'static>(
         .expect("adjoint solver");
     let mut e0 = vec![0.0; n];
     e0[0] = 1.0;
-    let ctx = problem.eqn.context().clone();
+    let ctx = *problem.eqn.context();
     let dgdu = <M as diffsol::DenseMatrix>::from_vec(n, 1, e0, ctx);
     let (state, _) = backward
         .solve_adjoint_backwards_pass(&[t_end], &[&dgdu])
