@@ -637,7 +637,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             norm_n: options.error_norm_components.unwrap_or(n),
             non_finite_rejections: 0,
             non_finite_h: 0.0,
-            stiff_threshold: 0.95 * tab.real_stability_boundary(),
+            stiff_threshold: 0.95 * options.method.stability_boundary(),
             stiff_window: 0,
             err: vec![0.0; n],
             scale: vec![0.0; n],
