@@ -351,82 +351,27 @@ fn pendulum_study() -> Study {
     }
 }
 
-/// ∂θ1(10)/∂p of the double pendulum (5 parameters) by forward sensitivities.
-fn pendulum_forward_study() -> Study {
-    use odesens::sensitivity::{ComponentAt, Directions, forward_directional_derivatives};
-    let problem = DoublePendulum::bench_problem();
-    let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
-    let objective = ComponentAt::new(0, 10.0);
-    let gradient = |prob: &OdeProblem<DoublePendulum>, opts: &SolverOptions| -> Vec<f64> {
-        forward_directional_derivatives(prob, opts, &objective, &Directions::Parameters)
-            .expect("forward")
-            .derivatives
-            .to_vec()
-    };
-    let reference = gradient(
-        &problem,
-        &SolverOptions::default().method(Method::Vern9).tol(1e-13),
-    );
-    let mut configs = Vec::new();
-    for tol in [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12] {
-        for method in [Method::Tsit5, Method::Vern9] {
-            let prob = problem.clone();
-            let opts = SolverOptions::default().method(method).tol(tol);
-            let objective = ComponentAt::new(0, 10.0);
-            configs.push(Config {
-                library: "odesens",
-                method: method.name(),
-                tol,
-                run: Box::new(move || {
-                    forward_directional_derivatives(
-                        &prob,
-                        &opts,
-                        &objective,
-                        &Directions::Parameters,
-                    )
-                    .expect("forward")
-                    .derivatives
-                    .to_vec()
-                }),
-            });
-        }
-        let (pp, uu) = (p.clone(), u0.clone());
-        configs.push(Config {
-            library: "diffsol",
-            method: "tsit45",
-            tol,
-            run: Box::new(move || diffsol_forward(&DoublePendulum, &pp, &uu, 10.0, tol)),
-        });
-    }
-    let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    Study {
-        name: "double_pendulum_forward_sensitivities",
-        configs,
-        error: Box::new(move |g| {
-            g.iter()
-                .zip(&reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max)
-                / scale
-        }),
-        targets: vec![1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
-        pairs: vec![("Tsit5", "tsit45"), ("Vern9", "tsit45")],
-    }
-}
+/// A gradient computation of odesens: ∂θ1(10)/∂p for a problem and options.
+type OursFn<S> = fn(&OdeProblem<S>, &SolverOptions) -> Vec<f64>;
+/// diffsol's counterpart: (model, p, u0, t_end, tol) → ∂u_0(t_end)/∂p.
+type TheirsFn<S> = fn(&'static S, &[f64], &[f64], f64, f64) -> Vec<f64>;
 
-/// ∂θ1(10)/∂p of the double pendulum by adjoints, both libraries with the model's hand-written vjp.
-fn pendulum_adjoint_study() -> Study {
-    use odesens::models::DoublePendulumWithVjp;
-    use odesens::sensitivity::{
-        Checkpointing, ComponentAt, Directions, adjoint_gradient, forward_directional_derivatives,
-    };
-    let problem = DoublePendulum::bench_problem_with(DoublePendulumWithVjp);
+/// ∂θ1(10)/∂p of the double pendulum (5 parameters): odesens Tsit5 and Vern9 against diffsol's tsit45,
+/// error = max deviation from a Vern9 1e-13 reference over max |∂θ1/∂p|.
+fn pendulum_gradient_study<S: OdeSystem + Clone + 'static>(
+    name: &'static str,
+    model: &'static S,
+    ours: OursFn<S>,
+    theirs: TheirsFn<S>,
+    targets: Vec<f64>,
+) -> Study {
+    use odesens::sensitivity::{ComponentAt, Directions, forward_directional_derivatives};
+    let problem = DoublePendulum::bench_problem_with(model.clone());
     let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
-    let objective = ComponentAt::new(0, 10.0);
     let reference = forward_directional_derivatives(
         &problem,
         &SolverOptions::default().method(Method::Vern9).tol(1e-13),
-        &objective,
+        &ComponentAt::new(0, 10.0),
         &Directions::Parameters,
     )
     .expect("reference")
@@ -437,17 +382,11 @@ fn pendulum_adjoint_study() -> Study {
         for method in [Method::Tsit5, Method::Vern9] {
             let prob = problem.clone();
             let opts = SolverOptions::default().method(method).tol(tol);
-            let objective = ComponentAt::new(0, 10.0);
             configs.push(Config {
                 library: "odesens",
                 method: method.name(),
                 tol,
-                run: Box::new(move || {
-                    adjoint_gradient(&prob, &opts, &objective, Checkpointing::KeepAll)
-                        .expect("adjoint")
-                        .wrt_params
-                        .to_vec()
-                }),
+                run: Box::new(move || ours(&prob, &opts)),
             });
         }
         let (pp, uu) = (p.clone(), u0.clone());
@@ -455,12 +394,12 @@ fn pendulum_adjoint_study() -> Study {
             library: "diffsol",
             method: "tsit45",
             tol,
-            run: Box::new(move || diffsol_adjoint(&DoublePendulumWithVjp, &pp, &uu, 10.0, tol)),
+            run: Box::new(move || theirs(model, &pp, &uu, 10.0, tol)),
         });
     }
     let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     Study {
-        name: "double_pendulum_adjoint",
+        name,
         configs,
         error: Box::new(move |g| {
             g.iter()
@@ -469,9 +408,54 @@ fn pendulum_adjoint_study() -> Study {
                 .fold(0.0, f64::max)
                 / scale
         }),
-        targets: vec![1e-4, 1e-5, 1e-6, 1e-7, 1e-8],
+        targets,
         pairs: vec![("Tsit5", "tsit45"), ("Vern9", "tsit45")],
     }
+}
+
+/// By forward sensitivities (AD jvps in both libraries).
+fn pendulum_forward_study() -> Study {
+    use odesens::sensitivity::{ComponentAt, Directions, forward_directional_derivatives};
+    pendulum_gradient_study(
+        "double_pendulum_forward_sensitivities",
+        &DoublePendulum,
+        |prob, opts| {
+            forward_directional_derivatives(
+                prob,
+                opts,
+                &ComponentAt::new(0, 10.0),
+                &Directions::Parameters,
+            )
+            .expect("forward")
+            .derivatives
+            .to_vec()
+        },
+        diffsol_forward,
+        vec![1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
+    )
+}
+
+/// By adjoints, both libraries with the model's hand-written vjp.
+fn pendulum_adjoint_study() -> Study {
+    use odesens::models::DoublePendulumWithVjp;
+    use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient};
+    pendulum_gradient_study(
+        "double_pendulum_adjoint",
+        &DoublePendulumWithVjp,
+        |prob, opts| {
+            adjoint_gradient(
+                prob,
+                opts,
+                &ComponentAt::new(0, 10.0),
+                Checkpointing::KeepAll,
+            )
+            .expect("adjoint")
+            .wrt_params
+            .to_vec()
+        },
+        diffsol_adjoint,
+        vec![1e-4, 1e-5, 1e-6, 1e-7, 1e-8],
+    )
 }
 
 fn robertson_study() -> Study {
