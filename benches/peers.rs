@@ -47,20 +47,9 @@ fn rhs<S: OdeSystem>(model: &S, p: &[f64], t: f64, x: &[f64], y: &mut [f64]) {
     );
 }
 
-/// J(u)·v of an odesens model by one dual pass.
+/// J(u)·v of an odesens model by one dual pass (stack buffers: no allocation per call).
 fn jvp<S: OdeSystem>(model: &S, p: &[f64], t: f64, x: &[f64], v: &[f64], y: &mut [f64]) {
-    let xd: Vec<Dual64> = x.iter().zip(v).map(|(&a, &b)| Dual64::new(a, b)).collect();
-    let pd: Vec<Dual64> = p.iter().map(|&a| Dual64::from(a)).collect();
-    let mut yd = vec![Dual64::from(0.0); x.len()];
-    model.rhs(
-        Dual64::from(t),
-        ArrayView1::from(&xd[..]),
-        ArrayView1::from(&pd[..]),
-        ArrayViewMut1::from(&mut yd[..]),
-    );
-    for (o, d) in y.iter_mut().zip(&yd) {
-        *o = d.eps;
-    }
+    jvp_full(model, p, t, x, v, &[0.0; MAX_DIM][..p.len()], y);
 }
 
 /// A diffsol solve of `model` from `u0` on [0, t_end]: u(t_end) and the number of steps.
@@ -113,7 +102,11 @@ fn diffsol_solve<S: OdeSystem + Clone + 'static>(
     (0..n).map(|i| ys[(i, last)]).collect()
 }
 
-/// J(u)·v + f_p·w of an odesens model by one dual pass.
+/// Largest state or parameter count of the models compared here (stack buffers).
+const MAX_DIM: usize = 16;
+
+/// J(u)·v + f_p·w of an odesens model by one dual pass, on stack buffers (the closures diffsol calls
+/// must not pay for allocations the odesens side does not make).
 fn jvp_full<S: OdeSystem>(
     model: &S,
     p: &[f64],
@@ -123,16 +116,27 @@ fn jvp_full<S: OdeSystem>(
     w: &[f64],
     y: &mut [f64],
 ) {
-    let xd: Vec<Dual64> = x.iter().zip(v).map(|(&a, &b)| Dual64::new(a, b)).collect();
-    let pd: Vec<Dual64> = p.iter().zip(w).map(|(&a, &b)| Dual64::new(a, b)).collect();
-    let mut yd = vec![Dual64::from(0.0); x.len()];
+    let (n, np) = (x.len(), p.len());
+    assert!(
+        n <= MAX_DIM && np <= MAX_DIM,
+        "peers bench models are small"
+    );
+    let mut xd = [Dual64::from(0.0); MAX_DIM];
+    let mut pd = [Dual64::from(0.0); MAX_DIM];
+    let mut yd = [Dual64::from(0.0); MAX_DIM];
+    for i in 0..n {
+        xd[i] = Dual64::new(x[i], v[i]);
+    }
+    for k in 0..np {
+        pd[k] = Dual64::new(p[k], w[k]);
+    }
     model.rhs(
         Dual64::from(t),
-        ArrayView1::from(&xd[..]),
-        ArrayView1::from(&pd[..]),
-        ArrayViewMut1::from(&mut yd[..]),
+        ArrayView1::from(&xd[..n]),
+        ArrayView1::from(&pd[..np]),
+        ArrayViewMut1::from(&mut yd[..n]),
     );
-    for (o, d) in y.iter_mut().zip(&yd) {
+    for (o, d) in y.iter_mut().zip(&yd[..n]) {
         *o = d.eps;
     }
 }
@@ -154,10 +158,10 @@ fn diffsol_forward<S: OdeSystem + Clone + 'static>(
         .rhs_sens_implicit(
             move |x: &[f64], p: &[f64], t: f64, y: &mut [f64]| rhs(&m1, p, t, x, y),
             move |x: &[f64], p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
-                jvp_full(&m2, p, t, x, v, &vec![0.0; p.len()], y)
+                jvp_full(&m2, p, t, x, v, &[0.0; MAX_DIM][..p.len()], y)
             },
             move |x: &[f64], p: &[f64], t: f64, w: &[f64], y: &mut [f64]| {
-                jvp_full(&m3, p, t, x, &vec![0.0; x.len()], w, y)
+                jvp_full(&m3, p, t, x, &[0.0; MAX_DIM][..x.len()], w, y)
             },
         )
         .init_sens(
