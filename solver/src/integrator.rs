@@ -84,7 +84,7 @@ fn solve_auto<M: OdeSystem>(
         return Err(SolverError::InvalidOption {
             name: "dense (with AutoTsit5Radau5)",
             value: 1.0,
-            valid: "false: implicit methods have no dense output yet",
+            valid: "false: the automatic method does not join the two methods' dense outputs (choose a fixed method)",
         });
     }
     let mut it = Integrator::new(problem, &options.clone().method(Method::Tsit5))?;
