@@ -250,6 +250,65 @@ pub(crate) fn add_directional<O: Objective>(
     }
 }
 
+/// What forward tangents of some lanes record along a solve: G and dG/dθ per lane (with an objective),
+/// and the tangents and states at the save times.
+pub(crate) struct TangentRecord<'o, O: Objective> {
+    pub tracker: Option<ObjectiveTracker<'o, O>>,
+    save_times: &'o [f64],
+    next_save: usize,
+    pub d_objective: Vec<f64>,
+    pub value: f64,
+    pub saved: Vec<f64>,
+    pub states: Vec<f64>,
+}
+
+impl<'o, O: Objective> TangentRecord<'o, O> {
+    /// For `lanes` directions of a system with n states and np parameters.
+    pub fn new(
+        objective: Option<&'o O>,
+        save_times: &'o [f64],
+        (n, np): (usize, usize),
+        lanes: usize,
+    ) -> Self {
+        Self {
+            tracker: objective.map(|o| ObjectiveTracker::new(o, n, np)),
+            save_times,
+            next_save: 0,
+            d_objective: vec![0.0; lanes],
+            value: 0.0,
+            saved: Vec::with_capacity(save_times.len() * n * lanes),
+            states: Vec::with_capacity(save_times.len() * n),
+        }
+    }
+
+    /// At t0 and at every step end: the observation due at t (G += g_k(u), dG/dθ += ∇g_k·(u̇, ṗ)) and
+    /// the save due at t.
+    pub fn record(
+        &mut self,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+        udot: &[f64],
+        pdot: &[f64],
+    ) -> Result<(), SensitivityError> {
+        if let Some(tr) = self.tracker.as_mut()
+            && tr.times().get(tr.next) == Some(&t)
+        {
+            let k = tr.next;
+            tr.observation_gradient(k, u, p)?;
+            add_directional(tr, 1.0, udot, pdot, &mut self.d_objective);
+            self.value += tr.observe(k, u, p);
+            tr.next += 1;
+        }
+        if self.save_times.get(self.next_save) == Some(&t) {
+            self.saved.extend_from_slice(udot);
+            self.states.extend_from_slice(u);
+            self.next_save += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Runs `integrator` to the end, evaluating G = Σ_k g_k + ∫ r dt along the steps; `before_step(integrator,
 /// k)` is called before the k-th accepted step (for checkpoints). Returns G and the number of steps.
 pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(

@@ -15,7 +15,7 @@ use odesens_solver::{
 use rayon::prelude::*;
 
 use crate::common::{
-    Gradient, ObjectiveTracker, SensitivityStats, add_directional, check_objective,
+    Gradient, SensitivityStats, TangentRecord, add_directional, check_objective,
     derivative_options, stage_time,
 };
 use crate::derivatives::Derivatives;
@@ -93,14 +93,14 @@ pub struct ForwardSensitivities {
 }
 
 /// What one block of directions produces.
-struct ChunkResult {
+pub(crate) struct ChunkResult {
     /// Tangents at the save times, (time, state, lane) with `lanes` lanes.
-    saved: Vec<f64>,
-    states: Vec<f64>,
+    pub saved: Vec<f64>,
+    pub states: Vec<f64>,
     /// dG/dθ per lane.
-    d_objective: Vec<f64>,
-    value: f64,
-    stats: SensitivityStats,
+    pub d_objective: Vec<f64>,
+    pub value: f64,
+    pub stats: SensitivityStats,
 }
 
 /// Tangent state of one block of `c` directions (row-major (component, lane) layouts).
@@ -222,27 +222,8 @@ fn run_chunk<M: OdeSystem, O: Objective>(
     }
     let mut integrator = Integrator::new(problem, options)?;
     let mut der = Derivatives::new(problem.model());
-    let mut tracker = objective.map(|o| ObjectiveTracker::new(o, n, np));
-    let mut d_objective = vec![0.0; c];
-    let mut value = 0.0;
-    let mut saved = Vec::with_capacity(save_times.len() * n * c);
-    let mut states = Vec::with_capacity(save_times.len() * n);
-    let mut next_save = 0;
-    let u0 = problem.u0().to_vec();
-    let t0 = problem.t0();
-    if let Some(tr) = tracker.as_mut()
-        && tr.times().first() == Some(&t0)
-    {
-        tr.observation_gradient(0, &u0, &p)?;
-        add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
-        value += tr.observe(0, &u0, &p);
-        tr.next = 1;
-    }
-    if save_times.first() == Some(&t0) {
-        saved.extend_from_slice(&tg.udot);
-        states.extend_from_slice(&u0);
-        next_save = 1;
-    }
+    let mut rec = TangentRecord::new(objective, save_times, (n, np), c);
+    rec.record(problem.t0(), &problem.u0().to_vec(), &p, &tg.udot, &tg.pdot)?;
     let last = if tab.fsal { s - 1 } else { s };
     while !integrator.is_finished() {
         if error_control {
@@ -273,7 +254,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
             tg.advance(tab, step.h, n);
         }
         let step = integrator.accepted_step().expect("accepted");
-        if let Some(tr) = tracker.as_mut()
+        if let Some(tr) = rec.tracker.as_mut()
             && tr.objective().has_running_cost()
         {
             // Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
@@ -284,28 +265,14 @@ fn run_chunk<M: OdeSystem, O: Objective>(
                     let ti = stage_time(tab.c[i], &step);
                     q += b * tr.running_gradient(ti, step.stage_input(i), &p)?;
                     let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
-                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
+                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut rec.d_objective);
                 }
             }
-            value += step.h * q;
+            rec.value += step.h * q;
         }
         std::mem::swap(&mut tg.udot, &mut tg.unew);
         check_finite("tangent", step.t_next, &tg.udot)?;
-        let t_next = step.t_next;
-        if let Some(tr) = tracker.as_mut()
-            && tr.times().get(tr.next) == Some(&t_next)
-        {
-            let k = tr.next;
-            tr.observation_gradient(k, step.u_next, &p)?;
-            add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
-            value += tr.observe(k, step.u_next, &p);
-            tr.next += 1;
-        }
-        if save_times.get(next_save) == Some(&t_next) {
-            saved.extend_from_slice(&tg.udot);
-            states.extend_from_slice(step.u_next);
-            next_save += 1;
-        }
+        rec.record(step.t_next, step.u_next, &p, &tg.udot, &tg.pdot)?;
     }
     let stats = SensitivityStats {
         forward: integrator.stats(),
@@ -313,10 +280,10 @@ fn run_chunk<M: OdeSystem, O: Objective>(
         ..Default::default()
     };
     Ok(ChunkResult {
-        saved,
-        states,
-        d_objective,
-        value,
+        saved: rec.saved,
+        states: rec.states,
+        d_objective: rec.d_objective,
+        value: rec.value,
         stats,
     })
 }
@@ -334,14 +301,7 @@ fn run_all<M: OdeSystem, O: Objective>(
     let nd = du0.ncols();
     if options.method.is_implicit() {
         // One block: the implicit tangents reuse the step's factorization for all directions.
-        let res = crate::implicit::forward(problem, options, du0, dp, save_times, objective)?;
-        let chunk = ChunkResult {
-            saved: res.saved,
-            states: res.states,
-            d_objective: res.d_objective,
-            value: res.value,
-            stats: res.stats,
-        };
+        let chunk = crate::implicit::forward(problem, options, du0, dp, save_times, objective)?;
         return Ok(vec![(0..nd, chunk)]);
     }
     // Balanced blocks, one per thread where possible, at most CHUNK directions each; with the

@@ -1,4 +1,4 @@
-//! Forward sensitivities and the exact discrete adjoint of implicit (ESDIRK) solves.
+//! Forward sensitivities and the exact discrete adjoint of implicit (ESDIRK and Radau IIA) solves.
 //!
 //! One accepted step of an ESDIRK method with stages Y_0 = u_n and, for i ≥ 1,
 //!
@@ -32,9 +32,10 @@ use odesens_solver::{
 };
 
 use crate::adjoint::{Action, AdjointSettings, Checkpointing, observation_jump, revolve};
-use crate::common::{Gradient, ObjectiveTracker, SensitivityStats, add_directional};
+use crate::common::{Gradient, ObjectiveTracker, SensitivityStats, TangentRecord, add_directional};
 use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
+use crate::forward::ChunkResult;
 use crate::objective::Objective;
 
 /// Relative change at which a stage's linear iteration has converged.
@@ -154,7 +155,8 @@ struct StageLinear {
     n: usize,
     y: Vec<f64>,
     col: Vec<f64>,
-    exact: DenseLu,
+    /// The exact n × n LU (allocated on first use: most steps never need it).
+    exact: Option<DenseLu>,
     fallbacks: usize,
     /// Radau: a 3n vector, the three stage Jacobians [f_u f_p] (row-major), the exact 3n × 3n LU
     /// (allocated on first use).
@@ -169,7 +171,7 @@ impl StageLinear {
             n,
             y: vec![0.0; n],
             col: vec![0.0; n],
-            exact: DenseLu::new(n),
+            exact: None,
             fallbacks: 0,
             col3: vec![0.0; 3 * n],
             jacs: Vec::new(),
@@ -224,6 +226,7 @@ impl StageLinear {
         self.fallbacks += 1;
         let cols = n + np;
         self.exact
+            .get_or_insert_with(|| DenseLu::new(n))
             .factor(&mut |i, j, _| f64::from(u8::from(i == j)) - hg * jac[i * cols + j])
             .map_err(|pivot| SolverError::SingularMatrix { t, h, pivot })?;
         Ok(jac)
@@ -320,7 +323,10 @@ impl ImplicitTangents {
                         }
                         lin.col[m] = self.r[m * c + lane] + hg * fp;
                     }
-                    lin.exact.solve_in_place(&mut lin.col);
+                    lin.exact
+                        .as_mut()
+                        .expect("factored")
+                        .solve_in_place(&mut lin.col);
                     for m in 0..n {
                         self.ydot[i * nc + m * c + lane] = lin.col[m];
                     }
@@ -429,16 +435,6 @@ impl ImplicitTangents {
     }
 }
 
-/// One block of forward tangents along an implicit solve: G and dG/dθ per lane (with an objective),
-/// tangents and states at `save_times`, counters.
-pub(crate) struct ImplicitForward {
-    pub saved: Vec<f64>,
-    pub states: Vec<f64>,
-    pub d_objective: Vec<f64>,
-    pub value: f64,
-    pub stats: SensitivityStats,
-}
-
 /// Forward sensitivities of an implicit solve for the directions (du0, dp) (columns), all in one block.
 pub(crate) fn forward<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
@@ -447,7 +443,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
     dp: &Array2<f64>,
     save_times: &[f64],
     objective: Option<&O>,
-) -> Result<ImplicitForward, SensitivityError> {
+) -> Result<ChunkResult, SensitivityError> {
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let c = du0.ncols();
     let p = problem.params().to_vec();
@@ -474,31 +470,13 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
     let mut der = Derivatives::new(problem.model());
     let mut lin = StageLinear::new(n);
     let mut step = StepData::new(scheme, n);
-    let mut tracker = objective.map(|o| ObjectiveTracker::new(o, n, np));
-    let mut d_objective = vec![0.0; c];
-    let mut value = 0.0;
-    let mut saved = Vec::with_capacity(save_times.len() * n * c);
-    let mut states = Vec::with_capacity(save_times.len() * n);
-    let mut next_save = 0;
-    let (t0, u0) = (problem.t0(), problem.u0().to_vec());
-    if let Some(tr) = tracker.as_mut()
-        && tr.times().first() == Some(&t0)
-    {
-        tr.observation_gradient(0, &u0, &p)?;
-        add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
-        value += tr.observe(0, &u0, &p);
-        tr.next = 1;
-    }
-    if save_times.first() == Some(&t0) {
-        saved.extend_from_slice(&tg.udot);
-        states.extend_from_slice(&u0);
-        next_save = 1;
-    }
+    let mut rec = TangentRecord::new(objective, save_times, (n, np), c);
+    rec.record(problem.t0(), &problem.u0().to_vec(), &p, &tg.udot, &tg.pdot)?;
     let mut yi = vec![0.0; n];
     while !it.is_finished() {
         step.take(&mut it)?;
         tg.step(&mut it, &mut der, &mut lin, &step, &p)?;
-        if let Some(tr) = tracker.as_mut()
+        if let Some(tr) = rec.tracker.as_mut()
             && tr.objective().has_running_cost()
         {
             let mut q = 0.0;
@@ -508,25 +486,12 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
                     step.stage_value(i, &mut yi);
                     q += b * tr.running_gradient(step.stage_time(i), &yi, &p)?;
                     let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
-                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut d_objective);
+                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut rec.d_objective);
                 }
             }
-            value += step.h * q;
+            rec.value += step.h * q;
         }
-        if let Some(tr) = tracker.as_mut()
-            && tr.times().get(tr.next) == Some(&step.t_next)
-        {
-            let k = tr.next;
-            tr.observation_gradient(k, &step.u_next, &p)?;
-            add_directional(tr, 1.0, &tg.udot, &tg.pdot, &mut d_objective);
-            value += tr.observe(k, &step.u_next, &p);
-            tr.next += 1;
-        }
-        if save_times.get(next_save) == Some(&step.t_next) {
-            saved.extend_from_slice(&tg.udot);
-            states.extend_from_slice(&step.u_next);
-            next_save += 1;
-        }
+        rec.record(step.t_next, &step.u_next, &p, &tg.udot, &tg.pdot)?;
     }
     let mut stats = SensitivityStats {
         forward: it.stats(),
@@ -534,11 +499,11 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
         ..Default::default()
     };
     stats.exact_stage_factorizations = lin.fallbacks;
-    Ok(ImplicitForward {
-        saved,
-        states,
-        d_objective,
-        value,
+    Ok(ChunkResult {
+        saved: rec.saved,
+        states: rec.states,
+        d_objective: rec.d_objective,
+        value: rec.value,
         stats,
     })
 }
@@ -688,7 +653,11 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
                         }
                         mu[m] = acc;
                     }
-                    self.lin.exact.solve_transpose_in_place(mu);
+                    self.lin
+                        .exact
+                        .as_mut()
+                        .expect("factored")
+                        .solve_transpose_in_place(mu);
                 }
                 // p̄ += f_p(Y_i)ᵀ (σ_i + hγ μ_i).
                 for m in 0..n {

@@ -796,7 +796,7 @@ fn choose_pattern<M: OdeSystem>(
                 got: i.max(j),
             })?
         }
-        None => detect_pattern(problem),
+        None => problem.detected_pattern(|| detect_pattern(problem)).clone(),
     };
     let sparse_enough = pattern.nnz() * 10 <= n * n;
     Ok((kind == LinearSolverKind::Sparse || sparse_enough).then_some(pattern))

@@ -16,6 +16,9 @@ pub struct OdeProblem<M> {
     p: Array1<f64>,
     t0: f64,
     t_end: f64,
+    /// The Jacobian's sparsity pattern once an implicit solve has detected it by AD (the sparse path of a
+    /// model that declares none): detected once per problem, not once per solve.
+    detected_pattern: std::sync::OnceLock<crate::linalg::SparsityPattern>,
 }
 
 /// Checks that every entry of `values` is finite.
@@ -70,6 +73,7 @@ impl<M: OdeSystem> OdeProblem<M> {
             p,
             t0,
             t_end,
+            detected_pattern: std::sync::OnceLock::new(),
         })
     }
 
@@ -119,6 +123,14 @@ impl<M: OdeSystem> OdeProblem<M> {
             self.p.clone(),
             (self.t0, self.t_end),
         )
+    }
+
+    /// The sparsity pattern detected by `detect`, computed on the first call only.
+    pub(crate) fn detected_pattern(
+        &self,
+        detect: impl FnOnce() -> crate::linalg::SparsityPattern,
+    ) -> &crate::linalg::SparsityPattern {
+        self.detected_pattern.get_or_init(detect)
     }
 
     /// The model.

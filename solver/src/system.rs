@@ -90,7 +90,7 @@ pub trait OdeSystem: Sync {
     /// Optional sparsity pattern of the Jacobian ∂f/∂u: the (row, column) pairs that may be nonzero.
     /// Implicit methods then factor a sparse iteration matrix and form the Jacobian with one
     /// forward-mode pass per colour of a column colouring. The default `None` lets the solver detect
-    /// the pattern by AD at two perturbed states when it wants a sparse path
+    /// the pattern by AD at two perturbed states (once per problem) when it wants a sparse path
     /// ([`crate::LinearSolverKind`]); declare it when an entry could vanish at both.
     fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
         None
