@@ -56,6 +56,7 @@ fn gradient_bits(g: &odesens::sensitivity::Gradient) -> Vec<f64> {
 }
 
 /// Every case of one problem: solves (end only, and at save times) and gradients.
+#[allow(clippy::too_many_arguments)]
 fn cases_for<M: OdeSystem, O: Objective>(
     out: &mut BTreeMap<String, Vec<f64>>,
     name: &str,
@@ -84,9 +85,13 @@ fn cases_for<M: OdeSystem, O: Objective>(
             out.insert(key(&format!("adjoint_{policy_name}")), gradient_bits(&adj));
         }
         if !method.is_implicit() {
-            let cont =
-                continuous_adjoint_gradient(problem, &opts, objective, ContinuousSettings::default())
-                    .unwrap();
+            let cont = continuous_adjoint_gradient(
+                problem,
+                &opts,
+                objective,
+                ContinuousSettings::default(),
+            )
+            .unwrap();
             let mut v = gradient_bits(&cont.gradient);
             v.push(cont.backward.backward.accepted_steps as f64);
             out.insert(key("continuous"), v);
@@ -143,7 +148,12 @@ fn all_cases() -> BTreeMap<String, Vec<f64>> {
         "brusselator4",
         &bruss,
         &obj,
-        &[Method::Tsit5, Method::Kvaerno5, Method::RadauIIA5, Method::TrBdf2],
+        &[
+            Method::Tsit5,
+            Method::Kvaerno5,
+            Method::RadauIIA5,
+            Method::TrBdf2,
+        ],
         1e-5,
         vec![0.1, 0.5],
         40_000,
@@ -195,7 +205,10 @@ fn redesign_keeps_the_bits() {
     for (key, now) in &cases {
         let before = from_hex(&recorded[key]);
         let same = before.len() == now.len()
-            && before.iter().zip(now).all(|(a, b)| a.to_bits() == b.to_bits());
+            && before
+                .iter()
+                .zip(now)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
         if same {
             continue;
         }

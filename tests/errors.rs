@@ -264,3 +264,45 @@ fn stepping_past_the_end_is_an_error() {
     integrator.run().unwrap();
     assert!(matches!(integrator.step(), Err(SolverError::AlreadyFinished { t }) if t == 1.0));
 }
+
+/// A system with no states (a user's empty model).
+#[derive(Debug)]
+struct Empty;
+impl OdeSystem for Empty {
+    fn n_states(&self) -> usize {
+        0
+    }
+    fn n_params(&self) -> usize {
+        1
+    }
+    fn rhs<S: Scalar>(&self, _t: S, _u: ArrayView1<S>, _p: ArrayView1<S>, _du: ArrayViewMut1<S>) {}
+}
+
+#[test]
+fn a_system_with_zero_states_is_rejected_when_the_problem_is_built() {
+    // Before: every solve and derivative panicked with an index out of bounds in its error handling.
+    let err = OdeProblem::new(Empty, Vec::<f64>::new(), vec![1.0], (0.0, 1.0)).unwrap_err();
+    assert_eq!(err, SolverError::EmptySystem);
+    assert!(err.to_string().contains("zero states"), "{err}");
+}
+
+#[test]
+fn calls_out_of_order_are_misuse_not_a_value_out_of_range() {
+    let p = decay();
+    let mut integrator = Integrator::new(&p, &SolverOptions::default()).unwrap();
+    match integrator.decide(None) {
+        Err(SolverError::Misuse { call, .. }) => assert!(call.contains("decide"), "{call}"),
+        other => panic!("expected Misuse, got {other:?}"),
+    }
+    // The automatic method cannot join dense outputs: the method says what it does not support.
+    let auto = SolverOptions::default()
+        .method(Method::AutoTsit5Radau5)
+        .dense(true);
+    assert!(matches!(
+        solve_err(&p, auto),
+        SolverError::UnsupportedMethod {
+            method: Method::AutoTsit5Radau5,
+            ..
+        }
+    ));
+}

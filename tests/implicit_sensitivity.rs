@@ -225,4 +225,26 @@ fn computations_that_support_explicit_methods_only_say_so() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("explicit"), "{err}");
+    assert!(matches!(
+        err,
+        odesens::sensitivity::SensitivityError::UnsupportedMethod {
+            method: Method::Kvaerno5,
+            ..
+        }
+    ));
+    let err = odesens::sensitivity::hessian_vector_product(
+        &problem,
+        &opts,
+        &objective,
+        &[0.0; 3],
+        &[1.0, 0.0, 0.0],
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        odesens::sensitivity::SensitivityError::UnsupportedMethod {
+            method: Method::Kvaerno5,
+            ..
+        }
+    ));
 }

@@ -82,11 +82,10 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     extra: &[&[f64]],
 ) -> Result<SolverOptions, SensitivityError> {
     if options.method == odesens_solver::Method::AutoTsit5Radau5 {
-        return Err(SensitivityError::InvalidSetting {
-            name: "method (AutoTsit5Radau5)",
-            value: f64::NAN,
-            valid: "a fixed method: derivatives differentiate one method's steps (choose Tsit5, \
-                    Kvaerno5 or RadauIIA5)",
+        return Err(SensitivityError::UnsupportedMethod {
+            method: options.method,
+            operation: "derivatives: they differentiate one method's steps (choose a fixed method, \
+                        e.g. Tsit5, Kvaerno5 or RadauIIA5)",
         });
     }
     let (t0, t_end) = (problem.t0(), problem.t_end());
@@ -99,13 +98,14 @@ pub(crate) fn derivative_options<M: OdeSystem>(
 }
 
 /// Rejects implicit methods for the computations that support only explicit ones.
-pub(crate) fn require_explicit(options: &SolverOptions) -> Result<(), SensitivityError> {
+pub(crate) fn require_explicit(
+    options: &SolverOptions,
+    operation: &'static str,
+) -> Result<(), SensitivityError> {
     if options.method.is_implicit() {
-        return Err(SensitivityError::InvalidSetting {
-            name: "method (implicit)",
-            value: f64::NAN,
-            valid: "an explicit method: this computation supports explicit methods only (forward \
-                    sensitivities and the discrete adjoint support implicit ones)",
+        return Err(SensitivityError::UnsupportedMethod {
+            method: options.method,
+            operation,
         });
     }
     Ok(())

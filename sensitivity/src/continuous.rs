@@ -408,7 +408,11 @@ fn run<M: OdeSystem, O: Objective>(
     }
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let (t0, t_end) = (problem.t0(), problem.t_end());
-    require_explicit(options)?;
+    require_explicit(
+        options,
+        "the continuous and backsolve adjoints (explicit methods only for now; use the discrete \
+         adjoint)",
+    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let u0 = problem.u0().to_vec();

@@ -32,6 +32,15 @@ pub enum SensitivityError {
         /// Its value.
         value: f64,
     },
+    /// The method cannot be differentiated this way (yet): the operation names what is missing and what
+    /// to use instead.
+    #[error("method {method} does not support {operation}")]
+    UnsupportedMethod {
+        /// The method of the solver options.
+        method: odesens_solver::Method,
+        /// What was asked of it.
+        operation: &'static str,
+    },
     /// A setting is outside its valid range.
     #[error("invalid setting {name} = {value}: must be {valid}")]
     InvalidSetting {

@@ -186,7 +186,10 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
             got: v_u0.len(),
         });
     }
-    require_explicit(options)?;
+    require_explicit(
+        options,
+        "Hessian–vector products (explicit methods only for now)",
+    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());

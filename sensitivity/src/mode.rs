@@ -147,7 +147,7 @@ impl CostModel {
         objective: &O,
     ) -> Result<Self, SensitivityError> {
         check_objective(problem, objective)?;
-        require_explicit(options)?;
+        require_explicit(options, "the cost model (explicit methods only for now)")?;
         let opts = derivative_options(problem, options, &[objective.observation_times()])?;
         // States to evaluate the kernels at: every step's state (saving does not change the steps; this
         // solve also reports any solver error before the timings).

@@ -138,6 +138,26 @@ pub enum SolverError {
         "no dense output stored: solve with `SolverOptions::dense(true)` to interpolate anywhere"
     )]
     NoDenseOutput,
+    /// The model has no states: an ODE system needs at least one component.
+    #[error("the model has zero states (n_states() = 0): an ODE system needs at least one")]
+    EmptySystem,
+    /// The method cannot do what was asked of it (an operation it does not support yet, or by nature).
+    #[error("method {method} does not support {operation}")]
+    UnsupportedMethod {
+        /// The method asked for.
+        method: crate::tableau::Method,
+        /// What it was asked to do, and what to use instead.
+        operation: &'static str,
+    },
+    /// A call out of order or a combination of settings that cannot go together (not a value out of
+    /// range: that is [`SolverError::InvalidOption`]).
+    #[error("API misuse: {call}: {expected}")]
+    Misuse {
+        /// The call or setting.
+        call: &'static str,
+        /// What is expected instead.
+        expected: &'static str,
+    },
     /// The integrator has already reached the end of the span.
     #[error("the integration has already finished at t = {t}")]
     AlreadyFinished {

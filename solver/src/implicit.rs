@@ -257,6 +257,9 @@ impl Scheme {
 }
 
 const NEWTON_MAX: usize = 8;
+/// Attempts in a row (each with a smaller h or a fresh Jacobian) whose Newton iteration met NaN/∞ from
+/// the model, before that is reported as [`SolverError::NonFiniteRhs`].
+const MAX_NON_FINITE_FAILURES: usize = 10;
 const KAPPA: f64 = 0.03;
 /// Relative change of hγ up to which the ESDIRK iteration matrix's factorization is kept.
 const LU_REUSE: f64 = 0.3;
@@ -335,9 +338,21 @@ struct Core<'a, M: OdeSystem> {
     fd: Vec<Dual64>,
     stats: Statistics,
     radau: Option<Box<RadauState>>,
+    /// The first non-finite rhs value (t, component, value) met by the last attempt's Newton iteration.
+    non_finite: Option<(f64, usize, f64)>,
 }
 
 impl<M: OdeSystem> Core<'_, M> {
+    /// [`SolverError::NonFiniteRhs`] for the non-finite rhs value the last attempt met, if any.
+    fn non_finite_error(&self) -> Option<SolverError> {
+        self.non_finite
+            .map(|(t, component, value)| SolverError::NonFiniteRhs {
+                t,
+                component,
+                value,
+            })
+    }
+
     fn f(&mut self, t: f64, u: &[f64], out: &mut [f64]) {
         self.problem.model().rhs(
             t,
@@ -508,7 +523,8 @@ impl<M: OdeSystem> Core<'_, M> {
         for iteration in 0..NEWTON_MAX {
             self.f(t, &y, &mut k[ki.clone()]);
             self.stats.newton_iterations += 1;
-            if k[ki.clone()].iter().any(|v| !v.is_finite()) {
+            if let Some(m) = k[ki.clone()].iter().position(|v| !v.is_finite()) {
+                self.non_finite.get_or_insert((t, m, k[i * n + m]));
                 break;
             }
             for m in 0..n {
@@ -549,6 +565,7 @@ impl<M: OdeSystem> Core<'_, M> {
 
     /// One step attempt of size h: Ok(Some(err)) with the scaled error norm, Ok(None) if Newton failed.
     fn attempt(&mut self, h: f64) -> Result<Option<f64>, SolverError> {
+        self.non_finite = None;
         match self.scheme {
             Scheme::Esdirk(tab) => self.attempt_esdirk(tab, h),
             Scheme::Radau5 => self.attempt_radau(h),
@@ -651,7 +668,10 @@ impl<M: OdeSystem> Core<'_, M> {
                 self.y = y;
             }
             self.stats.newton_iterations += 1;
-            if r.f.iter().any(|v| !v.is_finite()) {
+            if let Some(q) = r.f.iter().position(|v| !v.is_finite()) {
+                let (i, m) = (q / n, q % n);
+                let ti = if i == 2 { t + h } else { t + radau::C[i] * h };
+                self.non_finite.get_or_insert((ti, m, r.f[q]));
                 break;
             }
             // Right-hand sides in W coordinates: T⁻¹F − (Λ/h) W.
@@ -929,6 +949,8 @@ pub struct ImplicitIntegrator<'a, M: OdeSystem> {
     fsal_pending: bool,
     t_prev: f64,
     h_last: f64,
+    /// Attempts in a row whose Newton iteration met a non-finite rhs value.
+    non_finite_failures: usize,
 }
 
 impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
@@ -953,10 +975,10 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             (_, Some(tab)) => Scheme::Esdirk(tab),
             (crate::Method::RadauIIA5, None) => Scheme::Radau5,
             _ => {
-                return Err(SolverError::InvalidOption {
-                    name: "method (explicit) for the implicit step API",
-                    value: f64::NAN,
-                    valid: "an implicit method (TrBdf2, Kvaerno5, RadauIIA5)",
+                return Err(SolverError::UnsupportedMethod {
+                    method: options.method,
+                    operation: "the implicit step API (ImplicitIntegrator); use Integrator for \
+                                explicit methods",
                 });
             }
         };
@@ -1039,6 +1061,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             fd: vec![Dual64::from(0.0); n],
             stats: Statistics::default(),
             radau,
+            non_finite: None,
         };
         let u = s.u.clone();
         let mut k1 = vec![0.0; n];
@@ -1089,6 +1112,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             fsal_pending: false,
             t_prev: t0,
             h_last: 0.0,
+            non_finite_failures: 0,
         })
     }
 
@@ -1156,6 +1180,9 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 || (self.fixed_step.is_some() && self.h_abs >= remaining * 0.99);
             let h = self.dir * if hits { remaining } else { self.h_abs };
             if h.abs() <= 16.0 * f64::EPSILON * self.s.t.abs().max(1.0) {
+                if let (true, Some(e)) = (newton_failed, self.s.non_finite_error()) {
+                    return Err(e);
+                }
                 return Err(if newton_failed {
                     SolverError::NewtonFailed { t: self.s.t, h }
                 } else {
@@ -1172,6 +1199,16 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 self.s.stats.rejected_steps += 1;
                 newton_failed = true;
                 let fresh = self.s.jac_fresh;
+                if let Some(e) = self.s.non_finite_error() {
+                    // A model that returns NaN/∞: shrinking h helps only if the trial step was too
+                    // large for it; a fixed step cannot shrink, and a run of such failures is the model's.
+                    self.non_finite_failures += 1;
+                    if self.fixed_step.is_some()
+                        || self.non_finite_failures > MAX_NON_FINITE_FAILURES
+                    {
+                        return Err(e);
+                    }
+                }
                 if self.fixed_step.is_some() && fresh {
                     return Err(SolverError::NewtonFailed { t: self.s.t, h });
                 }
@@ -1205,6 +1242,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 continue;
             }
             // Accept.
+            self.non_finite_failures = 0;
             self.s.stats.accepted_steps += 1;
             self.t_prev = self.s.t;
             self.h_last = h;

@@ -81,10 +81,10 @@ fn solve_auto<M: OdeSystem>(
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
     if options.dense {
-        return Err(SolverError::InvalidOption {
-            name: "dense (with AutoTsit5Radau5)",
-            value: 1.0,
-            valid: "false: the automatic method does not join the two methods' dense outputs (choose a fixed method)",
+        return Err(SolverError::UnsupportedMethod {
+            method: Method::AutoTsit5Radau5,
+            operation: "dense output (dense(true)): the two methods' dense outputs are not joined; \
+                        choose a fixed method",
         });
     }
     let mut it = Integrator::new(problem, &options.clone().method(Method::Tsit5))?;
@@ -328,10 +328,10 @@ impl StepReplay {
     pub fn new(method: Method, n: usize) -> Result<Self, SolverError> {
         let tab = method
             .explicit_tableau()
-            .ok_or(SolverError::InvalidOption {
-                name: "method (implicit) for a step replay",
-                value: f64::NAN,
-                valid: "an explicit method",
+            .ok_or(SolverError::UnsupportedMethod {
+                method,
+                operation: "explicit step replays (StepReplay); implicit steps replay through \
+                            ImplicitIntegrator's checkpoints",
             })?;
         Ok(Self {
             tab,
@@ -569,10 +569,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// As [`solve`].
     pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
         if options.method.is_implicit() || options.method == Method::AutoTsit5Radau5 {
-            return Err(SolverError::InvalidOption {
-                name: "method (implicit) for the step API",
-                value: f64::NAN,
-                valid: "an explicit method; implicit methods are solved by solve()",
+            return Err(SolverError::UnsupportedMethod {
+                method: options.method,
+                operation: "the explicit step API (Integrator); use ImplicitIntegrator or solve()",
             });
         }
         let n = problem.n_states();
@@ -1170,10 +1169,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             hits_stop,
         }) = self.pending.take()
         else {
-            return Err(SolverError::InvalidOption {
-                name: "decide without propose",
-                value: f64::NAN,
-                valid: "called once after each propose",
+            return Err(SolverError::Misuse {
+                call: "Integrator::decide without a pending Integrator::propose",
+                expected: "decide called once after each propose",
             });
         };
         let accept = match self.options.fixed_step {

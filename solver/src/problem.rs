@@ -37,6 +37,7 @@ impl<M: OdeSystem> OdeProblem<M> {
     /// Builds a problem, validating it.
     ///
     /// # Errors
+    /// [`SolverError::EmptySystem`] for a model with zero states,
     /// [`SolverError::DimensionMismatch`] if `u0` or `p` do not match the model,
     /// [`SolverError::NonFiniteInput`] for NaN/∞ entries, [`SolverError::InvalidTimeSpan`] if `t0 == t_end`
     /// or either is not finite.
@@ -48,6 +49,9 @@ impl<M: OdeSystem> OdeProblem<M> {
     ) -> Result<Self, SolverError> {
         let u0 = u0.into();
         let p = p.into();
+        if model.n_states() == 0 {
+            return Err(SolverError::EmptySystem);
+        }
         if u0.len() != model.n_states() {
             return Err(SolverError::DimensionMismatch {
                 what: "u0",
