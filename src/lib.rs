@@ -30,8 +30,9 @@ pub use odesens_solver::*;
 /// The names most programs need.
 pub mod prelude {
     pub use odesens_solver::{
-        Atol, Integrator, Method, OdeProblem, OdeSystem, PiController, Saving, Scalar, Solution,
-        SolverError, SolverOptions, Statistics, StepOutcome, StepReplay, solve,
+        Atol, Controller, Integrator, Method, OdeProblem, OdeSystem, PiController,
+        PredictiveController, Saving, Scalar, Solution, SolverError, SolverOptions, Statistics,
+        StepOutcome, StepReplay, solve,
     };
 }
 

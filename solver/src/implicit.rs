@@ -24,193 +24,17 @@
 
 #![allow(clippy::needless_range_loop)] // component loops over several equal-length buffers
 
+use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
 use crate::error::SolverError;
-use crate::integrator::check_times;
 use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
-use crate::options::{LinearSolverKind, Saving, SolverOptions};
-use crate::problem::OdeProblem;
-use crate::solution::{DenseKind, DenseOutput, Solution, Statistics};
+use crate::options::{LinearSolverKind, SolverOptions};
+use crate::problem::{OdeProblem, check_times};
+use crate::solution::Statistics;
 use crate::system::OdeSystem;
-use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
+use crate::tableau::EsdirkTableau;
+use crate::tableau::radau5 as radau;
+use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
-
-/// An ESDIRK pair: explicit first stage, the same diagonal γ on every implicit stage (one iteration
-/// matrix I − hγJ for all of them), stiffly accurate (b = the last row of A).
-#[derive(Debug)]
-pub struct EsdirkTableau {
-    /// Name.
-    pub name: &'static str,
-    /// Order of the solution.
-    pub order: u32,
-    /// Order of the embedded solution.
-    pub embedded_order: u32,
-    /// The diagonal γ.
-    pub gamma: f64,
-    /// Nodes c_i.
-    pub c: &'static [f64],
-    /// Strictly lower part of A, row i has i entries (the diagonal is γ for i ≥ 1, 0 for i = 0).
-    pub a: &'static [&'static [f64]],
-    /// Weights b (= last row of A with γ).
-    pub b: &'static [f64],
-    /// Embedded weights b̂.
-    pub bhat: &'static [f64],
-}
-
-const TRBDF2_G: f64 = 2.0 - std::f64::consts::SQRT_2;
-const TRBDF2_D: f64 = TRBDF2_G / 2.0;
-const TRBDF2_W: f64 = std::f64::consts::SQRT_2 / 4.0;
-
-/// TR-BDF2 as an ESDIRK pair (Hosea & Shampine 1996): γ = d = (2 − √2)/2, w = √2/4.
-pub static TRBDF2: EsdirkTableau = EsdirkTableau {
-    name: "TRBDF2",
-    order: 2,
-    embedded_order: 3,
-    gamma: TRBDF2_D,
-    c: &[0.0, TRBDF2_G, 1.0],
-    a: &[&[], &[TRBDF2_D], &[TRBDF2_W, TRBDF2_W]],
-    b: &[TRBDF2_W, TRBDF2_W, TRBDF2_D],
-    bhat: &[
-        (1.0 - TRBDF2_W) / 3.0,
-        (3.0 * TRBDF2_W + 1.0) / 3.0,
-        TRBDF2_D / 3.0,
-    ],
-};
-
-/// Kværnø's ESDIRK 5(4), 7 stages, γ = 0.26, L-stable and stiffly accurate, the embedded solution being
-/// stage 6 (A. Kværnø, "Singly diagonally implicit Runge–Kutta methods with an explicit first stage",
-/// BIT 44 (2004) 489–502; coefficients as in OrdinaryDiffEq.jl's `Kvaerno5Tableau` and diffrax).
-pub static KVAERNO5: EsdirkTableau = EsdirkTableau {
-    name: "Kvaerno5",
-    order: 5,
-    embedded_order: 4,
-    gamma: 0.26,
-    c: &[
-        0.0,
-        0.52,
-        1.230333209967908,
-        0.8957659843500759,
-        0.43639360985864756,
-        1.0,
-        1.0,
-    ],
-    a: &[
-        &[],
-        &[0.26],
-        &[0.13, 0.84033320996790809],
-        &[
-            0.22371961478320505,
-            0.47675532319799699,
-            -0.06470895363112615,
-        ],
-        &[
-            0.16648564323248321,
-            0.10450018841591720,
-            0.03631482272098715,
-            -0.13090704451073998,
-        ],
-        &[
-            0.13855640231268224,
-            0.0,
-            -0.04245337201752043,
-            0.02446657898003141,
-            0.61943039072480676,
-        ],
-        &[
-            0.13659751177640291,
-            0.0,
-            -0.05496908796538376,
-            -0.04118626728321046,
-            0.62993304899016403,
-            0.06962479448202728,
-        ],
-    ],
-    b: &[
-        0.13659751177640291,
-        0.0,
-        -0.05496908796538376,
-        -0.04118626728321046,
-        0.62993304899016403,
-        0.06962479448202728,
-        0.26,
-    ],
-    bhat: &[
-        0.13855640231268224,
-        0.0,
-        -0.04245337201752043,
-        0.02446657898003141,
-        0.61943039072480676,
-        0.26,
-        0.0,
-    ],
-};
-/// Radau IIA of order 5 (3 stages, collocation at c = ((4 − √6)/10, (4 + √6)/10, 1)), in Hairer's
-/// implementation RADAU5 (Hairer & Wanner, *Solving ODEs II*, §IV.8; radau5.f): the stage increments
-/// Z = (Y_i − u_n) solve Z = h (A ⊗ I) F(u_n + Z); simplified Newton in the coordinates W = (T⁻¹ ⊗ I) Z,
-/// where T⁻¹A⁻¹T = diag(γ, [[α, −β], [β, α]]), needs one real system (γ/h I − J) and one complex one
-/// ((α + iβ)/h I − J) per iteration — the complex one is factored here as the equivalent real 2n × 2n
-/// system [[α/h I − J, −β/h I], [β/h I, α/h I − J]], which costs the same flops. The error estimate is
-/// RADAU5's filtered one, (γ/h I − J)⁻¹ (f(u_n) + Σ d_i Z_i / h), refined once after a rejection; step
-/// sizes by Gustafsson's predictive controller; the new stages' starting values from the previous step's
-/// collocation polynomial. As in RADAU5 the tolerances are mapped to rtol' = 0.1 rtol^{2/3} (atol scaled
-/// alike), since the embedded estimate is of order 3.
-pub mod radau {
-    /// Nodes c_i.
-    pub const C: [f64; 3] = [0.15505102572168222, 0.6449489742783178, 1.0];
-    /// The Butcher matrix A (b = its last row: stiffly accurate).
-    pub const A: [[f64; 3]; 3] = [
-        [
-            0.19681547722366044,
-            -0.06553542585019838,
-            0.02377097434822015,
-        ],
-        [
-            0.3944243147390873,
-            0.29207341166522843,
-            -0.04154875212599792,
-        ],
-        [0.37640306270046725, 0.5124858261884216, 0.1111111111111111],
-    ];
-    /// T (radau5.f), with T⁻¹A⁻¹T = diag(γ, [[α, −β], [β, α]]).
-    pub const T: [[f64; 3]; 3] = [
-        [
-            9.1232394870892942792e-02,
-            -0.14125529502095420843,
-            -3.0029194105147424492e-02,
-        ],
-        [
-            0.24171793270710701896,
-            0.20412935229379993199,
-            0.38294211275726193779,
-        ],
-        [0.96604818261509293619, 1.0, 0.0],
-    ];
-    /// T⁻¹ (radau5.f).
-    pub const TI: [[f64; 3]; 3] = [
-        [
-            4.3255798900631553510,
-            0.33919925181580986954,
-            0.54177053993587487119,
-        ],
-        [
-            -4.1787185915519047273,
-            -0.32768282076106238708,
-            0.47662355450055045196,
-        ],
-        [
-            -0.50287263494578687595,
-            2.5719269498556054292,
-            -0.59603920482822492497,
-        ],
-    ];
-    /// The real eigenvalue γ of A⁻¹.
-    pub const GAMMA: f64 = 3.6378342527444962;
-    /// The complex pair α ± iβ of A⁻¹.
-    pub const ALPHA: f64 = 2.6810828736277523;
-    /// See [`ALPHA`].
-    pub const BETA: f64 = 3.0504301992474105;
-    /// Error-estimate weights d_i = −(13 + 7√6)/3, (−13 + 7√6)/3, −1/3.
-    pub const D: [f64; 3] = [-10.048809399827414, 1.382142733160748, -1.0 / 3.0];
-}
 
 /// Which implicit scheme an [`ImplicitIntegrator`] runs.
 #[derive(Debug, Clone, Copy)]
@@ -261,15 +85,14 @@ const NEWTON_MAX: usize = 8;
 /// the model, before that is reported as [`SolverError::NonFiniteRhs`].
 const MAX_NON_FINITE_FAILURES: usize = 10;
 const KAPPA: f64 = 0.03;
-/// Relative change of hγ up to which the ESDIRK iteration matrix's factorization is kept.
-const LU_REUSE: f64 = 0.3;
-/// Radau: Newton iterations allowed (radau5's NIT), the rate below which the Jacobian is kept (THET),
-/// the safety factor and the step-ratio limits.
+/// ESDIRK: a Newton contraction rate above which the Jacobian is recomputed after the step.
+const JACOBIAN_REFRESH_RATE: f64 = 0.3;
+/// Relative change of hγ up to which the ESDIRK iteration matrix's factorization is kept (0.3 let Newton
+/// run out of iterations on 14 % of Kvaerno5's Robertson steps; 0.2 on 2 %).
+const LU_REUSE: f64 = 0.2;
+/// Radau: Newton iterations allowed (radau5's NIT) and the rate below which the Jacobian is kept (THET).
 const RADAU_NIT: usize = 7;
 const RADAU_THET: f64 = 0.001;
-const RADAU_SAFE: f64 = 0.9;
-const RADAU_FACL: f64 = 5.0;
-const RADAU_FACR: f64 = 0.125;
 
 /// Radau IIA's own buffers and controller memory.
 struct RadauState {
@@ -287,8 +110,6 @@ struct RadauState {
     have_cont: bool,
     /// Last accepted h, Gustafsson's memory (h and error of the last accepted step), Newton's rate.
     h_old: f64,
-    h_acc: f64,
-    err_acc: f64,
     faccon: f64,
     theta: f64,
     /// Newton iterations of the last attempt.
@@ -340,6 +161,11 @@ struct Core<'a, M: OdeSystem> {
     radau: Option<Box<RadauState>>,
     /// The first non-finite rhs value (t, component, value) met by the last attempt's Newton iteration.
     non_finite: Option<(f64, usize, f64)>,
+    /// ESDIRK: the most Newton iterations a stage of the last attempt took (the predictive controller
+    /// lowers its safety factor with it).
+    newton_last: usize,
+    /// ESDIRK: the slowest contraction rate θ of the last attempt's Newton iterations.
+    newton_rate: f64,
 }
 
 impl<M: OdeSystem> Core<'_, M> {
@@ -523,6 +349,7 @@ impl<M: OdeSystem> Core<'_, M> {
         for iteration in 0..NEWTON_MAX {
             self.f(t, &y, &mut k[ki.clone()]);
             self.stats.newton_iterations += 1;
+            self.newton_last = self.newton_last.max(iteration + 1);
             if let Some(m) = k[ki.clone()].iter().position(|v| !v.is_finite()) {
                 self.non_finite.get_or_insert((t, m, k[i * n + m]));
                 break;
@@ -537,6 +364,7 @@ impl<M: OdeSystem> Core<'_, M> {
             let dn = self.norm(&self.delta);
             if iteration > 0 {
                 let theta = dn / prev;
+                self.newton_rate = self.newton_rate.max(theta);
                 if theta >= 1.0 || !dn.is_finite() {
                     break;
                 }
@@ -579,6 +407,8 @@ impl<M: OdeSystem> Core<'_, M> {
     ) -> Result<Option<f64>, SolverError> {
         let n = self.n;
         let hg = h * tab.gamma;
+        self.newton_last = 0;
+        self.newton_rate = 0.0;
         self.factor(hg, h)?;
         for m in 0..n {
             self.scale[m] = self.atol[m] + self.rtol * self.u[m].abs();
@@ -909,18 +739,20 @@ pub struct ImplicitCheckpoint {
     jac_fresh: bool,
     factored_hg: f64,
     h_abs: f64,
+    controller: ControllerMemory,
     last_rejected: bool,
     next_stop: usize,
     steps: usize,
-    /// Radau: the collocation polynomial (3n), then h of the complex factorization, h_old, h_acc,
-    /// err_acc, faccon, theta, and the flags have_cont and first (as 0/1).
+    /// Radau: the collocation polynomial (3n), then h of the complex factorization, h_old, faccon,
+    /// theta, and the flags have_cont and first (as 0/1).
     radau: Vec<f64>,
 }
 
 impl ImplicitCheckpoint {
     /// Bytes of floating-point data held (state, first stage, Jacobian, controller memory).
     pub fn bytes(&self) -> usize {
-        8 * (self.u.len() + self.k0.len() + self.jac.len() + self.radau.len() + 5)
+        8 * (self.u.len() + self.k0.len() + self.jac.len() + self.radau.len() + 3)
+            + std::mem::size_of::<ControllerMemory>()
     }
 }
 
@@ -941,7 +773,10 @@ pub struct ImplicitIntegrator<'a, M: OdeSystem> {
     h_max: f64,
     max_steps: usize,
     steps: usize,
-    exponent: f64,
+    /// The step-size controller (resolved), its memory, and k = the error estimate's order + 1.
+    controller: Controller,
+    memory: ControllerMemory,
+    k_err: f64,
     h_abs: f64,
     last_rejected: bool,
     /// The ESDIRK FSAL copy K_s → K_0 is made when the next step starts, so the last step's stages stay
@@ -963,7 +798,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         Self::with_stops(problem, options, &[])
     }
 
-    fn with_stops(
+    pub(crate) fn with_stops(
         problem: &'a OdeProblem<M>,
         options: &SolverOptions,
         extra_stops: &[f64],
@@ -1023,8 +858,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 cont: vec![0.0; 3 * n],
                 have_cont: false,
                 h_old: 0.0,
-                h_acc: 0.0,
-                err_acc: 0.0,
                 faccon: 1.0,
                 theta: 1.0,
                 newt: 0,
@@ -1062,6 +895,8 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             stats: Statistics::default(),
             radau,
             non_finite: None,
+            newton_last: 0,
+            newton_rate: 0.0,
         };
         let u = s.u.clone();
         let mut k1 = vec![0.0; n];
@@ -1093,12 +928,16 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         }
         .min(span)
         .min(options.h_max);
-        let exponent = match scheme {
-            Scheme::Esdirk(tab) => -1.0 / f64::from(tab.order.min(tab.embedded_order) + 1),
-            Scheme::Radau5 => -0.25,
+        // k = the error estimate's order + 1 (Radau IIA5's estimate is of order 3).
+        let k_err = match scheme {
+            Scheme::Esdirk(tab) => f64::from(tab.order.min(tab.embedded_order) + 1),
+            Scheme::Radau5 => 4.0,
         };
+        let controller = options.controller.resolve(true);
         Ok(Self {
-            exponent,
+            k_err,
+            controller,
+            memory: controller.initial_memory(k_err),
             s,
             stops,
             next_stop: 0,
@@ -1136,17 +975,31 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.s.stats
     }
 
+    /// Radau: the collocation polynomial of the last accepted step (3 × n, radau5's divided-difference
+    /// form), for dense output; `None` for ESDIRKs.
+    pub(crate) fn collocation(&self) -> Option<&[f64]> {
+        self.s.radau.as_ref().map(|r| &r.cont[..])
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> Scheme {
         self.s.scheme
     }
 
-    /// Radau's step-size factor q = h_new/h for an error `err` after `newt` Newton iterations.
-    fn radau_quot(&self, err: f64) -> f64 {
-        let newt = self.s.radau.as_ref().map_or(1, |r| r.newt);
-        let cfac = RADAU_SAFE * (1.0 + 2.0 * RADAU_NIT as f64);
-        let fac = RADAU_SAFE.min(cfac / (newt + 2 * RADAU_NIT) as f64);
-        (err.powf(0.25) / fac).clamp(RADAU_FACR, RADAU_FACL)
+    /// What the controller is told about an attempt with error norm `err` and step size `h`.
+    fn feedback(&self, err: f64, h: f64) -> StepFeedback {
+        let (newton_iterations, newton_max) = match self.s.radau.as_ref() {
+            Some(r) => (r.newt, RADAU_NIT),
+            None => (self.s.newton_last, 0),
+        };
+        StepFeedback {
+            err,
+            h: h.abs(),
+            k: self.k_err,
+            newton_iterations,
+            newton_max,
+            after_rejection: self.last_rejected,
+        }
     }
 
     /// Takes one accepted step (retrying rejected attempts) and returns it.
@@ -1228,16 +1081,8 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             newton_failed = false;
             if self.fixed_step.is_none() && err > 1.0 {
                 self.s.stats.rejected_steps += 1;
-                self.h_abs = if radau {
-                    let first = self.s.radau.as_ref().is_some_and(|r| r.first);
-                    if first {
-                        h.abs() * 0.1
-                    } else {
-                        h.abs() / self.radau_quot(err)
-                    }
-                } else {
-                    h.abs() * (0.9 * err.powf(self.exponent)).max(0.2)
-                };
+                let feedback = self.feedback(err, h);
+                self.h_abs = self.controller.rejected(&mut self.memory, &feedback);
                 self.last_rejected = true;
                 continue;
             }
@@ -1252,18 +1097,25 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             if hits {
                 self.next_stop += 1;
             }
+            let feedback = self.feedback(err, h);
+            let h_new = self.controller.accepted(&mut self.memory, &feedback);
             if radau {
-                self.accept_radau(h, err, hits);
+                self.accept_radau(h, h_new, hits);
             } else {
                 self.fsal_pending = true;
+                if self.s.newton_rate > JACOBIAN_REFRESH_RATE {
+                    // Newton converged, but slowly: the Jacobian has gone stale. A fresh one at the new
+                    // point now costs less than the Newton failure it would otherwise meet.
+                    let t = self.s.t;
+                    self.s.jacobian(t);
+                }
                 if self.fixed_step.is_none() {
-                    let growth = if self.last_rejected { 1.0 } else { 5.0 };
-                    let q = (0.9 * err.max(1e-10).powf(self.exponent)).clamp(0.2, growth);
                     // Keep the factorization when the step barely changes.
+                    let q = h_new.min(self.h_max) / h.abs();
                     if !hits && (0.9..=1.2).contains(&q) {
                         self.h_abs = h.abs();
                     } else {
-                        self.h_abs = (h.abs() * q).min(self.h_max);
+                        self.h_abs = h_new.min(self.h_max);
                     }
                 }
             }
@@ -1272,19 +1124,12 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         }
     }
 
-    /// Radau after an accepted step: Gustafsson's predictive step size, the collocation polynomial for
-    /// the next starting values, f at the new point, a new Jacobian unless Newton converged very fast.
-    fn accept_radau(&mut self, h: f64, err: f64, hits: bool) {
+    /// Radau after an accepted step (`h_new`: the controller's next |h|): the collocation polynomial for
+    /// the next starting values, f at the new point, a new Jacobian unless Newton converged very fast
+    /// (then the step size is kept too when it would grow by less than 20 %, so the LU is reused).
+    fn accept_radau(&mut self, h: f64, h_new: f64, hits: bool) {
         let n = self.s.n;
-        let err = err.max(1e-10);
-        let mut quot = self.radau_quot(err);
         let mut r = self.s.radau.take().expect("Radau state");
-        if !r.first {
-            let facgus = (r.h_acc / h.abs()) * (err * err / r.err_acc).powf(0.25) / RADAU_SAFE;
-            quot = quot.max(facgus.clamp(RADAU_FACR, RADAU_FACL));
-        }
-        r.h_acc = h.abs();
-        r.err_acc = err.max(1e-2);
         r.first = false;
         // The collocation polynomial through (0, 0), (c_i, Z_i), in radau5's divided-difference form.
         let (c1, c2) = (radau::C[0], radau::C[1]);
@@ -1314,10 +1159,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             }
             return;
         }
-        let mut h_new = (h.abs() / quot).min(self.h_max);
-        if self.last_rejected {
-            h_new = h_new.min(h.abs());
-        }
+        let h_new = h_new.min(self.h_max);
         let qt = h_new / h.abs();
         if theta <= RADAU_THET && (1.0..=1.2).contains(&qt) && !hits {
             self.h_abs = h.abs();
@@ -1330,7 +1172,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     }
 
     /// The last accepted step.
-    fn last_step(&self) -> ImplicitStep<'_> {
+    pub(crate) fn last_step(&self) -> ImplicitStep<'_> {
         ImplicitStep {
             t: self.t_prev,
             h: self.h_last,
@@ -1418,6 +1260,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         cp.jac_fresh = self.s.jac_fresh;
         cp.factored_hg = self.s.factored_hg;
         cp.h_abs = self.h_abs;
+        cp.controller = self.memory;
         cp.last_rejected = self.last_rejected;
         cp.next_stop = self.next_stop;
         cp.steps = self.steps;
@@ -1427,8 +1270,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             cp.radau.extend_from_slice(&[
                 r.factored_h2,
                 r.h_old,
-                r.h_acc,
-                r.err_acc,
                 r.faccon,
                 r.theta,
                 f64::from(u8::from(r.have_cont)),
@@ -1445,7 +1286,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// if refactoring fails (it did not when the checkpoint was taken).
     pub fn restore(&mut self, cp: &ImplicitCheckpoint) -> Result<(), SolverError> {
         let n = self.s.n;
-        let radau_len = if self.s.radau.is_some() { 3 * n + 8 } else { 0 };
+        let radau_len = if self.s.radau.is_some() { 3 * n + 6 } else { 0 };
         if cp.u.len() != n || cp.jac.len() != self.s.jac.len() || cp.radau.len() != radau_len {
             return Err(SolverError::DimensionMismatch {
                 what: "implicit checkpoint state",
@@ -1459,6 +1300,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.s.jac.copy_from_slice(&cp.jac);
         self.s.jac_fresh = cp.jac_fresh;
         self.h_abs = cp.h_abs;
+        self.memory = cp.controller;
         self.last_rejected = cp.last_rejected;
         self.next_stop = cp.next_stop;
         self.steps = cp.steps;
@@ -1473,12 +1315,10 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             r.cont.copy_from_slice(&cp.radau[..3 * n]);
             r.factored_h2 = 0.0;
             r.h_old = x[1];
-            r.h_acc = x[2];
-            r.err_acc = x[3];
-            r.faccon = x[4];
-            r.theta = x[5];
-            r.have_cont = x[6] != 0.0;
-            r.first = x[7] != 0.0;
+            r.faccon = x[2];
+            r.theta = x[3];
+            r.have_cont = x[4] != 0.0;
+            r.first = x[5] != 0.0;
             if x[0] != 0.0 {
                 self.s.refactor_complex(x[0])?;
             }
@@ -1493,98 +1333,5 @@ fn transform_t(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
         for k in 0..n {
             out[j * n + k] = m[0][j] * v[k] + m[1][j] * v[n + k] + m[2][j] * v[2 * n + k];
         }
-    }
-}
-
-/// Solves `problem` with an implicit method ([`Method::TrBdf2`], [`Method::Kvaerno5`]); called by
-/// [`crate::solve`].
-///
-/// Supported options: tolerances, `h0`, `h_max`, `max_steps`, `tstops`, saving every step, at the end,
-/// or at `save_at` times (made tstops: exact step values, no interpolation), `fixed_step`, `dense(true)`
-/// (ESDIRK: cubic Hermite; Radau: its collocation polynomial).
-///
-/// # Errors
-/// As [`crate::solve`]; [`SolverError::SingularMatrix`] when the iteration matrix I − hγJ is singular
-/// (naming t and h); [`SolverError::NewtonFailed`] when Newton keeps failing as h shrinks;
-pub(crate) fn solve_implicit<M: OdeSystem>(
-    problem: &OdeProblem<M>,
-    options: &SolverOptions,
-) -> Result<Solution, SolverError> {
-    let n = problem.n_states();
-    let (t0, t_end) = (problem.t0(), problem.t_end());
-    let save_at: Vec<f64> = match &options.saving {
-        Saving::At(times) => {
-            check_times("save_at", times, t0, t_end, true)?;
-            times.clone()
-        }
-        _ => Vec::new(),
-    };
-    let mut it = ImplicitIntegrator::with_stops(problem, options, &save_at)?;
-    let kind = match it.scheme() {
-        Scheme::Esdirk(_) => DenseKind::Hermite,
-        Scheme::Radau5 => DenseKind::Radau,
-    };
-    let mut dense = options.dense.then(|| DenseOutput::with_kind(kind, n));
-    let mut k = vec![0.0; kind_stages(kind) * n];
-    let mut times = Vec::new();
-    let mut states = Vec::new();
-    let save_every = matches!(options.saving, Saving::EveryStep);
-    let mut next_save = 0;
-    if save_every || save_at.first() == Some(&t0) {
-        times.push(t0);
-        states.extend_from_slice(it.u());
-        next_save = usize::from(save_at.first() == Some(&t0));
-    }
-    while !it.is_finished() {
-        let t_next = it.step_accepted()?.t_next;
-        if let Some(d) = dense.as_mut() {
-            let step = it.last_step();
-            let (t, h) = (step.t, step.h);
-            let last = step.scheme.stages() - 1;
-            for m in 0..n {
-                let delta = (step.u_next[m] - step.u[m]) / h;
-                match kind {
-                    DenseKind::Hermite => {
-                        k[m] = step.stages[m];
-                        k[n + m] = step.stages[last * n + m];
-                        k[2 * n + m] = delta;
-                    }
-                    _ => k[m] = delta,
-                }
-            }
-            if let (DenseKind::Radau, Some(r)) = (kind, it.s.radau.as_ref()) {
-                for (x, c) in k[n..].iter_mut().zip(&r.cont) {
-                    *x = c / h;
-                }
-            }
-            d.push(t, h, step.u, &k);
-        }
-        let at_save = save_at.get(next_save) == Some(&t_next);
-        if at_save {
-            next_save += 1;
-        }
-        if save_every || at_save || (it.is_finished() && matches!(options.saving, Saving::EndOnly))
-        {
-            times.push(t_next);
-            states.extend_from_slice(it.u());
-        }
-    }
-    let rows = times.len();
-    Ok(Solution {
-        method: options.method,
-        times: Array1::from(times),
-        states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
-        u_end: Array1::from(it.u().to_vec()),
-        stats: it.stats(),
-        t0,
-        t_end,
-        dense,
-    })
-}
-
-fn kind_stages(kind: DenseKind) -> usize {
-    match kind {
-        DenseKind::Radau => 4,
-        _ => 3,
     }
 }

@@ -6,17 +6,13 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1};
 
+use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
 use crate::error::SolverError;
-use crate::fastmath;
 use crate::options::{Saving, SolverOptions};
-use crate::problem::OdeProblem;
+use crate::problem::{OdeProblem, check_times};
 use crate::solution::{DenseOutput, Solution, Statistics};
 use crate::system::OdeSystem;
 use crate::tableau::{ExplicitTableau, Method};
-
-/// The PI controller's memory of the previous error norm is floored here (as in OrdinaryDiffEq's
-/// `qoldinit`), so that one very accurate step does not license a huge next one.
-const MIN_ERR_PREV: f64 = 1e-4;
 
 /// Rejections of non-finite trial steps (each shrinking h by `q_min`, by 5¹⁰ ≈ 1e7 in all with the
 /// default controller) with no success at the failing size in between, before a model that stays
@@ -32,163 +28,6 @@ pub enum StepOutcome {
     Rejected,
     /// A step was accepted and reached t_end.
     Finished,
-}
-
-/// Solves `problem` with `options`.
-///
-/// # Errors
-/// Invalid settings ([`SolverError::InvalidTolerance`], [`SolverError::InvalidOption`],
-/// [`SolverError::TimeOutsideSpan`], [`SolverError::UnsortedTimes`], ...) before the first step; during the
-/// solve [`SolverError::NonFiniteRhs`], [`SolverError::StepSizeTooSmall`], [`SolverError::MaxStepsReached`].
-///
-/// # Example
-/// ```
-/// use ndarray::{array, ArrayView1, ArrayViewMut1};
-/// use odesens_solver::{solve, OdeProblem, OdeSystem, Scalar, SolverOptions};
-///
-/// struct Decay;
-/// impl OdeSystem for Decay {
-///     fn n_states(&self) -> usize { 1 }
-///     fn n_params(&self) -> usize { 1 }
-///     fn rhs<S: Scalar>(&self, _t: S, u: ArrayView1<S>, p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
-///         du[0] = -p[0] * u[0];
-///     }
-/// }
-///
-/// let problem = OdeProblem::new(Decay, array![1.0], array![0.5], (0.0, 2.0)).unwrap();
-/// let sol = solve(&problem, &SolverOptions::default().tol(1e-10)).unwrap();
-/// assert!((sol.u_end[0] - (-1.0f64).exp()).abs() < 1e-9);
-/// ```
-pub fn solve<M: OdeSystem>(
-    problem: &OdeProblem<M>,
-    options: &SolverOptions,
-) -> Result<Solution, SolverError> {
-    if options.method.is_implicit() {
-        return crate::implicit::solve_implicit(problem, options);
-    }
-    if options.method == Method::AutoTsit5Radau5 {
-        return solve_auto(problem, options);
-    }
-    let mut integrator = Integrator::new(problem, options)?;
-    integrator.run()?;
-    Ok(integrator.into_solution())
-}
-
-/// [`Method::AutoTsit5Radau5`]: Tsit5 until its stiffness test fires, then Radau IIA5 from that point on,
-/// the saved output and the counters joined.
-fn solve_auto<M: OdeSystem>(
-    problem: &OdeProblem<M>,
-    options: &SolverOptions,
-) -> Result<Solution, SolverError> {
-    if options.dense {
-        return Err(SolverError::UnsupportedMethod {
-            method: Method::AutoTsit5Radau5,
-            operation: "dense output (dense(true)): the two methods' dense outputs are not joined; \
-                        choose a fixed method",
-        });
-    }
-    let mut it = Integrator::new(problem, &options.clone().method(Method::Tsit5))?;
-    while !it.is_finished() && it.stats().stiffness_detected_at.is_none() {
-        it.step_accepted()?;
-    }
-    if it.is_finished() {
-        let mut sol = it.into_solution();
-        sol.method = Method::AutoTsit5Radau5;
-        return Ok(sol);
-    }
-    let (t_switch, u_switch) = (it.t(), it.u().to_vec());
-    let first = it.into_solution();
-    let dir = (problem.t_end() - problem.t0()).signum();
-    let after = |times: &[f64]| -> Vec<f64> {
-        times
-            .iter()
-            .copied()
-            .filter(|&t| dir * (t - t_switch) > 0.0)
-            .collect()
-    };
-    let mut rest = options
-        .clone()
-        .method(Method::RadauIIA5)
-        .tstops(after(&options.tstops))
-        .max_steps(
-            options
-                .max_steps
-                .saturating_sub(first.stats.accepted_steps + first.stats.rejected_steps)
-                .max(1),
-        );
-    rest.h0 = None;
-    if let Saving::At(times) = &options.saving {
-        rest.saving = Saving::At(after(times));
-    }
-    let sub = OdeProblem::new(
-        problem.model(),
-        u_switch,
-        problem.params().to_vec(),
-        (t_switch, problem.t_end()),
-    )?;
-    let second = crate::implicit::solve_implicit(&sub, &rest)?;
-    // Join: the implicit part's first row repeats the switch point when every step is saved.
-    let skip = usize::from(matches!(options.saving, Saving::EveryStep));
-    let n = problem.n_states();
-    let mut times = first.times.to_vec();
-    times.extend(second.times.iter().skip(skip));
-    let mut states: Vec<f64> = first.states.iter().copied().collect();
-    states.extend(second.states.rows().into_iter().skip(skip).flatten());
-    let (a, b) = (first.stats, second.stats);
-    let stats = Statistics {
-        accepted_steps: a.accepted_steps + b.accepted_steps,
-        rejected_steps: a.rejected_steps + b.rejected_steps,
-        rhs_evaluations: a.rhs_evaluations + b.rhs_evaluations,
-        interpolation_rhs_evaluations: a.interpolation_rhs_evaluations,
-        stability_limited_steps: a.stability_limited_steps,
-        jacobian_evaluations: b.jacobian_evaluations,
-        factorizations: b.factorizations,
-        newton_iterations: b.newton_iterations,
-        newton_failures: b.newton_failures,
-        stiffness_detected_at: a.stiffness_detected_at,
-        switched_to_implicit_at: Some(t_switch),
-    };
-    let rows = times.len();
-    Ok(Solution {
-        method: Method::AutoTsit5Radau5,
-        times: Array1::from(times),
-        states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
-        u_end: second.u_end,
-        stats,
-        t0: problem.t0(),
-        t_end: problem.t_end(),
-        dense: None,
-    })
-}
-
-/// Checks that `times` lie in the span [t0, t_end] (either orientation; t0 itself only if `allow_t0`) and
-/// are strictly monotone in the direction of integration.
-///
-/// # Errors
-/// [`SolverError::TimeOutsideSpan`] or [`SolverError::UnsortedTimes`] naming `what`.
-pub fn check_times(
-    what: &'static str,
-    times: &[f64],
-    t0: f64,
-    t_end: f64,
-    allow_t0: bool,
-) -> Result<(), SolverError> {
-    let dir = (t_end - t0).signum();
-    let (lo, hi) = if dir > 0.0 { (t0, t_end) } else { (t_end, t0) };
-    for (index, &t) in times.iter().enumerate() {
-        if !(t >= lo && t <= hi) || (!allow_t0 && t == t0) {
-            return Err(SolverError::TimeOutsideSpan { what, t, lo, hi });
-        }
-        // `is_gt` is false for NaN as well as for repeats and reversals.
-        if index > 0
-            && !(dir * (t - times[index - 1]))
-                .partial_cmp(&0.0)
-                .is_some_and(|o| o.is_gt())
-        {
-            return Err(SolverError::UnsortedTimes { what, index, t });
-        }
-    }
-    Ok(())
 }
 
 /// Root-mean-square norm of `v_i / scale_i`.
@@ -443,8 +282,8 @@ pub struct Checkpoint {
     pub k1: Vec<f64>,
     /// Magnitude of the next step to try.
     pub h_abs: f64,
-    /// The PI controller's memory of the previous error.
-    pub err_prev_log: f64,
+    /// The step-size controller's memory.
+    pub controller: ControllerMemory,
     /// Whether the last attempted step was rejected.
     pub last_rejected: bool,
     /// Index of the next tstop.
@@ -458,7 +297,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Bytes of floating-point data the checkpoint holds (state, first stage and scalars).
     pub fn bytes(&self) -> usize {
-        (self.u.len() + self.k1.len() + 3) * std::mem::size_of::<f64>()
+        (self.u.len() + self.k1.len() + 2) * std::mem::size_of::<f64>()
+            + std::mem::size_of::<ControllerMemory>()
             + 3 * std::mem::size_of::<usize>()
     }
 }
@@ -501,10 +341,9 @@ pub struct Integrator<'a, M: OdeSystem> {
     n: usize,
     dir: f64,
     atol: Vec<f64>,
-    /// Controller exponents β1, β2 and the I-controller exponent 1/k used after rejections.
-    beta1: f64,
-    beta2: f64,
-    reject_exponent: f64,
+    /// The step-size controller (resolved) and k = embedded order + 1.
+    controller: Controller,
+    k_err: f64,
     /// Nonzero weights b_i and b̃_i as sparse rows.
     b_row: Vec<(usize, f64)>,
     btilde_row: Vec<(usize, f64)>,
@@ -545,8 +384,8 @@ pub struct Integrator<'a, M: OdeSystem> {
     err: Vec<f64>,
     scale: Vec<f64>,
     weights: Vec<f64>,
-    /// β2·log2(err_{n−1}) of the PI controller.
-    err_prev_log: f64,
+    /// The controller's memory.
+    memory: ControllerMemory,
     k1_fresh: bool,
     extras_fresh: bool,
     last_rejected: bool,
@@ -593,7 +432,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         let tab = options.method.tableau();
         let total = tab.total_stages();
         let k_err = f64::from(tab.embedded_order + 1);
-        let c = options.controller;
+        let controller = options.controller.resolve(false);
         let u0 = problem
             .u0()
             .as_slice()
@@ -615,9 +454,8 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             n,
             dir,
             atol,
-            beta1: c.beta1 / k_err,
-            beta2: c.beta2 / k_err,
-            reject_exponent: 1.0 / k_err,
+            controller,
+            k_err,
             b_row: sparse(tab.b),
             btilde_row: sparse(tab.btilde),
             zeros: vec![0.0; n],
@@ -641,7 +479,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             err: vec![0.0; n],
             scale: vec![0.0; n],
             weights: vec![0.0; total],
-            err_prev_log: c.beta2 / k_err * fastmath::log2(MIN_ERR_PREV),
+            memory: controller.initial_memory(k_err),
             k1_fresh: false,
             extras_fresh: false,
             last_rejected: false,
@@ -736,7 +574,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             cp.k1.extend_from_slice(&self.k[..self.n]);
         }
         cp.h_abs = self.h_abs;
-        cp.err_prev_log = self.err_prev_log;
+        cp.controller = self.memory;
         cp.last_rejected = self.last_rejected;
         cp.next_tstop = self.next_tstop;
         cp.steps_taken = self.steps_taken;
@@ -772,7 +610,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             self.k[..n].copy_from_slice(&cp.k1);
         }
         self.h_abs = cp.h_abs;
-        self.err_prev_log = cp.err_prev_log;
+        self.memory = cp.controller;
         self.last_rejected = cp.last_rejected;
         self.next_tstop = cp.next_tstop;
         self.steps_taken = cp.steps_taken;
@@ -1180,7 +1018,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 let (sum, count) = self.error_sum(h);
                 let (extra_sum, extra_count) = extra.unwrap_or((0.0, 0));
                 let err = ((sum + extra_sum) / (count + extra_count) as f64).sqrt();
-                let c = self.options.controller;
                 if !err.is_finite() {
                     // A trial step too large for a stiff or fast-growing model can overflow: reject it
                     // and shrink h; a model that stays non-finite however small h gets is an error.
@@ -1189,23 +1026,24 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                     if self.non_finite_rejections > MAX_NON_FINITE_REJECTIONS {
                         return Err(self.non_finite_error(h, t_new));
                     }
-                    self.h_abs = h_abs * c.q_min;
+                    self.h_abs = h_abs * self.controller.q_min();
                     false
-                } else if err <= 1.0 {
-                    let q_max = if self.last_rejected { 1.0 } else { c.q_max };
-                    // q = safety · err^(−β1) · err_prev^(β2), by one log2 and one exp2 of `fastmath`.
-                    let log_err = fastmath::log2(err.max(f64::MIN_POSITIVE));
-                    let q = (c.safety * fastmath::exp2(self.err_prev_log - self.beta1 * log_err))
-                        .clamp(c.q_min, q_max);
-                    self.err_prev_log = self.beta2 * log_err.max(fastmath::log2(MIN_ERR_PREV));
-                    self.h_abs = h_abs * q;
-                    true
                 } else {
-                    let q = (c.safety
-                        * fastmath::exp2(-self.reject_exponent * fastmath::log2(err)))
-                    .max(c.q_min);
-                    self.h_abs = h_abs * q;
-                    false
+                    let feedback = StepFeedback {
+                        err,
+                        h: h_abs,
+                        k: self.k_err,
+                        newton_iterations: 0,
+                        newton_max: 0,
+                        after_rejection: self.last_rejected,
+                    };
+                    if err <= 1.0 {
+                        self.h_abs = self.controller.accepted(&mut self.memory, &feedback);
+                        true
+                    } else {
+                        self.h_abs = self.controller.rejected(&mut self.memory, &feedback);
+                        false
+                    }
                 }
             }
         };

@@ -19,6 +19,8 @@
 #![warn(missing_docs)]
 #![allow(clippy::excessive_precision)]
 
+pub mod control;
+mod driver;
 mod error;
 mod fastmath;
 mod implicit;
@@ -30,19 +32,17 @@ mod solution;
 mod system;
 pub mod tableau;
 
+pub use control::{Controller, PiController, PredictiveController};
+pub use driver::solve;
 pub use error::SolverError;
-pub use implicit::{
-    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, detect_pattern,
-    radau,
-};
-pub use integrator::{
-    AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay, check_times, solve,
-};
-pub use options::{Atol, LinearSolverKind, PiController, Saving, SolverOptions};
-pub use problem::OdeProblem;
+pub use implicit::{ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, detect_pattern};
+pub use integrator::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
+pub use options::{Atol, LinearSolverKind, Saving, SolverOptions};
+pub use problem::{OdeProblem, check_times};
 pub use solution::{DenseOutput, Solution, Statistics};
 pub use system::{OdeSystem, Scalar};
-pub use tableau::{ExplicitTableau, Method};
+pub use tableau::radau5 as radau;
+pub use tableau::{EsdirkTableau, ExplicitTableau, Method};
 
 /// Re-export of the dual-number crate, so models can name its traits without a separate dependency.
 pub use num_dual;

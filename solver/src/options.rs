@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::{Controller, StepController};
 use crate::error::SolverError;
 use crate::tableau::Method;
 
@@ -39,38 +40,6 @@ pub enum Saving {
     EndOnly,
 }
 
-/// The PI step-size controller (Gustafsson; Hairer & Wanner, *Solving ODEs II*, §IV.2, eq. (2.43c)).
-///
-/// After a step with error norm `err_n` (≤ 1 accepted), the next step size is
-/// `h_{n+1} = h_n · clamp(safety · err_n^(−β1) · err_{n−1}^(β2), q_min, q_max)` with β1 = `beta1`/k and
-/// β2 = `beta2`/k, k = (embedded order) + 1. After a rejection the step shrinks by
-/// `max(q_min, safety · err_n^(−1/k))` and the next accepted step may not grow (q_max = 1 for one step).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PiController {
-    /// Safety factor (default 0.9).
-    pub safety: f64,
-    /// Proportional gain numerator: β1 = beta1 / k (default 0.7).
-    pub beta1: f64,
-    /// Integral gain numerator: β2 = beta2 / k (default 0.4).
-    pub beta2: f64,
-    /// Smallest step ratio h_{n+1}/h_n (default 0.2).
-    pub q_min: f64,
-    /// Largest step ratio h_{n+1}/h_n (default 10).
-    pub q_max: f64,
-}
-
-impl Default for PiController {
-    fn default() -> Self {
-        Self {
-            safety: 0.9,
-            beta1: 0.7,
-            beta2: 0.4,
-            q_min: 0.2,
-            q_max: 10.0,
-        }
-    }
-}
-
 /// Settings of a solve. Build with [`SolverOptions::default`] and the builder methods; everything is
 /// validated when the solve starts.
 ///
@@ -103,8 +72,8 @@ pub struct SolverOptions {
     /// Fixed step size magnitude: no error control, steps of this size (the last one before each tstop
     /// shortened or stretched by at most 1% to land on it).
     pub fixed_step: Option<f64>,
-    /// Step-size controller settings.
-    pub controller: PiController,
+    /// The step-size controller (default: the method's own, [`Controller::MethodDefault`]).
+    pub controller: Controller,
     /// Error-control only the first k components (`None`: all). The others (e.g. quadratures riding
     /// along) are integrated with the same steps but do not vote on them: the "seminorm" of Kidger,
     /// Chen & Lyons, "Hey, that's not an ODE" (2021).
@@ -139,7 +108,7 @@ impl Default for SolverOptions {
             tstops: Vec::new(),
             dense: false,
             fixed_step: None,
-            controller: PiController::default(),
+            controller: Controller::MethodDefault,
             error_norm_components: None,
             linear_solver: LinearSolverKind::Auto,
         }
@@ -223,9 +192,10 @@ impl SolverOptions {
         self.fixed_step = Some(h);
         self
     }
-    /// Sets the controller.
-    pub fn controller(mut self, controller: PiController) -> Self {
-        self.controller = controller;
+    /// Sets the step-size controller (a [`crate::PiController`], a [`crate::PredictiveController`] or
+    /// a [`Controller`]).
+    pub fn controller(mut self, controller: impl Into<Controller>) -> Self {
+        self.controller = controller.into();
         self
     }
 
@@ -307,42 +277,7 @@ impl SolverOptions {
                 valid: ">= 1",
             });
         }
-        let c = &self.controller;
-        if !(c.safety > 0.0 && c.safety <= 1.0) {
-            return Err(SolverError::InvalidOption {
-                name: "controller.safety",
-                value: c.safety,
-                valid: "in (0, 1]",
-            });
-        }
-        if !(c.beta1.is_finite() && c.beta1 > 0.0) {
-            return Err(SolverError::InvalidOption {
-                name: "controller.beta1",
-                value: c.beta1,
-                valid: "finite, > 0",
-            });
-        }
-        if !(c.beta2.is_finite() && c.beta2 >= 0.0) {
-            return Err(SolverError::InvalidOption {
-                name: "controller.beta2",
-                value: c.beta2,
-                valid: "finite, >= 0",
-            });
-        }
-        if !(c.q_min > 0.0 && c.q_min < 1.0) {
-            return Err(SolverError::InvalidOption {
-                name: "controller.q_min",
-                value: c.q_min,
-                valid: "in (0, 1)",
-            });
-        }
-        if !(c.q_max > 1.0 && c.q_max.is_finite()) {
-            return Err(SolverError::InvalidOption {
-                name: "controller.q_max",
-                value: c.q_max,
-                valid: "finite, > 1",
-            });
-        }
+        self.controller.validate()?;
         Ok(atol)
     }
 }

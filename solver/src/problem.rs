@@ -162,3 +162,33 @@ impl<M: OdeSystem> OdeProblem<M> {
         self.u0.len()
     }
 }
+
+/// Checks that `times` lie in the span [t0, t_end] (either orientation; t0 itself only if `allow_t0`) and
+/// are strictly monotone in the direction of integration.
+///
+/// # Errors
+/// [`SolverError::TimeOutsideSpan`] or [`SolverError::UnsortedTimes`] naming `what`.
+pub fn check_times(
+    what: &'static str,
+    times: &[f64],
+    t0: f64,
+    t_end: f64,
+    allow_t0: bool,
+) -> Result<(), SolverError> {
+    let dir = (t_end - t0).signum();
+    let (lo, hi) = if dir > 0.0 { (t0, t_end) } else { (t_end, t0) };
+    for (index, &t) in times.iter().enumerate() {
+        if !(t >= lo && t <= hi) || (!allow_t0 && t == t0) {
+            return Err(SolverError::TimeOutsideSpan { what, t, lo, hi });
+        }
+        // `is_gt` is false for NaN as well as for repeats and reversals.
+        if index > 0
+            && !(dir * (t - times[index - 1]))
+                .partial_cmp(&0.0)
+                .is_some_and(|o| o.is_gt())
+        {
+            return Err(SolverError::UnsortedTimes { what, index, t });
+        }
+    }
+    Ok(())
+}

@@ -75,7 +75,10 @@ impl DenseKind {
             DenseKind::Radau => {
                 // u_{n+1} + s(c₁ + (s − c₂ + 1)(c₂' + (s − c₁ + 1)c₃)), s = θ − 1 (radau5's CONTR5).
                 let s = theta - 1.0;
-                let (c1m1, c2m1) = (crate::radau::C[0] - 1.0, crate::radau::C[1] - 1.0);
+                let (c1m1, c2m1) = (
+                    crate::tableau::radau5::C[0] - 1.0,
+                    crate::tableau::radau5::C[1] - 1.0,
+                );
                 w[0] = 1.0;
                 w[1] = s;
                 w[2] = s * (s - c2m1);

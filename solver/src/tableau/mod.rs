@@ -1,4 +1,6 @@
-//! Butcher tableaus of the explicit Runge–Kutta pairs, as `const` data with their sources.
+//! Every method's coefficients, as `const` data with their sources: the explicit Runge–Kutta pairs
+//! (this module and one file each), the ESDIRK pairs ([`esdirk`]) and Radau IIA of order 5 with
+//! RADAU5's transformation ([`radau5`]). Data only: nothing here imports the solver's other modules.
 //!
 //! Notation (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.1): a step of size h from (t_n, u_n) computes
 //! stages K_i = f(t_n + c_i h, u_n + h Σ_j a_ij K_j), the solution u_{n+1} = u_n + h Σ_i b_i K_i and the error
@@ -9,6 +11,8 @@
 
 mod bs3;
 mod dp5;
+pub mod esdirk;
+pub mod radau5;
 mod tsit5;
 mod vern7;
 mod vern9;
@@ -17,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bs3::BS3;
 pub use dp5::DP5;
+pub use esdirk::{EsdirkTableau, KVAERNO5, TRBDF2};
 pub use tsit5::TSIT5;
 pub use vern7::VERN7;
 pub use vern9::VERN9;
@@ -204,10 +209,10 @@ impl Method {
     }
 
     /// The implicit (ESDIRK) method's tableau, or `None` for an explicit method.
-    pub fn esdirk_tableau(self) -> Option<&'static crate::implicit::EsdirkTableau> {
+    pub fn esdirk_tableau(self) -> Option<&'static EsdirkTableau> {
         match self {
-            Method::TrBdf2 => Some(&crate::implicit::TRBDF2),
-            Method::Kvaerno5 => Some(&crate::implicit::KVAERNO5),
+            Method::TrBdf2 => Some(&TRBDF2),
+            Method::Kvaerno5 => Some(&KVAERNO5),
             _ => None,
         }
     }
