@@ -80,18 +80,21 @@ impl Scheme {
     }
 }
 
+/// The ESDIRKs' default Newton iteration limit.
 const NEWTON_MAX: usize = 8;
 /// Attempts in a row (each with a smaller h or a fresh Jacobian) whose Newton iteration met NaN/∞ from
 /// the model, before that is reported as [`SolverError::NonFiniteRhs`].
 const MAX_NON_FINITE_FAILURES: usize = 10;
-const KAPPA: f64 = 0.03;
-/// ESDIRK: a Newton contraction rate above which the Jacobian is recomputed after the step.
-const JACOBIAN_REFRESH_RATE: f64 = 0.3;
-/// Relative change of hγ up to which the ESDIRK iteration matrix's factorization is kept (0.3 let Newton
-/// run out of iterations on 14 % of Kvaerno5's Robertson steps; 0.2 on 2 %).
-const LU_REUSE: f64 = 0.2;
 /// Radau: Newton iterations allowed (radau5's NIT) and the rate below which the Jacobian is kept (THET).
 const RADAU_NIT: usize = 7;
+/// What the ESDIRK and Radau code reads of [`crate::ImplicitConfig`], resolved for the method.
+#[derive(Debug, Clone, Copy)]
+struct Newton {
+    max_iterations: usize,
+    kappa: f64,
+    lu_reuse: f64,
+    refresh_rate: f64,
+}
 const RADAU_THET: f64 = 0.001;
 
 /// Radau IIA's own buffers and controller memory.
@@ -166,6 +169,8 @@ struct Core<'a, M: OdeSystem> {
     newton_last: usize,
     /// ESDIRK: the slowest contraction rate θ of the last attempt's Newton iterations.
     newton_rate: f64,
+    /// The Newton and reuse settings.
+    newton: Newton,
 }
 
 impl<M: OdeSystem> Core<'_, M> {
@@ -244,12 +249,12 @@ impl<M: OdeSystem> Core<'_, M> {
         }
     }
 
-    /// Factors M = I − hg·J, unless the current factorization is for an hg within [`LU_REUSE`] of this
-    /// one (ESDIRK only): simplified Newton converges with a slightly stale hγ too (as in CVODE), and a
-    /// sparse LU costs far more than the extra iteration it may take.
+    /// Factors M = I − hg·J, unless the current factorization is for an hg within `lu_reuse`
+    /// ([`crate::ImplicitConfig`]) of this one (ESDIRK only): simplified Newton converges with a slightly
+    /// stale hγ too (as in CVODE), and a sparse LU costs far more than the extra iteration it may take.
     fn factor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
         let reuse = match self.scheme {
-            Scheme::Esdirk(_) => LU_REUSE,
+            Scheme::Esdirk(_) => self.newton.lu_reuse,
             Scheme::Radau5 => 0.0,
         };
         if self.factored_hg != 0.0 && (hg / self.factored_hg - 1.0).abs() <= reuse {
@@ -346,7 +351,7 @@ impl<M: OdeSystem> Core<'_, M> {
         let ki = i * n..(i + 1) * n;
         let mut prev = f64::INFINITY;
         let mut converged = false;
-        for iteration in 0..NEWTON_MAX {
+        for iteration in 0..self.newton.max_iterations {
             self.f(t, &y, &mut k[ki.clone()]);
             self.stats.newton_iterations += 1;
             self.newton_last = self.newton_last.max(iteration + 1);
@@ -368,11 +373,11 @@ impl<M: OdeSystem> Core<'_, M> {
                 if theta >= 1.0 || !dn.is_finite() {
                     break;
                 }
-                if theta / (1.0 - theta) * dn <= KAPPA {
+                if theta / (1.0 - theta) * dn <= self.newton.kappa {
                     converged = true;
                     break;
                 }
-            } else if dn <= 1e-3 * KAPPA {
+            } else if dn <= 1e-3 * self.newton.kappa {
                 converged = true;
                 break;
             }
@@ -487,7 +492,8 @@ impl<M: OdeSystem> Core<'_, M> {
         let (mut dynold, mut thqold) = (0.0f64, 0.0f64);
         r.newton_factor = 0.5;
         r.newt = 0;
-        while r.newt < RADAU_NIT {
+        let nit = self.newton.max_iterations;
+        while r.newt < nit {
             for i in 0..3 {
                 for m in 0..n {
                     self.y[m] = self.u[m] + r.z[i * n + m];
@@ -524,7 +530,7 @@ impl<M: OdeSystem> Core<'_, M> {
             if !dyno.is_finite() {
                 break;
             }
-            if r.newt >= 1 && r.newt < RADAU_NIT {
+            if r.newt >= 1 && r.newt < nit {
                 let thq = dyno / dynold;
                 r.theta = if r.newt == 1 {
                     thq
@@ -534,7 +540,7 @@ impl<M: OdeSystem> Core<'_, M> {
                 thqold = thq;
                 if r.theta < 0.99 {
                     r.faccon = r.theta / (1.0 - r.theta);
-                    let left = (RADAU_NIT - 1 - r.newt) as i32;
+                    let left = (nit - 1 - r.newt) as i32;
                     let dyth = r.faccon * dyno * r.theta.powi(left) / r.fnewt;
                     if dyth >= 1.0 {
                         let qnewt = dyth.clamp(1e-4, 20.0);
@@ -833,7 +839,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
         stops.dedup();
         let stages = scheme.stages();
-        let pattern = choose_pattern(problem, options.linear_solver)?;
+        let pattern = choose_pattern(problem, options.implicit.linear_solver)?;
         let (lu, lu2, colors) = match pattern {
             Some(pattern) => {
                 let lu2 = (scheme == Scheme::Radau5)
@@ -897,6 +903,18 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             non_finite: None,
             newton_last: 0,
             newton_rate: 0.0,
+            newton: Newton {
+                max_iterations: options
+                    .implicit
+                    .newton_max_iterations
+                    .unwrap_or(match scheme {
+                        Scheme::Esdirk(_) => NEWTON_MAX,
+                        Scheme::Radau5 => RADAU_NIT,
+                    }),
+                kappa: options.implicit.newton_kappa,
+                lu_reuse: options.implicit.lu_reuse,
+                refresh_rate: options.implicit.jacobian_refresh_rate,
+            },
         };
         let u = s.u.clone();
         let mut k1 = vec![0.0; n];
@@ -989,7 +1007,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// What the controller is told about an attempt with error norm `err` and step size `h`.
     fn feedback(&self, err: f64, h: f64) -> StepFeedback {
         let (newton_iterations, newton_max) = match self.s.radau.as_ref() {
-            Some(r) => (r.newt, RADAU_NIT),
+            Some(r) => (r.newt, self.s.newton.max_iterations),
             None => (self.s.newton_last, 0),
         };
         StepFeedback {
@@ -1103,7 +1121,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 self.accept_radau(h, h_new, hits);
             } else {
                 self.fsal_pending = true;
-                if self.s.newton_rate > JACOBIAN_REFRESH_RATE {
+                if self.s.newton_rate > self.s.newton.refresh_rate {
                     // Newton converged, but slowly: the Jacobian has gone stale. A fresh one at the new
                     // point now costs less than the Newton failure it would otherwise meet.
                     let t = self.s.t;

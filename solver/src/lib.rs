@@ -37,7 +37,7 @@ pub use driver::solve;
 pub use error::SolverError;
 pub use implicit::{ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, detect_pattern};
 pub use integrator::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
-pub use options::{Atol, LinearSolverKind, Saving, SolverOptions};
+pub use options::{Atol, ImplicitConfig, LinearSolverKind, Saving, SolverOptions};
 pub use problem::{OdeProblem, check_times};
 pub use solution::{DenseOutput, Solution, Statistics};
 pub use system::{OdeSystem, Scalar};

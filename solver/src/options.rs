@@ -78,8 +78,85 @@ pub struct SolverOptions {
     /// along) are integrated with the same steps but do not vote on them: the "seminorm" of Kidger,
     /// Chen & Lyons, "Hey, that's not an ODE" (2021).
     pub error_norm_components: Option<usize>,
-    /// Linear algebra of implicit methods (default [`LinearSolverKind::Auto`]).
+    /// Settings only the implicit methods use: linear algebra, Newton, Jacobian and LU reuse.
+    pub implicit: ImplicitConfig,
+}
+
+/// Settings of the implicit methods' nonlinear and linear solves (Hairer & Wanner, *Solving ODEs II*,
+/// §IV.8). Explicit methods ignore them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ImplicitConfig {
+    /// Linear algebra of the iteration matrix (default [`LinearSolverKind::Auto`]).
     pub linear_solver: LinearSolverKind,
+    /// Newton iterations per stage system before the attempt counts as failed (`None`: the method's
+    /// own, 8 for the ESDIRKs, 7 for Radau IIA5 as in RADAU5).
+    pub newton_max_iterations: Option<usize>,
+    /// ESDIRKs: Newton has converged when θ/(1 − θ)·‖ΔY‖ ≤ κ in the error norm (θ the contraction
+    /// rate); default κ = 0.03. (Radau uses RADAU5's own rule, which scales with rtol.)
+    pub newton_kappa: f64,
+    /// ESDIRKs: the factorization of I − hγJ is kept while hγ stays within this relative change of the
+    /// factored one (default 0.2; 0 refactors whenever h changes).
+    pub lu_reuse: f64,
+    /// ESDIRKs: the Jacobian is recomputed after an accepted step whose Newton iteration contracted
+    /// more slowly than this rate (default 0.3); otherwise only when Newton fails.
+    pub jacobian_refresh_rate: f64,
+}
+
+impl Default for ImplicitConfig {
+    fn default() -> Self {
+        Self {
+            linear_solver: LinearSolverKind::Auto,
+            newton_max_iterations: None,
+            newton_kappa: 0.03,
+            lu_reuse: 0.2,
+            jacobian_refresh_rate: 0.3,
+        }
+    }
+}
+
+impl ImplicitConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`SolverError::InvalidOption`] naming the setting and its valid range.
+    pub fn validate(&self) -> Result<(), SolverError> {
+        let check = |name: &'static str, value: f64, ok: bool, valid: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(SolverError::InvalidOption { name, value, valid })
+            }
+        };
+        if let Some(m) = self.newton_max_iterations {
+            check(
+                "implicit.newton_max_iterations",
+                m as f64,
+                (1..=100).contains(&m),
+                "1 ..= 100",
+            )?;
+        }
+        let kappa = self.newton_kappa;
+        check(
+            "implicit.newton_kappa",
+            kappa,
+            kappa > 0.0 && kappa < 1.0,
+            "in (0, 1)",
+        )?;
+        let reuse = self.lu_reuse;
+        check(
+            "implicit.lu_reuse",
+            reuse,
+            (0.0..1.0).contains(&reuse),
+            "in [0, 1)",
+        )?;
+        let rate = self.jacobian_refresh_rate;
+        check(
+            "implicit.jacobian_refresh_rate",
+            rate,
+            rate > 0.0 && !rate.is_nan(),
+            "> 0 (may be ∞: refresh only when Newton fails)",
+        )
+    }
 }
 
 /// How implicit methods store and factor the iteration matrix I − hγJ.
@@ -110,7 +187,7 @@ impl Default for SolverOptions {
             fixed_step: None,
             controller: Controller::MethodDefault,
             error_norm_components: None,
-            linear_solver: LinearSolverKind::Auto,
+            implicit: ImplicitConfig::default(),
         }
     }
 }
@@ -170,9 +247,14 @@ impl SolverOptions {
         self.tstops = tstops;
         self
     }
-    /// Chooses the linear algebra of implicit methods.
+    /// Chooses the linear algebra of implicit methods (a shortcut for `implicit.linear_solver`).
     pub fn linear_solver(mut self, kind: LinearSolverKind) -> Self {
-        self.linear_solver = kind;
+        self.implicit.linear_solver = kind;
+        self
+    }
+    /// Sets the implicit methods' configuration.
+    pub fn implicit(mut self, config: ImplicitConfig) -> Self {
+        self.implicit = config;
         self
     }
 
@@ -278,6 +360,7 @@ impl SolverOptions {
             });
         }
         self.controller.validate()?;
+        self.implicit.validate()?;
         Ok(atol)
     }
 }
