@@ -442,16 +442,16 @@ fn pendulum_forward_study() -> Study {
 /// By adjoints, both libraries with the model's hand-written vjp.
 fn pendulum_adjoint_study() -> Study {
     use odesens::models::DoublePendulumWithVjp;
-    use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient};
+    use odesens::sensitivity::{Checkpointing, ComponentAt, SensitivityAlgorithm, gradient};
     pendulum_gradient_study(
         "double_pendulum_adjoint",
         &DoublePendulumWithVjp,
         |prob, opts| {
-            adjoint_gradient(
+            gradient(
                 prob,
                 opts,
                 &ComponentAt::new(0, 10.0),
-                Checkpointing::KeepAll,
+                &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
             )
             .expect("adjoint")
             .wrt_params

@@ -12,8 +12,8 @@ use criterion::Criterion;
 use odesens::models::{DoublePendulum, DoublePendulumWithVjp};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, ComponentAt, ContinuousSettings, Gradient, adjoint_gradient,
-    continuous_adjoint_gradient, forward_gradient, hessian_vector_product,
+    Checkpointing, ComponentAt, ContinuousSettings, Gradient, SensitivityAlgorithm, gradient,
+    hessian_vector_product,
 };
 
 mod common;
@@ -83,14 +83,26 @@ fn compute(kind: Kind, problems: &Problems, options: &SolverOptions) -> Gradient
     let (problem, hand) = (&problems.ad, &problems.hand);
     let objective = ComponentAt::new(0, 10.0);
     match kind {
-        Kind::Adjoint(p) => adjoint_gradient(problem, options, &objective, p).expect("adjoint"),
-        Kind::AdjointHand(p) => adjoint_gradient(hand, options, &objective, p).expect("adjoint"),
-        Kind::Forward => forward_gradient(problem, options, &objective).expect("forward"),
-        Kind::Continuous => {
-            continuous_adjoint_gradient(problem, options, &objective, ContinuousSettings::default())
-                .expect("continuous adjoint")
-                .gradient
+        Kind::Adjoint(p) => gradient(
+            problem,
+            options,
+            &objective,
+            &SensitivityAlgorithm::adjoint(p),
+        )
+        .expect("adjoint"),
+        Kind::AdjointHand(p) => {
+            gradient(hand, options, &objective, &SensitivityAlgorithm::adjoint(p)).expect("adjoint")
         }
+        Kind::Forward => {
+            gradient(problem, options, &objective, &SensitivityAlgorithm::Forward).expect("forward")
+        }
+        Kind::Continuous => gradient(
+            problem,
+            options,
+            &objective,
+            &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
+        )
+        .expect("continuous adjoint"),
         Kind::HessianVector => {
             hessian_vector_product(problem, options, &objective, &V[..5], &V[5..])
                 .expect("hessian-vector product")

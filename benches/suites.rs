@@ -20,7 +20,7 @@ use ndarray::Array2;
 use odesens::models::{Brusselator2D, Hires, Lorenz, Robertson};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, LeastSquares, Objective, SquaredNormAt, adjoint_gradient, forward_gradient,
+    Checkpointing, LeastSquares, Objective, SensitivityAlgorithm, SquaredNormAt, gradient,
 };
 
 mod common;
@@ -65,15 +65,23 @@ fn gradients<M: OdeSystem, O: Objective>(
         b.iter(|| solve(black_box(problem), &solve_opts).expect("solve"))
     });
     group.bench_function(format!("{id}_forward"), |b| {
-        b.iter(|| forward_gradient(black_box(problem), options, objective).expect("forward"))
-    });
-    group.bench_function(format!("{id}_adjoint"), |b| {
         b.iter(|| {
-            adjoint_gradient(
+            gradient(
                 black_box(problem),
                 options,
                 objective,
-                Checkpointing::KeepAll,
+                &SensitivityAlgorithm::Forward,
+            )
+            .expect("forward")
+        })
+    });
+    group.bench_function(format!("{id}_adjoint"), |b| {
+        b.iter(|| {
+            gradient(
+                black_box(problem),
+                options,
+                objective,
+                &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
             )
             .expect("adjoint")
         })

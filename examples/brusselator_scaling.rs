@@ -20,7 +20,8 @@ use ndarray::Array2;
 use odesens::models::Brusselator2D;
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, Directions, LeastSquares, adjoint_gradient, forward_directional_derivatives,
+    Checkpointing, Directions, LeastSquares, SensitivityAlgorithm, forward_directional_derivatives,
+    gradient,
 };
 
 /// SciML's published run (data/reference/brusselator.json): (N, ForwardDiff s, best adjoint s).
@@ -86,8 +87,13 @@ fn main() {
             &Directions::Parameters,
         )
         .expect("forward");
-        let adj = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll)
-            .expect("adjoint");
+        let adj = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .expect("adjoint");
         let scale = adj.wrt_params.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         let agreement = fwd
             .derivatives
@@ -117,8 +123,13 @@ fn main() {
                 },
                 &mut || {
                     std::hint::black_box(
-                        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll)
-                            .expect("adjoint"),
+                        gradient(
+                            &problem,
+                            &options,
+                            &objective,
+                            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+                        )
+                        .expect("adjoint"),
                     );
                 },
             ],

@@ -9,7 +9,7 @@ mod common;
 use ndarray::{Array2, ArrayView1, ArrayViewMut1};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, CostModel, LeastSquares, adjoint_gradient, check_gradient, forward_gradient,
+    Checkpointing, CostModel, LeastSquares, SensitivityAlgorithm, check_gradient, gradient,
 };
 
 // ---- The model: ~20 lines. -------------------------------------------------------------------------
@@ -88,8 +88,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = Array2::from_shape_fn((days.len(), 3), |(k, m)| observed.states[[k, m]]);
     let objective = LeastSquares::new(days.clone(), data)?;
 
-    let adjoint = adjoint_gradient(&guess, &options, &objective, Checkpointing::KeepAll)?;
-    let forward = forward_gradient(&guess, &options, &objective)?;
+    let adjoint = gradient(
+        &guess,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )?;
+    let forward = gradient(&guess, &options, &objective, &SensitivityAlgorithm::Forward)?;
     let fd = check_gradient(&guess, &options, &objective, &adjoint, None)?;
     println!("\nG = {:.10e} at (β, γ) = (0.45, 0.12)", adjoint.value);
     println!(
@@ -115,7 +120,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The hand-written vjp gives the same gradient; whether it pays off is a matter of cost.
     let hand = guess.with_model(SirWithVjp)?;
-    let hand_grad = adjoint_gradient(&hand, &options, &objective, Checkpointing::KeepAll)?;
+    let hand_grad = gradient(
+        &hand,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )?;
     let diff = hand_grad
         .wrt_params
         .iter()
@@ -128,19 +138,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let time = |f: &mut dyn FnMut()| common::median_time_for(f, 11, 0.3);
     let solve_s = time(&mut || drop(solve(&guess, &options)));
     let ad_s = time(&mut || {
-        drop(adjoint_gradient(
+        drop(gradient(
             &guess,
             &options,
             &objective,
-            Checkpointing::KeepAll,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
         ))
     });
     let hand_s = time(&mut || {
-        drop(adjoint_gradient(
+        drop(gradient(
             &hand,
             &options,
             &objective,
-            Checkpointing::KeepAll,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
         ))
     });
     println!(

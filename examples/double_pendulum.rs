@@ -27,9 +27,9 @@ use std::time::Instant;
 use odesens::models::{DoublePendulum, DrivenDoublePendulum};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    AdjointSettings, Checkpointing, CostModel, Directions, Gradient, SquaredNormAt,
-    adjoint_gradient, adjoint_gradient_with, check_gradient, forward_directional_derivatives,
-    forward_gradient, forward_sensitivities,
+    AdjointSettings, Checkpointing, CostModel, Directions, ForwardSettings, Gradient,
+    SensitivityAlgorithm, SquaredNormAt, check_gradient, forward_directional_derivatives,
+    forward_sensitivities, gradient,
 };
 use plotters::prelude::*;
 use serde_json::json;
@@ -106,7 +106,7 @@ fn main() -> Res<()> {
     let warm = Instant::now();
     while warm.elapsed().as_secs_f64() < 1.0 {
         drop(solve(
-            &DoublePendulum::course_problem(2.0)?,
+            &DoublePendulum::standard_problem(2.0)?,
             &SolverOptions::default().tol(1e-10),
         ));
     }
@@ -164,9 +164,9 @@ fn chaos(out: &Path) -> Res<()> {
         .method(Method::Vern9)
         .tol(1e-12)
         .save_at(times);
-    let a = solve(&DoublePendulum::course_problem(10.0)?, &options)?;
+    let a = solve(&DoublePendulum::standard_problem(10.0)?, &options)?;
     let b = solve(
-        &DoublePendulum::course_problem(10.0)?.with_u0(vec![2.0, 2.001, 0.0, 0.0])?,
+        &DoublePendulum::standard_problem(10.0)?.with_u0(vec![2.0, 2.001, 0.0, 0.0])?,
         &options,
     )?;
     // When do they part: |Δθ2| > 0.1 rad.
@@ -300,7 +300,7 @@ fn chaos(out: &Path) -> Res<()> {
 // 2. Forward sensitivity against finite differences
 
 fn sensitivity_figure(out: &Path) -> Res<serde_json::Value> {
-    let problem = DoublePendulum::course_problem(10.0)?;
+    let problem = DoublePendulum::standard_problem(10.0)?;
     let times: Vec<f64> = (0..=500).map(|i| 0.02 * f64::from(i)).collect();
     let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
     let mut du0 = ndarray::Array2::zeros((4, 1));
@@ -309,7 +309,13 @@ fn sensitivity_figure(out: &Path) -> Res<serde_json::Value> {
         du0,
         dp: ndarray::Array2::zeros((5, 1)),
     };
-    let fwd = forward_sensitivities(&problem, &options, &directions, &times)?;
+    let fwd = forward_sensitivities(
+        &problem,
+        &options,
+        &directions,
+        &times,
+        ForwardSettings::default(),
+    )?;
     let delta = 1e-5;
     let solve_at = |theta2: f64| -> Res<Solution> {
         Ok(solve(
@@ -451,21 +457,28 @@ struct Notebook {
 }
 
 fn notebook(out: &Path) -> Res<Notebook> {
-    let problem = DoublePendulum::course_problem(2.0)?;
+    let problem = DoublePendulum::standard_problem(2.0)?;
     let options = SolverOptions::default().tol(1e-12);
     let objective = SquaredNormAt::new(2.0);
     let settings = AdjointSettings {
         record_trajectory: true,
         ..Default::default()
     };
-    let adj = adjoint_gradient_with(
+    let adj = gradient(
         &problem,
         &options,
         &objective,
-        Checkpointing::KeepAll,
-        settings,
+        &SensitivityAlgorithm::DiscreteAdjoint(AdjointSettings {
+            checkpointing: Checkpointing::KeepAll,
+            ..settings
+        }),
     )?;
-    let fwd = forward_gradient(&problem, &options, &objective)?;
+    let fwd = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::Forward,
+    )?;
     let check = check_gradient(&problem, &options, &objective, &adj, None)?;
     let (a, f) = (grad_vec(&adj), grad_vec(&fwd));
     let fd = (check.fd_u0.to_vec(), check.fd_params.to_vec());
@@ -480,13 +493,20 @@ fn notebook(out: &Path) -> Res<Notebook> {
     let t = common::median_times_interleaved(
         &mut [
             &mut || drop(solve(&problem, &plain)),
-            &mut || drop(forward_gradient(&problem, &options, &objective)),
             &mut || {
-                drop(adjoint_gradient(
+                drop(gradient(
                     &problem,
                     &options,
                     &objective,
-                    Checkpointing::KeepAll,
+                    &SensitivityAlgorithm::Forward,
+                ))
+            },
+            &mut || {
+                drop(gradient(
+                    &problem,
+                    &options,
+                    &objective,
+                    &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
                 ))
             },
         ],
@@ -778,7 +798,7 @@ fn gradient_figure(out: &Path, a: &Split, f: &Split, fd: &Split) -> Res<()> {
 // Which mode?
 
 fn which_mode(notebook: &Notebook) -> Res<serde_json::Value> {
-    let problem = DoublePendulum::course_problem(2.0)?;
+    let problem = DoublePendulum::standard_problem(2.0)?;
     let options = SolverOptions::default().tol(1e-12);
     let objective = SquaredNormAt::new(2.0);
     let cost = CostModel::measure(&problem, &options, &objective)?;
@@ -903,11 +923,11 @@ fn cost_scaling(out: &Path) -> Res<Scaling> {
                     ))
                 },
                 &mut || {
-                    drop(adjoint_gradient(
+                    drop(gradient(
                         &problem,
                         &options,
                         &objective,
-                        Checkpointing::KeepAll,
+                        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
                     ))
                 },
             ],
@@ -1064,10 +1084,16 @@ struct Lyapunov {
 
 fn lyapunov(out: &Path) -> Res<Lyapunov> {
     let t_end = 40.0;
-    let problem = DoublePendulum::course_problem(t_end)?;
+    let problem = DoublePendulum::standard_problem(t_end)?;
     let times: Vec<f64> = (0..=800).map(|i| 0.05 * f64::from(i)).collect();
     let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
-    let fwd = forward_sensitivities(&problem, &options, &Directions::InitialValues, &times)?;
+    let fwd = forward_sensitivities(
+        &problem,
+        &options,
+        &Directions::InitialValues,
+        &times,
+        ForwardSettings::default(),
+    )?;
     // ‖∂u(t)/∂u0‖ in the Frobenius norm (within a factor 2 of the spectral norm for 4 × 4).
     let norms: Vec<(f64, f64)> = times
         .iter()

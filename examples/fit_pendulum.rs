@@ -24,8 +24,8 @@ use ndarray::{Array2, ArrayView1};
 use odesens::models::DoublePendulum;
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, Objective, SensitivityError, adjoint_gradient, hessian_vector_product,
-    objective_value,
+    Checkpointing, Objective, SensitivityAlgorithm, SensitivityError, gradient,
+    hessian_vector_product, objective_value,
 };
 use plotters::prelude::*;
 
@@ -105,11 +105,11 @@ impl Gradient for Fit {
     type Gradient = Vec<f64>;
     fn gradient(&self, x: &Vec<f64>) -> Result<Vec<f64>, Error> {
         *self.gradients.lock().expect("counter") += 1;
-        let g = adjoint_gradient(
+        let g = gradient(
             &self.problem_at(x)?,
             &self.options,
             &self.objective,
-            Checkpointing::KeepAll,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
         )?;
         Ok(vec![g.wrt_params[0], g.wrt_params[1], g.wrt_params[2] * M2])
     }
@@ -215,7 +215,7 @@ struct Outcome {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = common::out_dir("out/fit_pendulum");
     let options = SolverOptions::default().method(Method::Vern9).tol(1e-10);
-    let truth = DoublePendulum::course_problem(T_END)?;
+    let truth = DoublePendulum::standard_problem(T_END)?;
     let times: Vec<f64> = (1..=75).map(|k| 0.02 * f64::from(k)).collect();
     let exact = solve(&truth, &options.clone().save_at(times.clone()))?;
     let sigma = 0.01;

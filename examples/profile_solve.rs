@@ -7,7 +7,7 @@
 //! target/release/examples/profile_solve 20 adjoint` (or `perf record …`).
 use odesens::models::{DoublePendulum, DoublePendulumWithVjp};
 use odesens::prelude::*;
-use odesens::sensitivity::{Checkpointing, ComponentAt, adjoint_gradient, forward_gradient};
+use odesens::sensitivity::{Checkpointing, ComponentAt, SensitivityAlgorithm, gradient};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,19 +23,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         acc += match mode {
             "solve" => solve(&problem, &options)?.u_end[0],
             "adjoint" => {
-                adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll)?.wrt_params
-                    [0]
+                gradient(
+                    &problem,
+                    &options,
+                    &objective,
+                    &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+                )?
+                .wrt_params[0]
             }
             "adjoint-binomial" => {
-                adjoint_gradient(&problem, &options, &objective, binomial)?.wrt_params[0]
+                gradient(
+                    &problem,
+                    &options,
+                    &objective,
+                    &SensitivityAlgorithm::adjoint(binomial),
+                )?
+                .wrt_params[0]
             }
             "adjoint-hand" => {
-                adjoint_gradient(&hand, &options, &objective, Checkpointing::KeepAll)?.wrt_params[0]
+                gradient(
+                    &hand,
+                    &options,
+                    &objective,
+                    &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+                )?
+                .wrt_params[0]
             }
             "adjoint-binomial-hand" => {
-                adjoint_gradient(&hand, &options, &objective, binomial)?.wrt_params[0]
+                gradient(
+                    &hand,
+                    &options,
+                    &objective,
+                    &SensitivityAlgorithm::adjoint(binomial),
+                )?
+                .wrt_params[0]
             }
-            "forward" => forward_gradient(&problem, &options, &objective)?.wrt_params[0],
+            "forward" => {
+                gradient(
+                    &problem,
+                    &options,
+                    &objective,
+                    &SensitivityAlgorithm::Forward,
+                )?
+                .wrt_params[0]
+            }
             other => return Err(format!("unknown mode {other}").into()),
         };
     }

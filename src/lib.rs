@@ -12,7 +12,7 @@
 //! let problem = OdeProblem::new(
 //!     DoublePendulum,
 //!     vec![2.0, 2.0, 0.0, 0.0],
-//!     DoublePendulum::course_params(),
+//!     DoublePendulum::standard_params(),
 //!     (0.0, 10.0),
 //! )
 //! .unwrap();
@@ -40,3 +40,18 @@ pub mod prelude {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The docs pages' Rust examples, compiled and run as doc tests.
+#[doc = include_str!("../docs/derivatives.md")]
+#[cfg(doctest)]
+pub struct DocsDerivatives;
+
+/// See [`DocsDerivatives`].
+#[doc = include_str!("../docs/stiff.md")]
+#[cfg(doctest)]
+pub struct DocsStiff;
+
+/// See [`DocsDerivatives`].
+#[doc = include_str!("../docs/custom_model.md")]
+#[cfg(doctest)]
+pub struct DocsCustomModel;

@@ -52,7 +52,7 @@ fn count<M: OdeSystem>(problem: &OdeProblem<M>, options: &SolverOptions) -> (usi
 
 #[test]
 fn step_loop_allocates_nothing() {
-    let pendulum = DoublePendulum::course_problem(10.0).unwrap();
+    let pendulum = DoublePendulum::standard_problem(10.0).unwrap();
     let lorenz = OdeProblem::new(
         Lorenz,
         vec![1.0, 0.0, 0.0],

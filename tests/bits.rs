@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use odesens::models::{Brusselator2D, DoublePendulum, Robertson};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, ContinuousSettings, LeastSquares, Objective, SquaredNormAt, WeightedSumAt,
-    adjoint_gradient, continuous_adjoint_gradient, forward_gradient, hessian_vector_product,
+    Checkpointing, ContinuousSettings, LeastSquares, Objective, SensitivityAlgorithm,
+    SquaredNormAt, WeightedSumAt, gradient, hessian_vector_product,
 };
 
 const FIXTURE: &str = concat!(
@@ -77,22 +77,28 @@ fn cases_for<M: OdeSystem, O: Objective>(
         out.insert(key("solve_end"), solution_bits(&end));
         let at = solve(problem, &opts.clone().save_at(save_at.clone())).unwrap();
         out.insert(key("solve_save_at"), solution_bits(&at));
-        let fwd = forward_gradient(problem, &opts, objective).unwrap();
+        let fwd = gradient(problem, &opts, objective, &SensitivityAlgorithm::Forward).unwrap();
         out.insert(key("forward"), gradient_bits(&fwd));
         for (policy_name, policy) in policies(budget) {
-            let adj = adjoint_gradient(problem, &opts, objective, policy).unwrap();
-            out.insert(key(&format!("adjoint_{policy_name}")), gradient_bits(&adj));
-        }
-        if !method.is_implicit() {
-            let cont = continuous_adjoint_gradient(
+            let adj = gradient(
                 problem,
                 &opts,
                 objective,
-                ContinuousSettings::default(),
+                &SensitivityAlgorithm::adjoint(policy),
             )
             .unwrap();
-            let mut v = gradient_bits(&cont.gradient);
-            v.push(cont.backward.backward.accepted_steps as f64);
+            out.insert(key(&format!("adjoint_{policy_name}")), gradient_bits(&adj));
+        }
+        if !method.is_implicit() {
+            let cont = gradient(
+                problem,
+                &opts,
+                objective,
+                &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
+            )
+            .unwrap();
+            let mut v = gradient_bits(&cont);
+            v.push(cont.backward.unwrap().backward.accepted_steps as f64);
             out.insert(key("continuous"), v);
             let vp: Vec<f64> = (0..np).map(|i| 0.1 * (i as f64 + 1.0)).collect();
             let vu: Vec<f64> = (0..n).map(|i| 1.0 - 0.05 * i as f64).collect();
@@ -112,7 +118,7 @@ fn all_cases() -> BTreeMap<String, Vec<f64>> {
         .copied()
         .collect();
 
-    let pendulum = DoublePendulum::course_problem(2.0).unwrap();
+    let pendulum = DoublePendulum::standard_problem(2.0).unwrap();
     let obs = vec![0.5, 1.0, 2.0];
     let data = ndarray::Array2::from_elem((3, 4), 0.5);
     let ls = LeastSquares::new(obs, data).unwrap();

@@ -6,8 +6,8 @@ use ndarray::Array2;
 use odesens::models::Brusselator2D;
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, ContinuousSettings, Directions, ForwardSettings, LeastSquares, adjoint_gradient,
-    continuous_adjoint_gradient, forward_directional_derivatives, forward_sensitivities_with,
+    Checkpointing, ContinuousSettings, Directions, ForwardSettings, LeastSquares,
+    SensitivityAlgorithm, forward_directional_derivatives, forward_sensitivities, gradient,
     objective_value,
 };
 
@@ -46,11 +46,11 @@ fn stability_limited_explicit_solves_are_flagged_and_the_continuous_adjoint_cope
     let objective = loss(n);
     let options = SolverOptions::default().rtol(1e-7).atol(1e-5);
     // Reference: the discrete adjoint of 1000 fixed steps, well inside the stability region.
-    let reference = adjoint_gradient(
+    let reference = gradient(
         &problem,
         &SolverOptions::default().fixed_step(1e-3),
         &objective,
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
     let rel = |g: &ndarray::Array1<f64>| {
@@ -64,8 +64,13 @@ fn stability_limited_explicit_solves_are_flagged_and_the_continuous_adjoint_cope
             .fold(0.0, f64::max)
             / scale
     };
-    let discrete =
-        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+    let discrete = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
     let stats = discrete.stats.forward;
     println!(
         "N = 4: {} of {} steps stability-limited, stiffness detected at t = {:?}; discrete adjoint error {:.1e}",
@@ -85,18 +90,18 @@ fn stability_limited_explicit_solves_are_flagged_and_the_continuous_adjoint_cope
             .unwrap();
     assert!(rel(&forward.derivatives) > 1.0);
     // ... while the continuous adjoint, whose backward solve controls its own error, is right.
-    let continuous = continuous_adjoint_gradient(
+    let continuous = gradient(
         &problem,
         &options,
         &objective,
-        ContinuousSettings::default(),
+        &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
     )
     .unwrap();
-    let err = rel(&continuous.gradient.wrt_params);
+    let err = rel(&continuous.wrt_params);
     println!("N = 4: continuous adjoint error {err:.1e}");
     assert!(err < 1e-6, "{err:e}");
     // And so are forward sensitivities with the tangents in the error control.
-    let controlled = forward_sensitivities_with(
+    let controlled = forward_sensitivities(
         &problem,
         &options,
         &Directions::InitialValues,

@@ -3,8 +3,8 @@
 use odesens::models::{DoublePendulum, LotkaVolterra};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, SquaredNormAt, adjoint_gradient,
-    backsolve_adjoint_gradient, continuous_adjoint_gradient,
+    Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, SensitivityAlgorithm,
+    SquaredNormAt, gradient,
 };
 
 fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
@@ -20,31 +20,37 @@ fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
 
 #[test]
 fn continuous_adjoint_converges_to_the_discrete_one() {
-    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let problem = DoublePendulum::standard_problem(2.0).unwrap();
     let objective = SquaredNormAt::new(2.0);
-    let reference = adjoint_gradient(
+    let reference = gradient(
         &problem,
         &SolverOptions::default().method(Method::Vern9).tol(1e-13),
         &objective,
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
     for tol in [1e-4, 1e-6, 1e-8, 1e-10, 1e-12] {
         let options = SolverOptions::default().tol(tol);
-        let c = continuous_adjoint_gradient(
+        let c = gradient(
             &problem,
             &options,
             &objective,
-            ContinuousSettings::default(),
+            &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
         )
         .unwrap();
-        let d = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+        let d = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
         println!(
             "tol {tol:.0e}: continuous {:.2e}, discrete {:.2e} (to the reference); backward steps {}, segments {}",
-            rel_diff(&c.gradient, &reference),
+            rel_diff(&c, &reference),
             rel_diff(&d, &reference),
-            c.backward.backward.accepted_steps,
-            c.backward.segments
+            c.backward.unwrap().backward.accepted_steps,
+            c.backward.unwrap().segments
         );
     }
 }
@@ -55,35 +61,37 @@ fn convergence_table<M: OdeSystem, O: odesens::sensitivity::Objective>(
     problem: &OdeProblem<M>,
     objective: &O,
 ) -> Vec<(f64, f64, f64)> {
-    let reference = adjoint_gradient(
+    let reference = gradient(
         problem,
         &SolverOptions::default().method(Method::Vern9).tol(1e-14),
         objective,
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
     let mut rows = Vec::new();
     for tol in [1e-4, 1e-6, 1e-8, 1e-10, 1e-12] {
         let options = SolverOptions::default().tol(tol);
-        let c = continuous_adjoint_gradient(
+        let c = gradient(
             problem,
             &options,
             objective,
-            ContinuousSettings::default(),
+            &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
         )
         .unwrap();
-        let d = adjoint_gradient(problem, &options, objective, Checkpointing::KeepAll).unwrap();
-        let row = (
-            tol,
-            rel_diff(&c.gradient, &reference),
-            rel_diff(&d, &reference),
-        );
+        let d = gradient(
+            problem,
+            &options,
+            objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
+        let row = (tol, rel_diff(&c, &reference), rel_diff(&d, &reference));
         println!(
             "{name}: tol {tol:.0e}: continuous {:.2e}, discrete {:.2e}, ratio {:.2}; backward steps {}",
             row.1,
             row.2,
             row.1 / row.2,
-            c.backward.backward.accepted_steps
+            c.backward.unwrap().backward.accepted_steps
         );
         rows.push(row);
     }
@@ -92,7 +100,7 @@ fn convergence_table<M: OdeSystem, O: odesens::sensitivity::Objective>(
 
 #[test]
 fn continuous_adjoint_is_as_accurate_as_the_discrete_one() {
-    let pendulum = DoublePendulum::course_problem(2.0).unwrap();
+    let pendulum = DoublePendulum::standard_problem(2.0).unwrap();
     let lv = OdeProblem::new(
         LotkaVolterra,
         vec![1.0, 1.0],
@@ -128,14 +136,14 @@ fn continuous_adjoint_is_as_accurate_as_the_discrete_one() {
 
 /// The discrete adjoint at Vern9, 1e-13 (with `tstops`): a converged reference.
 fn reference<M: OdeSystem>(problem: &OdeProblem<M>, tstops: Vec<f64>) -> Gradient {
-    adjoint_gradient(
+    gradient(
         problem,
         &SolverOptions::default()
             .method(Method::Vern9)
             .tol(1e-13)
             .tstops(tstops),
         &SquaredNormAt::new(problem.t_end()),
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap()
 }
@@ -149,24 +157,28 @@ fn seminorm_counts<M: OdeSystem>(
     reference: &Gradient,
 ) -> (f64, f64) {
     let objective = SquaredNormAt::new(problem.t_end());
-    let semi =
-        continuous_adjoint_gradient(problem, options, &objective, ContinuousSettings::default())
-            .unwrap();
-    let full = continuous_adjoint_gradient(
+    let semi = gradient(
         problem,
         options,
         &objective,
-        ContinuousSettings {
-            quadrature_in_error_norm: true,
-            ..Default::default()
-        },
+        &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
     )
     .unwrap();
-    let (s, f) = (semi.backward.backward, full.backward.backward);
-    let (ds, df) = (
-        rel_diff(&semi.gradient, reference),
-        rel_diff(&full.gradient, reference),
+    let full = gradient(
+        problem,
+        options,
+        &objective,
+        &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings {
+            quadrature_in_error_norm: true,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    let (s, f) = (
+        semi.backward.unwrap().backward,
+        full.backward.unwrap().backward,
     );
+    let (ds, df) = (rel_diff(&semi, reference), rel_diff(&full, reference));
     println!(
         "{name}: seminorm {} steps ({} rejected, {} rhs = vjps), error {ds:.1e}; full norm {} steps \
          ({} rejected, {} rhs), error {df:.1e}",
@@ -184,7 +196,7 @@ fn seminorm_counts<M: OdeSystem>(
 fn seminorm_counts_with_few_and_many_parameters() {
     use odesens::models::DrivenDoublePendulum;
     let options = SolverOptions::default().tol(1e-8);
-    let pendulum = DoublePendulum::course_problem(2.0).unwrap();
+    let pendulum = DoublePendulum::standard_problem(2.0).unwrap();
     let (s, f) = seminorm_counts(
         "double pendulum, 5 parameters",
         &pendulum,
@@ -213,25 +225,30 @@ fn backsolve_drifts_on_the_chaotic_pendulum() {
     let options = SolverOptions::default().tol(1e-10);
     let mut drift = Vec::new();
     for t_end in [1.0, 2.0, 5.0, 10.0, 20.0] {
-        let problem = DoublePendulum::course_problem(t_end).unwrap();
+        let problem = DoublePendulum::standard_problem(t_end).unwrap();
         let objective = SquaredNormAt::new(t_end);
-        let back = backsolve_adjoint_gradient(
+        let back = gradient(
             &problem,
             &options,
             &objective,
-            ContinuousSettings::default(),
+            &SensitivityAlgorithm::BacksolveAdjoint(ContinuousSettings::default()),
         )
         .unwrap();
-        let interp = continuous_adjoint_gradient(
+        let interp = gradient(
             &problem,
             &options,
             &objective,
-            ContinuousSettings::default(),
+            &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
         )
         .unwrap();
-        let discrete =
-            adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
-        let u0 = back.u0_reconstructed.unwrap();
+        let discrete = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
+        let u0 = back.u0_reconstructed.clone().unwrap();
         let err = u0
             .iter()
             .zip(problem.u0())
@@ -239,8 +256,8 @@ fn backsolve_drifts_on_the_chaotic_pendulum() {
             .fold(0.0, f64::max);
         println!(
             "T = {t_end:>4}: |u0 reconstructed − u0| = {err:.2e}; gradient vs discrete: backsolve {:.1e}, interpolating {:.1e}",
-            rel_diff(&back.gradient, &discrete),
-            rel_diff(&interp.gradient, &discrete)
+            rel_diff(&back, &discrete),
+            rel_diff(&interp, &discrete)
         );
         drift.push(err);
     }
@@ -252,13 +269,13 @@ fn backsolve_drifts_on_the_chaotic_pendulum() {
 #[test]
 fn backward_solve_with_its_own_method_and_bad_settings() {
     use odesens::sensitivity::{SensitivityError, hessian_vector_product};
-    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let problem = DoublePendulum::standard_problem(2.0).unwrap();
     let objective = SquaredNormAt::new(2.0);
-    let reference = adjoint_gradient(
+    let reference = gradient(
         &problem,
         &SolverOptions::default().method(Method::Vern9).tol(1e-13),
         &objective,
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
     // Forward by Vern9 (dense output with its extra stages), backward by BS3 or DP5 at other tolerances.
@@ -270,36 +287,36 @@ fn backward_solve_with_its_own_method_and_bad_settings() {
             segment_steps: Some(7),
             ..Default::default()
         };
-        let c = continuous_adjoint_gradient(
+        let c = gradient(
             &problem,
             &SolverOptions::default().method(Method::Vern9).tol(1e-12),
             &objective,
-            settings,
+            &SensitivityAlgorithm::InterpolatingAdjoint(settings),
         )
         .unwrap();
-        let err = rel_diff(&c.gradient, &reference);
+        let err = rel_diff(&c, &reference);
         println!("forward Vern9 1e-12, backward {method:?} {tol:.0e}: {err:.1e}");
         assert!(err < bound, "{method:?}: {err:e}");
     }
     // Bad settings are errors, not panics.
-    let bad = continuous_adjoint_gradient(
+    let bad = gradient(
         &problem,
         &SolverOptions::default(),
         &objective,
-        ContinuousSettings {
+        &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings {
             segment_steps: Some(0),
             ..Default::default()
-        },
+        }),
     );
     assert!(matches!(bad, Err(SensitivityError::InvalidSetting { .. })));
-    let bad = continuous_adjoint_gradient(
+    let bad = gradient(
         &problem,
         &SolverOptions::default(),
         &objective,
-        ContinuousSettings {
+        &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings {
             rtol: Some(-1.0),
             ..Default::default()
-        },
+        }),
     );
     assert!(matches!(bad, Err(SensitivityError::Solver(_))), "{bad:?}");
     let bad = hessian_vector_product(
@@ -329,27 +346,27 @@ fn backward_solve_with_its_own_method_and_bad_settings() {
 
 #[test]
 fn checkpointing_policies_give_the_same_continuous_adjoint() {
-    let problem = DoublePendulum::course_problem(10.0).unwrap();
+    let problem = DoublePendulum::standard_problem(10.0).unwrap();
     let objective = SquaredNormAt::new(10.0);
     let options = SolverOptions::default().tol(1e-9);
     let run = |checkpointing: Checkpointing| {
-        continuous_adjoint_gradient(
+        gradient(
             &problem,
             &options,
             &objective,
-            ContinuousSettings {
+            &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings {
                 checkpointing,
                 segment_steps: Some(16),
                 ..Default::default()
-            },
+            }),
         )
         .unwrap()
     };
     let all = run(Checkpointing::KeepAll);
-    let segments = all.backward.segments;
+    let segments = all.backward.unwrap().segments;
     assert!(segments > 20, "{segments} segments");
-    assert_eq!(all.gradient.stats.peak_snapshots, segments);
-    assert_eq!(all.gradient.stats.recomputed_steps, 0);
+    assert_eq!(all.stats.peak_snapshots, segments);
+    assert_eq!(all.stats.recomputed_steps, 0);
     let bits = |g: &Gradient| -> Vec<u64> { g.to_vec().iter().map(|x| x.to_bits()).collect() };
     for policy in [
         Checkpointing::Uniform { every: 16 },
@@ -360,27 +377,27 @@ fn checkpointing_policies_give_the_same_continuous_adjoint() {
         let c = run(policy);
         println!(
             "{policy:?}: {} segments, peak {} snapshots ({} B), {} steps recomputed",
-            c.backward.segments,
-            c.gradient.stats.peak_snapshots,
-            c.gradient.stats.peak_checkpoint_bytes,
-            c.gradient.stats.recomputed_steps
+            c.backward.unwrap().segments,
+            c.stats.peak_snapshots,
+            c.stats.peak_checkpoint_bytes,
+            c.stats.recomputed_steps
         );
-        assert_eq!(bits(&c.gradient), bits(&all.gradient), "{policy:?}");
+        assert_eq!(bits(&c), bits(&all), "{policy:?}");
         if let Checkpointing::Binomial { snapshots } = policy {
-            assert!(c.gradient.stats.peak_snapshots <= snapshots);
+            assert!(c.stats.peak_snapshots <= snapshots);
             // Revolve over the segments: t(l, s) segments recomputed, each of 16 steps.
             let want = odesens::sensitivity::binomial_recomputations(segments, snapshots);
-            assert_eq!(c.gradient.stats.recomputed_steps, 16 * want, "{policy:?}");
+            assert_eq!(c.stats.recomputed_steps, 16 * want, "{policy:?}");
         }
     }
-    let tiny = continuous_adjoint_gradient(
+    let tiny = gradient(
         &problem,
         &options,
         &objective,
-        ContinuousSettings {
+        &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings {
             checkpointing: Checkpointing::MemoryBudget { bytes: 8 },
             ..Default::default()
-        },
+        }),
     );
     assert!(matches!(
         tiny,

@@ -246,7 +246,7 @@ fn blow_up_ends_with_step_size_too_small() {
 
 #[test]
 fn max_steps_reports_where_it_stopped() {
-    let p = DoublePendulum::course_problem(10.0).unwrap();
+    let p = DoublePendulum::standard_problem(10.0).unwrap();
     match solve_err(&p, SolverOptions::default().tol(1e-10).max_steps(50)) {
         SolverError::MaxStepsReached { t, max_steps } => {
             assert_eq!(max_steps, 50);

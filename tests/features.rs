@@ -174,7 +174,7 @@ fn fixed_step_mode_takes_exactly_the_steps_asked() {
 
 #[test]
 fn step_api_matches_solve_bit_for_bit() {
-    let problem = DoublePendulum::course_problem(3.0).unwrap();
+    let problem = DoublePendulum::standard_problem(3.0).unwrap();
     let options = SolverOptions::default().tol(1e-9);
     let full = solve(&problem, &options).unwrap();
     let mut integrator = Integrator::new(&problem, &options).unwrap();
@@ -239,7 +239,7 @@ fn solution_serializes_to_json() {
 
 #[test]
 fn step_replay_reproduces_every_step_bit_for_bit() {
-    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let problem = DoublePendulum::standard_problem(2.0).unwrap();
     for method in Method::ALL {
         let options = SolverOptions::default()
             .method(method)

@@ -8,8 +8,8 @@ use num_dual::{DualNum, HyperDual64};
 use odesens::models::{DoublePendulum, LotkaVolterra};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, IntegralOfSquare, LeastSquares, Objective, SquaredNormAt, adjoint_gradient,
-    hessian_vector_product,
+    Checkpointing, IntegralOfSquare, LeastSquares, Objective, SensitivityAlgorithm, SquaredNormAt,
+    gradient, hessian_vector_product,
 };
 
 /// (∇G(θ + δv) − ∇G(θ − δv)) / 2δ with θ = (p, u0), by the discrete adjoint.
@@ -35,7 +35,13 @@ fn fd_of_gradient<M: OdeSystem + Clone, O: Objective>(
             .map(|(a, b)| a + sign * delta * b)
             .collect();
         let pr = problem.with_params(p).unwrap().with_u0(u0).unwrap();
-        let g = adjoint_gradient(&pr, options, objective, Checkpointing::KeepAll).unwrap();
+        let g = gradient(
+            &pr,
+            options,
+            objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
         g.to_vec()
     };
     let (a, b) = (grad(1.0), grad(-1.0));
@@ -56,7 +62,7 @@ fn max_rel(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn hessian_vector_products_match_finite_differences_of_gradients() {
-    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let problem = DoublePendulum::standard_problem(2.0).unwrap();
     let objective = SquaredNormAt::new(2.0);
     let v = [0.3, -0.2, 0.1, 0.05, 0.4, 1.0, -0.5, 0.25, 0.7];
     // Fixed steps: the computed solution is a smooth function of θ, so differences of gradients converge
@@ -64,7 +70,13 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
     let fixed = SolverOptions::default().fixed_step(0.002);
     let hv = hessian_vector_product(&problem, &fixed, &objective, &v[..5], &v[5..]).unwrap();
     let ours: Vec<f64> = hv.to_vec();
-    let plain = adjoint_gradient(&problem, &fixed, &objective, Checkpointing::KeepAll).unwrap();
+    let plain = gradient(
+        &problem,
+        &fixed,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
     let g: Vec<f64> = hv.gradient.to_vec();
     let gp: Vec<f64> = plain.to_vec();
     assert!(

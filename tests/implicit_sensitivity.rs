@@ -6,9 +6,9 @@
 use odesens::models::{Robertson, VanDerPol};
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    AdjointSettings, Checkpointing, ComponentAt, Directions, IntegralOfSquare, LeastSquares,
-    Objective, SquaredNormAt, adjoint_gradient, adjoint_gradient_with, check_gradient,
-    forward_gradient, forward_sensitivities,
+    AdjointSettings, Checkpointing, ComponentAt, Directions, ForwardSettings, IntegralOfSquare,
+    LeastSquares, Objective, SensitivityAlgorithm, SquaredNormAt, check_gradient,
+    forward_sensitivities, gradient,
 };
 
 const IMPLICIT: [Method; 3] = [Method::Kvaerno5, Method::TrBdf2, Method::RadauIIA5];
@@ -54,8 +54,14 @@ fn compare<M: OdeSystem + Clone, O: Objective>(
     // solution at rtol 1e-10 is still 1e-3 off through Van der Pol's transitions (1.5e-3 measured).
     let fd_tol = if method == Method::TrBdf2 { 3e-3 } else { 1e-4 };
     let opts = options(method, tol);
-    let adj = adjoint_gradient(problem, &opts, objective, Checkpointing::KeepAll).unwrap();
-    let fwd = forward_gradient(problem, &opts, objective).unwrap();
+    let adj = gradient(
+        problem,
+        &opts,
+        objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
+    let fwd = gradient(problem, &opts, objective, &SensitivityAlgorithm::Forward).unwrap();
     let diff = max_rel_diff(&adj.to_vec(), &fwd.to_vec());
     assert_eq!(adj.value, fwd.value);
     // Finite differences of the whole adaptive solve, tighter tolerance for the perturbed solves.
@@ -66,7 +72,13 @@ fn compare<M: OdeSystem + Clone, O: Objective>(
         tol * 1e-4
     };
     let fd_opts = options(method, fd_tol_solve);
-    let fd_grad = adjoint_gradient(problem, &fd_opts, objective, Checkpointing::KeepAll).unwrap();
+    let fd_grad = gradient(
+        problem,
+        &fd_opts,
+        objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
     let check = check_gradient(problem, &fd_opts, objective, &fd_grad, Some(1e-5)).unwrap();
     // Against the gradient's size: a component much smaller than the others (∂G/∂u2(0) of Van der Pol,
     // damped by the initial layer) has finite differences dominated by the solves' error over δ.
@@ -149,14 +161,26 @@ fn checkpointing_policies_give_the_keep_all_gradient_bit_for_bit() {
     let (problem, objective) = robertson_case();
     for method in IMPLICIT {
         let opts = options(method, 1e-6);
-        let all = adjoint_gradient(&problem, &opts, &objective, Checkpointing::KeepAll).unwrap();
+        let all = gradient(
+            &problem,
+            &opts,
+            &objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
         for policy in [
             Checkpointing::Uniform { every: 7 },
             Checkpointing::Binomial { snapshots: 5 },
             Checkpointing::Binomial { snapshots: 1 },
             Checkpointing::MemoryBudget { bytes: 1500 },
         ] {
-            let g = adjoint_gradient(&problem, &opts, &objective, policy).unwrap();
+            let g = gradient(
+                &problem,
+                &opts,
+                &objective,
+                &SensitivityAlgorithm::adjoint(policy),
+            )
+            .unwrap();
             assert_eq!(g.to_vec(), all.to_vec(), "{} {policy:?}", method.name());
             assert_eq!(g.value, all.value);
             assert!(g.stats.peak_snapshots < all.stats.peak_snapshots);
@@ -170,7 +194,14 @@ fn forward_sensitivities_of_an_implicit_solve_match_finite_differences() {
     let problem = van_der_pol(1000.0, 500.0);
     let times = [100.0, 300.0, 500.0];
     let opts = options(Method::Kvaerno5, 1e-10);
-    let sens = forward_sensitivities(&problem, &opts, &Directions::Parameters, &times).unwrap();
+    let sens = forward_sensitivities(
+        &problem,
+        &opts,
+        &Directions::Parameters,
+        &times,
+        ForwardSettings::default(),
+    )
+    .unwrap();
     let delta = 1e-3;
     let shifted = |mu: f64| {
         solve(
@@ -195,15 +226,15 @@ fn forward_sensitivities_of_an_implicit_solve_match_finite_differences() {
 fn the_adjoint_trajectory_of_an_implicit_solve_ends_at_the_gradient() {
     let (problem, objective) = robertson_case();
     let opts = options(Method::Kvaerno5, 1e-6);
-    let g = adjoint_gradient_with(
+    let g = gradient(
         &problem,
         &opts,
         &objective,
-        Checkpointing::KeepAll,
-        AdjointSettings {
+        &SensitivityAlgorithm::DiscreteAdjoint(AdjointSettings {
+            checkpointing: Checkpointing::KeepAll,
             record_trajectory: true,
             ..Default::default()
-        },
+        }),
     )
     .unwrap();
     let traj = g.adjoint.unwrap();
@@ -217,11 +248,11 @@ fn the_adjoint_trajectory_of_an_implicit_solve_ends_at_the_gradient() {
 fn computations_that_support_explicit_methods_only_say_so() {
     let (problem, objective) = robertson_case();
     let opts = options(Method::Kvaerno5, 1e-6);
-    let err = odesens::sensitivity::continuous_adjoint_gradient(
+    let err = odesens::sensitivity::gradient(
         &problem,
         &opts,
         &objective,
-        Default::default(),
+        &odesens::sensitivity::SensitivityAlgorithm::InterpolatingAdjoint(Default::default()),
     )
     .unwrap_err();
     assert!(err.to_string().contains("explicit"), "{err}");

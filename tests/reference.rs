@@ -56,7 +56,7 @@ fn double_pendulum_course_norm_at_t2() {
     let problem = OdeProblem::new(
         DoublePendulum,
         vec_of(&course["u0"]),
-        DoublePendulum::course_params(),
+        DoublePendulum::standard_params(),
         (0.0, 2.0),
     )
     .unwrap();
@@ -78,7 +78,7 @@ fn double_pendulum_course_norm_at_t2() {
 
 #[test]
 fn double_pendulum_energy_drift_is_bounded() {
-    let p = DoublePendulum::course_params();
+    let p = DoublePendulum::standard_params();
     let problem = OdeProblem::new(
         DoublePendulum,
         vec![2.0, 2.0, 0.0, 0.0],

@@ -9,9 +9,9 @@ use odesens::models::{
 };
 use odesens::prelude::*;
 use odesens::sensitivity::{
-    Checkpointing, ComponentAt, Directions, Gradient, IntegralOfSquare, LeastSquares, Objective,
-    SensitivityError, SquaredNormAt, WeightedSumAt, adjoint_gradient, binomial_recomputations,
-    check_gradient, forward_gradient, forward_sensitivities,
+    Checkpointing, ComponentAt, Directions, ForwardSettings, Gradient, IntegralOfSquare,
+    LeastSquares, Objective, SensitivityAlgorithm, SensitivityError, SquaredNormAt, WeightedSumAt,
+    binomial_recomputations, check_gradient, forward_sensitivities, gradient,
 };
 
 fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
@@ -54,9 +54,15 @@ fn check_all_methods<M: OdeSystem, O: Objective>(
             .method(method)
             .tol(tol)
             .max_steps(1_000_000);
-        let keep_all =
-            adjoint_gradient(problem, &options, objective, Checkpointing::KeepAll).unwrap();
-        let forward = forward_gradient(problem, &options, objective).unwrap();
+        let keep_all = gradient(
+            problem,
+            &options,
+            objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
+        let forward =
+            gradient(problem, &options, objective, &SensitivityAlgorithm::Forward).unwrap();
         let d = rel_diff(&keep_all, &forward);
         println!(
             "{name} {method}: |adjoint − forward| / |grad| = {d:.2e}, G = {}",
@@ -72,7 +78,13 @@ fn check_all_methods<M: OdeSystem, O: Objective>(
             "{name} {method}: G"
         );
         for policy in POLICIES {
-            let g = adjoint_gradient(problem, &options, objective, policy).unwrap();
+            let g = gradient(
+                problem,
+                &options,
+                objective,
+                &SensitivityAlgorithm::adjoint(policy),
+            )
+            .unwrap();
             assert!(
                 bitwise_equal(&g, &keep_all),
                 "{name} {method}: {policy:?} is not bitwise keep-all"
@@ -83,7 +95,7 @@ fn check_all_methods<M: OdeSystem, O: Objective>(
 
 #[test]
 fn adjoint_equals_forward_on_the_double_pendulum() {
-    let p = DoublePendulum::course_params();
+    let p = DoublePendulum::standard_params();
     let problem = OdeProblem::new(DoublePendulum, vec![2.0, 2.0, 0.0, 0.0], p, (0.0, 2.0)).unwrap();
     check_all_methods("pendulum θ1(2)", &problem, &ComponentAt::new(0, 2.0), 1e-8);
     let data = Array2::from_shape_fn((3, 4), |(k, i)| 0.1 * (k + i) as f64);
@@ -121,10 +133,16 @@ fn adjoint_equals_forward_on_lotka_volterra_and_lorenz() {
 fn gradients_agree_with_finite_differences() {
     let cases: Vec<(String, f64)> = {
         let mut v = Vec::new();
-        let pend = DoublePendulum::course_problem(2.0).unwrap();
+        let pend = DoublePendulum::standard_problem(2.0).unwrap();
         let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
         let objective = SquaredNormAt::new(2.0);
-        let g = adjoint_gradient(&pend, &options, &objective, Checkpointing::KeepAll).unwrap();
+        let g = gradient(
+            &pend,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
         let check = check_gradient(&pend, &options, &objective, &g, None).unwrap();
         v.push(("pendulum".to_string(), check.max_rel_error));
         let lv = OdeProblem::new(
@@ -135,7 +153,7 @@ fn gradients_agree_with_finite_differences() {
         )
         .unwrap();
         let objective = IntegralOfSquare::new(1);
-        let g = forward_gradient(&lv, &options, &objective).unwrap();
+        let g = gradient(&lv, &options, &objective, &SensitivityAlgorithm::Forward).unwrap();
         let check = check_gradient(&lv, &options, &objective, &g, None).unwrap();
         v.push(("Lotka–Volterra".to_string(), check.max_rel_error));
         v
@@ -151,11 +169,11 @@ fn closed_form_gradients() {
     // Exponential decay: G = u(T) = u0 e^{−kT}: dG/dk = −T G, dG/du0 = e^{−kT}.
     let (u0, k, t) = (1.5, 0.8, 2.0);
     let problem = OdeProblem::new(ExponentialDecay, vec![u0], vec![k], (0.0, t)).unwrap();
-    let g = adjoint_gradient(
+    let g = gradient(
         &problem,
         &SolverOptions::default().tol(1e-12),
         &ComponentAt::new(0, t),
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
     let exact = u0 * (-k * t).exp();
@@ -168,11 +186,11 @@ fn closed_form_gradients() {
     // Damped oscillator: G = x(T); derivatives of the closed form by central differences of it.
     let (w, z, x0, v0, t) = (1.3, 0.1, 1.0, -0.4, 3.0);
     let problem = OdeProblem::new(LinearOscillator, vec![x0, v0], vec![w, z], (0.0, t)).unwrap();
-    let g = adjoint_gradient(
+    let g = gradient(
         &problem,
         &SolverOptions::default().method(Method::Vern9).tol(1e-13),
         &ComponentAt::new(0, t),
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
     let x = |w: f64, z: f64, x0: f64, v0: f64| LinearOscillator::exact([x0, v0], w, z, 0.0, t)[0];
@@ -205,14 +223,14 @@ fn course_adjoint_matches_the_reference() {
     let g_ref = reference["course"]["G_norm_squared_u_end"]
         .as_f64()
         .unwrap();
-    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let problem = DoublePendulum::standard_problem(2.0).unwrap();
     for method in [Method::Tsit5, Method::Vern9] {
         let options = SolverOptions::default().method(method).tol(1e-12);
-        let g = adjoint_gradient(
+        let g = gradient(
             &problem,
             &options,
             &SquaredNormAt::new(2.0),
-            Checkpointing::KeepAll,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
         )
         .unwrap();
         let err = g
@@ -242,7 +260,14 @@ fn forward_sensitivities_at_save_times_match_finite_differences() {
     .unwrap();
     let options = SolverOptions::default().method(Method::Vern9).tol(1e-12);
     let times = vec![0.0, 1.0, 2.0, 3.0];
-    let fs = forward_sensitivities(&problem, &options, &Directions::All, &times).unwrap();
+    let fs = forward_sensitivities(
+        &problem,
+        &options,
+        &Directions::All,
+        &times,
+        ForwardSettings::default(),
+    )
+    .unwrap();
     assert_eq!(fs.sensitivities.shape(), &[4, 2, 6]);
     // At t0: ∂u/∂p = 0, ∂u/∂u0 = I.
     assert_eq!(fs.sensitivities[[0, 0, 4]], 1.0);
@@ -292,14 +317,19 @@ fn binomial_checkpointing_recomputes_the_optimal_number_of_steps() {
     let problem = OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 1.0)).unwrap();
     let options = SolverOptions::default().fixed_step(1e-3);
     let objective = ComponentAt::new(0, 1.0);
-    let keep_all =
-        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
-    assert_eq!(keep_all.stats.forward.accepted_steps, 1000);
-    let g = adjoint_gradient(
+    let keep_all = gradient(
         &problem,
         &options,
         &objective,
-        Checkpointing::Binomial { snapshots: 10 },
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
+    assert_eq!(keep_all.stats.forward.accepted_steps, 1000);
+    let g = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::Binomial { snapshots: 10 }),
     )
     .unwrap();
     println!(
@@ -313,11 +343,11 @@ fn binomial_checkpointing_recomputes_the_optimal_number_of_steps() {
         let l = 137;
         let problem =
             OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 0.137)).unwrap();
-        let g = adjoint_gradient(
+        let g = gradient(
             &problem,
             &options,
             &objective_at(0.137),
-            Checkpointing::Binomial { snapshots: s },
+            &SensitivityAlgorithm::adjoint(Checkpointing::Binomial { snapshots: s }),
         )
         .unwrap();
         assert_eq!(
@@ -348,15 +378,20 @@ fn long_van_der_pol_solve_within_a_64_kib_budget() {
         .tol(1e-9)
         .max_steps(10_000_000);
     let objective = SquaredNormAt::new(400.0);
-    let keep_all =
-        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
-    let l = keep_all.stats.forward.accepted_steps;
-    let budget = 64 * 1024;
-    let g = adjoint_gradient(
+    let keep_all = gradient(
         &problem,
         &options,
         &objective,
-        Checkpointing::MemoryBudget { bytes: budget },
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
+    let l = keep_all.stats.forward.accepted_steps;
+    let budget = 64 * 1024;
+    let g = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::MemoryBudget { bytes: budget }),
     )
     .unwrap();
     let s = g.stats.peak_snapshots;
@@ -382,19 +417,29 @@ fn bad_input_is_reported() {
     .unwrap();
     let options = SolverOptions::default();
     assert!(matches!(
-        adjoint_gradient(&problem, &options, &ComponentAt::new(0, 3.0), Checkpointing::KeepAll),
+        gradient(&problem, &options, &ComponentAt::new(0, 3.0), &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll)),
         Err(SensitivityError::Solver(SolverError::TimeOutsideSpan { t, .. })) if t == 3.0
     ));
     let ls = LeastSquares::new(vec![1.0, 0.5], Array2::zeros((2, 2))).unwrap();
     assert!(matches!(
-        adjoint_gradient(&problem, &options, &ls, Checkpointing::KeepAll),
+        gradient(
+            &problem,
+            &options,
+            &ls,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll)
+        ),
         Err(SensitivityError::Solver(SolverError::UnsortedTimes {
             index: 1,
             ..
         }))
     ));
     assert!(matches!(
-        forward_gradient(&problem, &options, &WeightedSumAt::new(vec![1.0; 3], 2.0)),
+        gradient(
+            &problem,
+            &options,
+            &WeightedSumAt::new(vec![1.0; 3], 2.0),
+            &SensitivityAlgorithm::Forward
+        ),
         Err(SensitivityError::DimensionMismatch {
             expected: 2,
             got: 3,
@@ -406,24 +451,24 @@ fn bad_input_is_reported() {
         dp: Array2::zeros((4, 1)),
     };
     assert!(matches!(
-        forward_sensitivities(&problem, &options, &bad, &[1.0]),
+        forward_sensitivities(&problem, &options, &bad, &[1.0], ForwardSettings::default()),
         Err(SensitivityError::DimensionMismatch { .. })
     ));
     assert!(matches!(
-        adjoint_gradient(
+        gradient(
             &problem,
             &options,
             &SquaredNormAt::new(2.0),
-            Checkpointing::MemoryBudget { bytes: 8 }
+            &SensitivityAlgorithm::adjoint(Checkpointing::MemoryBudget { bytes: 8 })
         ),
         Err(SensitivityError::InvalidSetting { .. })
     ));
     assert!(matches!(
-        adjoint_gradient(
+        gradient(
             &problem,
             &options,
             &SquaredNormAt::new(2.0),
-            Checkpointing::Binomial { snapshots: 0 }
+            &SensitivityAlgorithm::adjoint(Checkpointing::Binomial { snapshots: 0 })
         ),
         Err(SensitivityError::InvalidSetting { .. })
     ));
@@ -451,11 +496,11 @@ use ndarray::{ArrayView1, ArrayViewMut1};
 fn nan_in_the_backward_pass_names_the_time() {
     let problem =
         OdeProblem::new(SqrtAtZero, array![0.0, 0.0], Vec::<f64>::new(), (0.0, 1.0)).unwrap();
-    let err = adjoint_gradient(
+    let err = gradient(
         &problem,
         &SolverOptions::default(),
         &ComponentAt::new(0, 1.0),
-        Checkpointing::KeepAll,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap_err();
     assert!(
@@ -511,34 +556,53 @@ fn hand_written_vjp_matches_automatic_differentiation() {
     let problem = OdeProblem::new(
         DoublePendulumWithVjp,
         vec![2.0, 2.0, 0.0, 0.0],
-        DoublePendulum::course_params(),
+        DoublePendulum::standard_params(),
         (0.0, 2.0),
     )
     .unwrap();
     let options = SolverOptions::default().tol(1e-9);
     let objective = SquaredNormAt::new(2.0);
-    let a = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
-    let f = forward_gradient(&problem, &options, &objective).unwrap();
+    let a = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
+    let f = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::Forward,
+    )
+    .unwrap();
     assert!(rel_diff(&a, &f) <= 1e-10);
 }
 
 #[test]
 fn tangent_error_control_steers_the_steps_and_sharpens_the_tangents() {
-    use odesens::sensitivity::{ForwardSettings, forward_sensitivities_with};
+    use odesens::sensitivity::{ForwardSettings, forward_sensitivities};
     // The chaotic pendulum: ∂u/∂u0 grows by orders of magnitude, the state does not.
-    let problem = DoublePendulum::course_problem(5.0).unwrap();
+    let problem = DoublePendulum::standard_problem(5.0).unwrap();
     let times = [5.0];
     let reference = forward_sensitivities(
         &problem,
         &SolverOptions::default().method(Method::Vern9).tol(1e-13),
         &Directions::InitialValues,
         &times,
+        ForwardSettings::default(),
     )
     .unwrap();
     let options = SolverOptions::default().tol(1e-6);
-    let plain =
-        forward_sensitivities(&problem, &options, &Directions::InitialValues, &times).unwrap();
-    let controlled = forward_sensitivities_with(
+    let plain = forward_sensitivities(
+        &problem,
+        &options,
+        &Directions::InitialValues,
+        &times,
+        ForwardSettings::default(),
+    )
+    .unwrap();
+    let controlled = forward_sensitivities(
         &problem,
         &options,
         &Directions::InitialValues,
@@ -590,8 +654,18 @@ fn a_non_finite_objective_gradient_is_an_error() {
     let problem = OdeProblem::new(ExponentialDecay, vec![0.0], vec![1.0], (0.0, 1.0)).unwrap();
     let options = SolverOptions::default();
     for result in [
-        adjoint_gradient(&problem, &options, &SqrtAtOne, Checkpointing::KeepAll),
-        forward_gradient(&problem, &options, &SqrtAtOne),
+        gradient(
+            &problem,
+            &options,
+            &SqrtAtOne,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        ),
+        gradient(
+            &problem,
+            &options,
+            &SqrtAtOne,
+            &SensitivityAlgorithm::Forward,
+        ),
     ] {
         let err = result.unwrap_err();
         assert!(
@@ -611,11 +685,11 @@ fn binomial_reversal_with_as_many_snapshots_as_steps_does_not_recurse() {
         .fixed_step(1e-5)
         .max_steps(1_000_000);
     let objective = ComponentAt::new(0, 3.0);
-    let g = adjoint_gradient(
+    let g = gradient(
         &problem,
         &options,
         &objective,
-        Checkpointing::MemoryBudget { bytes: 1 << 30 },
+        &SensitivityAlgorithm::adjoint(Checkpointing::MemoryBudget { bytes: 1 << 30 }),
     )
     .unwrap();
     assert_eq!(g.stats.forward.accepted_steps, 300_000);
@@ -629,15 +703,20 @@ fn a_uniform_interval_longer_than_the_solve_is_one_segment() {
     let problem = OdeProblem::new(ExponentialDecay, vec![1.0], vec![0.3], (0.0, 1.0)).unwrap();
     let options = SolverOptions::default().fixed_step(0.01);
     let objective = ComponentAt::new(0, 1.0);
-    let keep_all =
-        adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
-    let g = adjoint_gradient(
+    let keep_all = gradient(
         &problem,
         &options,
         &objective,
-        Checkpointing::Uniform {
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
+    let g = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::Uniform {
             every: usize::MAX / 2,
-        },
+        }),
     )
     .unwrap();
     assert!(bitwise_equal(&g, &keep_all));
@@ -647,7 +726,7 @@ fn a_uniform_interval_longer_than_the_solve_is_one_segment() {
 
 #[test]
 fn recorded_adjoint_trajectory_matches_the_closed_form_and_jumps_at_observations() {
-    use odesens::sensitivity::{AdjointSettings, adjoint_gradient_with};
+    use odesens::sensitivity::{AdjointSettings, SensitivityAlgorithm, gradient};
     // du/dt = −k u, G = Σ_k u(t_k)² at t = 1, 2: λ(t) = Σ_{t_k > t} 2 u(t_k) e^{−k (t_k − t)}.
     let (u0, k) = (1.5, 0.8);
     let problem = OdeProblem::new(ExponentialDecay, vec![u0], vec![k], (0.0, 2.0)).unwrap();
@@ -659,15 +738,23 @@ fn recorded_adjoint_trajectory_matches_the_closed_form_and_jumps_at_observations
         ..Default::default()
     };
     let options = SolverOptions::default().tol(1e-12);
-    let g = adjoint_gradient_with(
+    let g = gradient(
         &problem,
         &options,
         &objective,
-        Checkpointing::Binomial { snapshots: 3 },
-        settings,
+        &SensitivityAlgorithm::DiscreteAdjoint(AdjointSettings {
+            checkpointing: Checkpointing::Binomial { snapshots: 3 },
+            ..settings
+        }),
     )
     .unwrap();
-    let plain = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
+    let plain = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
     assert!(bitwise_equal(&g, &plain));
     assert!(plain.adjoint.is_none());
     let traj = g.adjoint.expect("recorded");
@@ -704,10 +791,16 @@ fn recorded_adjoint_trajectory_matches_the_closed_form_and_jumps_at_observations
 #[test]
 fn directional_derivatives_are_gradient_projections() {
     use odesens::sensitivity::forward_directional_derivatives;
-    let problem = DoublePendulum::course_problem(2.0).unwrap();
+    let problem = DoublePendulum::standard_problem(2.0).unwrap();
     let options = SolverOptions::default().tol(1e-9);
     let objective = SquaredNormAt::new(2.0);
-    let full = forward_gradient(&problem, &options, &objective).unwrap();
+    let full = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::Forward,
+    )
+    .unwrap();
     let params =
         forward_directional_derivatives(&problem, &options, &objective, &Directions::Parameters)
             .unwrap();
@@ -749,7 +842,7 @@ fn driven_pendulum_gradients_agree_for_any_number_of_knots() {
         ndarray::ArrayView1::from(&zero[..]),
         ndarray::ArrayViewMut1::from(&mut driven[..]),
     );
-    let p = DoublePendulum::course_params();
+    let p = DoublePendulum::standard_params();
     DoublePendulum.rhs(
         t,
         ndarray::ArrayView1::from(&u[..]),
@@ -778,11 +871,57 @@ fn driven_pendulum_gradients_agree_for_any_number_of_knots() {
             .tol(1e-12)
             .tstops(problem.model().knot_times());
         let objective = SquaredNormAt::new(2.0);
-        let a = adjoint_gradient(&problem, &options, &objective, Checkpointing::KeepAll).unwrap();
-        let f = forward_gradient(&problem, &options, &objective).unwrap();
+        let a = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
+        let f = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::Forward,
+        )
+        .unwrap();
         assert!(rel_diff(&a, &f) <= 1e-10, "{knots} knots");
         assert_eq!(a.stats.derivatives.dual_passes > 0, knots + 4 <= 8);
         let check = check_gradient(&problem, &options, &objective, &a, None).unwrap();
         assert!(check.max_rel_error < 1e-5, "{knots} knots: {check:?}");
     }
+}
+
+#[test]
+fn auto_picks_one_of_the_algorithms_and_gives_its_bits() {
+    use odesens::models::Robertson;
+    use odesens::sensitivity::{SensitivityAlgorithm, gradient};
+    let problem = DoublePendulum::standard_problem(1.0).unwrap();
+    let options = SolverOptions::default().tol(1e-8);
+    let objective = SquaredNormAt::new(1.0);
+    let auto = gradient(&problem, &options, &objective, &SensitivityAlgorithm::Auto).unwrap();
+    let fwd = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::Forward,
+    )
+    .unwrap();
+    let keep_all = SensitivityAlgorithm::adjoint(Checkpointing::KeepAll);
+    let adj = gradient(&problem, &options, &objective, &keep_all).unwrap();
+    assert!(auto.to_vec() == fwd.to_vec() || auto.to_vec() == adj.to_vec());
+    // Implicit methods: the cost model does not cover them; Auto takes the keep-all adjoint.
+    let robertson = Robertson::problem(10.0).unwrap();
+    let options = SolverOptions::default().method(Method::RadauIIA5).tol(1e-6);
+    let objective = SquaredNormAt::new(10.0);
+    let auto = gradient(
+        &robertson,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::Auto,
+    )
+    .unwrap();
+    let adj = gradient(&robertson, &options, &objective, &keep_all).unwrap();
+    assert_eq!(auto.to_vec(), adj.to_vec());
+    assert_eq!(SensitivityAlgorithm::default(), SensitivityAlgorithm::Auto);
 }

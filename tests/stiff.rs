@@ -339,10 +339,11 @@ fn auto_switching_starts_explicit_and_switches_when_stiff() {
     assert_eq!(auto.u_end, tsit5.u_end);
     // Derivatives need a fixed method.
     assert!(matches!(
-        odesens::sensitivity::forward_gradient(
+        odesens::sensitivity::gradient(
             &problem,
             &opts,
-            &odesens::sensitivity::SquaredNormAt::new(t_end)
+            &odesens::sensitivity::SquaredNormAt::new(t_end),
+            &odesens::sensitivity::SensitivityAlgorithm::Forward
         ),
         Err(odesens::sensitivity::SensitivityError::UnsupportedMethod {
             method: Method::AutoTsit5Radau5,

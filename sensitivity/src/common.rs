@@ -5,7 +5,7 @@ use ndarray::ArrayView1;
 use odesens_solver::{AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statistics};
 use serde::Serialize;
 
-use crate::derivatives::{ChunkDual, DerivativeCounts, ScalarGradient};
+use crate::ad::derivatives::{ChunkDual, DerivativeCounts, ScalarGradient};
 use crate::error::{SensitivityError, check_finite, check_times};
 use crate::objective::Objective;
 
@@ -53,6 +53,13 @@ pub struct Gradient {
     /// The adjoint trajectory λ(t), when [`crate::AdjointSettings::record_trajectory`] asked for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adjoint: Option<crate::AdjointTrajectory>,
+    /// The continuous adjoints: the backward solve's counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backward: Option<crate::BackwardStats>,
+    /// The backsolve adjoint: u(t0) as reconstructed by integrating u backwards from u(t_end) (how far
+    /// it is from u0 says how far the reversed solve drifted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub u0_reconstructed: Option<ndarray::Array1<f64>>,
 }
 
 impl Gradient {
@@ -346,5 +353,71 @@ pub(crate) fn stage_time(c: f64, step: &AcceptedStep<'_>) -> f64 {
         step.t_next
     } else {
         step.t + c * step.h
+    }
+}
+
+/// The jump of λ at an observation: if the next observation (counting back) is at `t`,
+/// λ += ∂g_k/∂u(u, p), p̄ += ∂g_k/∂p, and (t, λ) after the jump is recorded.
+pub(crate) fn observation_jump<O: Objective>(
+    tracker: &mut ObjectiveTracker<'_, O>,
+    obs_left: &mut usize,
+    (t, u, p): (f64, &[f64], &[f64]),
+    lambda: &mut [f64],
+    p_bar: &mut [f64],
+    trajectory: &mut Option<Vec<f64>>,
+) -> Result<(), SensitivityError> {
+    if *obs_left == 0 || tracker.times()[*obs_left - 1] != t {
+        return Ok(());
+    }
+    tracker.observation_gradient(*obs_left - 1, u, p)?;
+    for (l, g) in lambda.iter_mut().zip(&tracker.g_u) {
+        *l += g;
+    }
+    for (pb, g) in p_bar.iter_mut().zip(&tracker.g_p) {
+        *pb += g;
+    }
+    *obs_left -= 1;
+    if let Some(rec) = trajectory.as_mut() {
+        rec.push(t);
+        rec.extend_from_slice(lambda);
+    }
+    Ok(())
+}
+
+/// What one block of directions produces.
+pub(crate) struct ChunkResult {
+    /// Tangents at the save times, (time, state, lane) with `lanes` lanes.
+    pub saved: Vec<f64>,
+    pub states: Vec<f64>,
+    /// dG/dθ per lane.
+    pub d_objective: Vec<f64>,
+    pub value: f64,
+    pub stats: SensitivityStats,
+}
+
+/// The adjoint λ(t) = ∂G/∂u(t) along the backward pass, as recorded by the discrete adjoint with
+/// [`AdjointSettings::record_trajectory`].
+///
+/// Rows are in the order the backward pass meets them, from t_end to t0. Each step boundary t_n holds
+/// λ_n, the adjoint after stepping back over step n, before the observations at t_n are added; where an
+/// observation at t_k makes λ jump by ∂g_k/∂u, t_k appears twice: before and after the jump. The last
+/// row is λ_0 = ∇_{u0}G. The course notes plot v(t) = −λ(t).
+#[derive(Debug, Clone, Serialize)]
+pub struct AdjointTrajectory {
+    /// Times, from t_end to t0.
+    pub times: ndarray::Array1<f64>,
+    /// λ at those times (time × state).
+    pub lambda: ndarray::Array2<f64>,
+}
+
+impl AdjointTrajectory {
+    /// The table from recorded rows [t, λ(t)] (n + 1 values each).
+    pub(crate) fn from_rows(rows: Vec<f64>, n: usize) -> Self {
+        let count = rows.len() / (n + 1);
+        let table = ndarray::Array2::from_shape_vec((count, n + 1), rows).expect("rows of n + 1");
+        Self {
+            times: table.column(0).to_owned(),
+            lambda: table.slice(ndarray::s![.., 1..]).to_owned(),
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! SciMLSensitivity's `InterpolatingAdjoint` solve this system; Hindmarsh et al. 2005, Rackauckas et al.
 //! 2020.)
 //!
-//! Unlike the discrete adjoint ([`crate::adjoint_gradient`]), this is the derivative of the *exact*
+//! Unlike the discrete adjoint ([`crate::SensitivityAlgorithm::DiscreteAdjoint`]), this is the derivative of the *exact*
 //! solution approximated by two solves, so it agrees with the discrete gradient only to the tolerances;
 //! in exchange the backward solve picks its own steps. Two ways to know u(t) during it:
 //!
@@ -33,12 +33,12 @@ use odesens_solver::{
     Statistics,
 };
 
-use crate::adjoint::{Action, Checkpointing, Stack, revolve};
+use crate::ad::derivatives::Derivatives;
+use crate::checkpointing::{Action, Checkpointing, Stack, revolve};
 use crate::common::{
     Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options,
     forward_pass, require_explicit,
 };
-use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
 
@@ -71,17 +71,6 @@ pub struct BackwardStats {
     pub backward: Statistics,
     /// Checkpointed segments.
     pub segments: usize,
-}
-
-/// A continuous-adjoint gradient and its backward solve's counters.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ContinuousGradient {
-    /// The gradient (its `stats` hold the forward solve, the segment recomputation and the vjps).
-    pub gradient: Gradient,
-    /// The backward solve.
-    pub backward: BackwardStats,
-    /// Backsolve only: u(t0) as reconstructed by integrating u backwards from u(t_end).
-    pub u0_reconstructed: Option<Array1<f64>>,
 }
 
 /// Where the adjoint system gets u(t).
@@ -284,35 +273,28 @@ fn backward_options(
     o
 }
 
-/// The gradient of `objective` by the continuous (interpolating) adjoint: one forward solve storing a
-/// checkpoint every `segment_steps` steps, then the adjoint ODE backwards with `settings`' method and
-/// tolerances, each forward segment recomputed with dense output when the backward solve reaches it.
+/// The gradient of `objective` by the continuous adjoint (the driver behind
+/// [`crate::SensitivityAlgorithm::InterpolatingAdjoint`] and, with `backsolve`,
+/// [`crate::SensitivityAlgorithm::BacksolveAdjoint`]).
+///
+/// Interpolating: one forward solve storing a checkpoint every `segment_steps` steps, then the adjoint
+/// ODE backwards with `settings`' method and tolerances, each forward segment recomputed with dense
+/// output when the backward solve reaches it. Backsolve: u is integrated backwards with λ from
+/// u(t_end) and nothing is stored — **unreliable for chaotic or strongly dissipative systems** (see the
+/// module docs); [`Gradient::u0_reconstructed`] shows how far the reversed solve drifted.
 ///
 /// # Errors
 /// Solver errors of either solve; objective errors; [`SensitivityError::InvalidSetting`] for
-/// `segment_steps` = 0; [`SensitivityError::NonFiniteDerivative`] if λ or q becomes NaN/∞.
-pub fn continuous_adjoint_gradient<M: OdeSystem, O: Objective>(
+/// `segment_steps` = 0; [`SensitivityError::NonFiniteDerivative`] if λ or q becomes NaN/∞;
+/// [`SensitivityError::UnsupportedMethod`] for implicit methods (not yet).
+pub(crate) fn continuous_gradient<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
     objective: &O,
     settings: ContinuousSettings,
-) -> Result<ContinuousGradient, SensitivityError> {
-    run(problem, options, objective, settings, false)
-}
-
-/// The gradient of `objective` by the backsolve adjoint: u is integrated backwards with λ from u(t_end)
-/// and nothing is stored. **Unreliable for chaotic or strongly dissipative systems** (see the module
-/// docs); [`ContinuousGradient::u0_reconstructed`] shows how far the reversed solve drifted.
-///
-/// # Errors
-/// As [`continuous_adjoint_gradient`].
-pub fn backsolve_adjoint_gradient<M: OdeSystem, O: Objective>(
-    problem: &OdeProblem<M>,
-    options: &SolverOptions,
-    objective: &O,
-    settings: ContinuousSettings,
-) -> Result<ContinuousGradient, SensitivityError> {
-    run(problem, options, objective, settings, true)
+    backsolve: bool,
+) -> Result<Gradient, SensitivityError> {
+    run(problem, options, objective, settings, backsolve)
 }
 
 /// The backward solve in progress: its integrator, the observations still to add, the state buffer.
@@ -397,7 +379,7 @@ fn run<M: OdeSystem, O: Objective>(
     objective: &O,
     settings: ContinuousSettings,
     backsolve: bool,
-) -> Result<ContinuousGradient, SensitivityError> {
+) -> Result<Gradient, SensitivityError> {
     check_objective(problem, objective)?;
     if settings.segment_steps == Some(0) {
         return Err(SensitivityError::InvalidSetting {
@@ -567,18 +549,16 @@ fn run<M: OdeSystem, O: Objective>(
         derivatives: inner.der.counts,
         exact_stage_factorizations: 0,
     };
-    Ok(ContinuousGradient {
-        gradient: Gradient {
-            value,
-            wrt_params: Array1::from(z[offset + n..].to_vec()),
-            wrt_u0: Array1::from(z[offset..offset + n].to_vec()),
-            stats,
-            adjoint: None,
-        },
-        backward: BackwardStats {
+    Ok(Gradient {
+        value,
+        wrt_params: Array1::from(z[offset + n..].to_vec()),
+        wrt_u0: Array1::from(z[offset..offset + n].to_vec()),
+        stats,
+        adjoint: None,
+        backward: Some(BackwardStats {
             backward,
             segments: units,
-        },
+        }),
         u0_reconstructed: backsolve.then(|| Array1::from(z[..n].to_vec())),
     })
 }

@@ -1,10 +1,10 @@
 //! Forward sensitivities: tangents u̇ = ∂u/∂θ propagated stage by stage alongside the solution.
 //!
 //! For a direction θ with u̇_0 = ∂u0/∂θ and ṗ = ∂p/∂θ, each accepted step (t_n, h) of the forward solve is
-//! differentiated with the same tableau (DESIGN.md): Ẏ_i = u̇_n + h Σ_j a_ij K̇_j,
+//! differentiated with the same tableau: Ẏ_i = u̇_n + h Σ_j a_ij K̇_j,
 //! K̇_i = f_u(t_i, Y_i) Ẏ_i + f_p(t_i, Y_i) ṗ, u̇_{n+1} = u̇_n + h Σ_i b_i K̇_i. With the step sequence frozen
 //! this is the exact derivative of the computed solution. Directions are split into balanced blocks of at
-//! most [`crate::derivatives::CHUNK`], one per thread (rayon); each stage costs one `Lanes` pass per block (or the
+//! most [`crate::ad::derivatives::CHUNK`], one per thread (rayon); each stage costs one `Lanes` pass per block (or the
 //! model's hand-written jvp per direction). By default the tangents are not part of the error control;
 //! [`ForwardSettings::tangent_error_control`] puts them in (all directions then share one block).
 
@@ -14,13 +14,13 @@ use odesens_solver::{
 };
 use rayon::prelude::*;
 
+use crate::ad::derivatives::Derivatives;
 use crate::common::{
-    Gradient, SensitivityStats, TangentRecord, add_directional, check_objective,
+    ChunkResult, Gradient, SensitivityStats, TangentRecord, add_directional, check_objective,
     derivative_options, stage_time,
 };
-use crate::derivatives::Derivatives;
+use crate::cost_model::forward_blocks;
 use crate::error::{SensitivityError, check_finite, check_times};
-use crate::mode::forward_blocks;
 use crate::objective::Objective;
 
 /// Which directions to differentiate along.
@@ -89,17 +89,6 @@ pub struct ForwardSensitivities {
     /// ∂u/∂θ at the save times (time × state × direction).
     pub sensitivities: Array3<f64>,
     /// Counters.
-    pub stats: SensitivityStats,
-}
-
-/// What one block of directions produces.
-pub(crate) struct ChunkResult {
-    /// Tangents at the save times, (time, state, lane) with `lanes` lanes.
-    pub saved: Vec<f64>,
-    pub states: Vec<f64>,
-    /// dG/dθ per lane.
-    pub d_objective: Vec<f64>,
-    pub value: f64,
     pub stats: SensitivityStats,
 }
 
@@ -344,7 +333,7 @@ fn add_stats(total: &mut SensitivityStats, s: &SensitivityStats) {
     total.exact_stage_factorizations += s.exact_stage_factorizations;
 }
 
-/// Settings of [`forward_sensitivities_with`].
+/// Settings of [`forward_sensitivities`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ForwardSettings {
     /// Include the tangents' error estimates (h Σ b̃_i K̇_i, scaled like the state's) in the step-size
@@ -357,34 +346,17 @@ pub struct ForwardSettings {
 /// Forward sensitivities ∂u(t)/∂θ at `save_at` times (which become tstops, so the values are step values,
 /// not interpolated) for the given directions.
 ///
-/// Stiff problems: as for [`crate::adjoint_gradient`], tangents of stability-limited explicit steps
+/// Stiff problems: as for the discrete adjoint, tangents of stability-limited explicit steps
 /// (`stats.forward.stiffness_detected_at` set) can blow up; [`ForwardSettings::tangent_error_control`]
 /// makes the steps follow the tangents too.
+///
+/// `settings` (default: plain tangents) can put the tangents into the error control.
 ///
 /// # Errors
 /// Solver errors; [`SensitivityError::DimensionMismatch`] for custom directions of the wrong size;
 /// [`SensitivityError::Solver`] with `TimeOutsideSpan` / `UnsortedTimes` for bad save times;
 /// [`SensitivityError::NonFiniteDerivative`] if a tangent becomes NaN/∞.
 pub fn forward_sensitivities<M: OdeSystem>(
-    problem: &OdeProblem<M>,
-    options: &SolverOptions,
-    directions: &Directions,
-    save_at: &[f64],
-) -> Result<ForwardSensitivities, SensitivityError> {
-    forward_sensitivities_with(
-        problem,
-        options,
-        directions,
-        save_at,
-        ForwardSettings::default(),
-    )
-}
-
-/// [`forward_sensitivities`] with settings (tangents in the error control).
-///
-/// # Errors
-/// As [`forward_sensitivities`].
-pub fn forward_sensitivities_with<M: OdeSystem>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
     directions: &Directions,
@@ -474,11 +446,12 @@ pub fn forward_directional_derivatives<M: OdeSystem, O: Objective>(
 }
 
 /// The gradient of `objective` with respect to every parameter and initial value by forward
-/// sensitivities (np + n directions; cost grows with their number).
+/// sensitivities (np + n directions; cost grows with their number): the driver behind
+/// [`crate::SensitivityAlgorithm::Forward`].
 ///
 /// # Errors
 /// As [`forward_sensitivities`], and objective errors (wrong size, observation times).
-pub fn forward_gradient<M: OdeSystem, O: Objective>(
+pub(crate) fn forward_gradient<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
     objective: &O,
@@ -496,5 +469,7 @@ pub fn forward_gradient<M: OdeSystem, O: Objective>(
         wrt_u0: Array1::from(grad[np..].to_vec()),
         stats,
         adjoint: None,
+        backward: None,
+        u0_reconstructed: None,
     })
 }

@@ -1,6 +1,6 @@
 //! Hessian–vector products H·v of an objective with respect to (p, u0), by forward-over-adjoint.
 //!
-//! The discrete adjoint ([`crate::adjoint_gradient`]) computes ∇G by a recursion over the accepted
+//! The discrete adjoint (the discrete adjoint ([`crate::SensitivityAlgorithm::DiscreteAdjoint`])) computes ∇G by a recursion over the accepted
 //! steps (step sequence frozen). Differentiating that recursion along a direction v = (ṗ, u̇0) gives
 //! H·v = d/dε ∇G(θ + εv): the forward pass carries the tangent u̇ (forward sensitivities along v); the
 //! backward pass carries λ̇ and ṗ̄ beside λ and p̄. Per stage, with K̄ the stage adjoint and K̄̇ its
@@ -20,13 +20,13 @@ use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use num_dual::Dual;
 use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
 
+use crate::ad::derivatives::Derivatives;
+use crate::ad::tape::{Recorder, Var};
 use crate::common::{
     Gradient, SensitivityStats, check_objective, derivative_options, require_explicit, stage_time,
 };
-use crate::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
-use crate::tape::{Recorder, Var};
 
 /// The nested scalar: a forward-mode dual of tape variables.
 type DualVar = Dual<Var>;
@@ -34,7 +34,7 @@ type DualVar = Dual<Var>;
 /// A gradient and one Hessian–vector product.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HessianVectorProduct {
-    /// G and ∇G (as [`crate::adjoint_gradient`] gives them).
+    /// G and ∇G (as the discrete adjoint ([`crate::SensitivityAlgorithm::DiscreteAdjoint`]) gives them).
     pub gradient: Gradient,
     /// (H·v) restricted to the parameters: Σ_j ∂²G/∂p ∂θ_j v_j.
     pub hv_params: Array1<f64>,
@@ -398,6 +398,8 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
             wrt_u0: Array1::from(lambda),
             stats,
             adjoint: None,
+            backward: None,
+            u0_reconstructed: None,
         },
         hv_params: Array1::from(p_bar_dot),
         hv_u0: Array1::from(lambda_dot),

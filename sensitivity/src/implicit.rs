@@ -31,11 +31,13 @@ use odesens_solver::{
     SolverError, SolverOptions, radau,
 };
 
-use crate::adjoint::{Action, AdjointSettings, Checkpointing, observation_jump, revolve};
-use crate::common::{Gradient, ObjectiveTracker, SensitivityStats, TangentRecord, add_directional};
-use crate::derivatives::Derivatives;
+use crate::ad::derivatives::{Derivatives, VjpMode};
+use crate::checkpointing::{Action, Checkpointing, revolve};
+use crate::common::{
+    AdjointTrajectory, ChunkResult, Gradient, ObjectiveTracker, SensitivityStats, TangentRecord,
+    add_directional, observation_jump,
+};
 use crate::error::{SensitivityError, check_finite};
-use crate::forward::ChunkResult;
 use crate::objective::Objective;
 
 /// Relative change at which a stage's linear iteration has converged.
@@ -831,13 +833,13 @@ pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
     Ok((value, steps))
 }
 
-/// The exact discrete adjoint of an implicit solve (called by [`crate::adjoint_gradient_with`]).
+/// The exact discrete adjoint of an implicit solve (called by the discrete adjoint's driver).
 pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
     objective: &O,
     checkpointing: Checkpointing,
-    settings: AdjointSettings,
+    (vjp, record_trajectory): (VjpMode, bool),
 ) -> Result<Gradient, SensitivityError> {
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let p = problem.params().to_vec();
@@ -864,7 +866,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     let s = scheme.stages();
     let mut e = Engine {
         replay: ImplicitIntegrator::new(problem, options)?,
-        der: Derivatives::new(problem.model()).with_vjp_mode(settings.vjp),
+        der: Derivatives::new(problem.model()).with_vjp_mode(vjp),
         lin: StageLinear::new(n),
         tracker: ObjectiveTracker::new(objective, n, np),
         step: StepData::new(scheme, n),
@@ -879,7 +881,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         r3: vec![0.0; 3 * n],
         p_scratch: vec![0.0; np],
         obs_left: objective.observation_times().len(),
-        trajectory: settings.record_trajectory.then(Vec::new),
+        trajectory: record_trajectory.then(Vec::new),
         recomputed_steps: 0,
     };
     let peak_snapshots = match checkpointing {
@@ -946,7 +948,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     let adjoint = e
         .trajectory
         .take()
-        .map(|rec| crate::AdjointTrajectory::from_rows(rec, n));
+        .map(|rec| AdjointTrajectory::from_rows(rec, n));
     let recomputation = e.replay.stats();
     Ok(Gradient {
         value,
@@ -962,5 +964,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
             exact_stage_factorizations: e.lin.fallbacks,
         },
         adjoint,
+        backward: None,
+        u0_reconstructed: None,
     })
 }

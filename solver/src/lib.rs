@@ -1,7 +1,8 @@
 //! # odesens-solver
 //!
-//! Runge–Kutta integrators with adaptive steps (PI control, Hairer's initial step), exact
-//! tstops, save times by dense output, a fixed-step mode, and the methods' own continuous extensions.
+//! Runge–Kutta integrators, explicit and implicit, with adaptive steps (step-size controllers as types,
+//! [`control`]; Hairer's initial step), exact tstops, save times by dense output, a fixed-step mode, the
+//! methods' own continuous extensions, and dense or sparse LU for the implicit ones ([`linalg`]).
 //! The model interface [`OdeSystem`] is generic over the scalar type so that the sensitivity crate can
 //! differentiate it exactly by forward-mode AD.
 //!

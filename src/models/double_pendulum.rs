@@ -15,8 +15,8 @@ impl DoublePendulum {
     /// Standard gravity used by the course, m/s².
     pub const G: f64 = 9.80665;
 
-    /// The course's parameters: l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665.
-    pub fn course_params() -> Vec<f64> {
+    /// The standard parameters (the MIT 18.063 notebook's): l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665.
+    pub fn standard_params() -> Vec<f64> {
         vec![1.0, 1.0, 0.1, 0.1, Self::G]
     }
 
@@ -51,18 +51,18 @@ impl DoublePendulum {
             .expect("the benchmark set-up is valid")
     }
 
-    /// The course's set-up on [0, t_end]: l1 = l2 = 1, m1 = m2 = 0.1, g = 9.80665, u0 = [2, 2, 0, 0]
-    /// (`t_end` must be finite and ≠ 0).
+    /// The standard set-up (the MIT 18.063 notebook's) on [0, t_end]: l1 = l2 = 1, m1 = m2 = 0.1,
+    /// g = 9.80665, u0 = [2, 2, 0, 0] (`t_end` must be finite and ≠ 0).
     ///
     /// # Errors
     /// [`odesens_solver::SolverError::InvalidTimeSpan`] for a bad `t_end`.
-    pub fn course_problem(
+    pub fn standard_problem(
         t_end: f64,
     ) -> Result<OdeProblem<DoublePendulum>, odesens_solver::SolverError> {
         OdeProblem::new(
             DoublePendulum,
             vec![2.0, 2.0, 0.0, 0.0],
-            Self::course_params(),
+            Self::standard_params(),
             (0.0, t_end),
         )
     }

@@ -12,7 +12,7 @@
 //! generic `rhs` is written against. The tape lives in a thread-local `Vec` that keeps its capacity, so
 //! after the first call a vjp allocates nothing; rayon threads each have their own tape.
 //!
-//! [`Lanes`]: crate::lanes::Lanes
+//! [`Lanes`]: crate::ad::lanes::Lanes
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -24,7 +24,7 @@ use std::ops::{
 use num_dual::{DualNum, DualStruct, Mappable};
 use num_traits::{FromPrimitive, Inv, Num, One, Signed, Zero};
 
-use crate::scalar_impls::{dual_num_body, scalar_traits};
+use crate::ad::scalar_impls::{dual_num_body, scalar_traits};
 
 /// Index of "no node": a constant's.
 const NONE: u32 = u32::MAX;

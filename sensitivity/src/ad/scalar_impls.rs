@@ -1,6 +1,6 @@
 //! The parts of num-dual's `DualNum` and its supertraits that every odesens scalar type implements the
 //! same way, given a constructor `Self::constant(f64)`, a value field `re` and a chain rule
-//! `self.chain(f(x), f'(x))`: shared by [`crate::lanes::Lanes`] (forward mode) and [`crate::tape::Var`]
+//! `self.chain(f(x), f'(x))`: shared by [`crate::ad::lanes::Lanes`] (forward mode) and [`crate::ad::tape::Var`]
 //! (reverse mode), which differ only in how they store derivatives.
 
 /// `Zero`, `One`, `Num`, `Signed`, `Inv`, `Sum`, `Product`, `FromPrimitive`, `DualStruct`, `Mappable`

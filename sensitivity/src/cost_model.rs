@@ -12,10 +12,10 @@
 //!   fork–join on the thread pool; E the
 //!   measured speed-up of T concurrent solves, T/E = 1 on idle dedicated cores), t_pass(1) = one jvp,
 //!   t_pass(b > 1) = one CHUNK-wide block pass;
-//! - adjoint ([`crate::adjoint_gradient`], keep-all checkpoints): one solve storing checkpoints, one
+//! - adjoint ([`crate::SensitivityAlgorithm::DiscreteAdjoint`], keep-all checkpoints): one solve storing checkpoints, one
 //!   replay of every step, one vjp per stage and its stage combinations:
 //!   ≈ 2·t_solve + S·(s'·t_vjp + q·n·t_axpy), independent of D (with the reverse-mode vjp, see
-//!   [`crate::tape`]).
+//!   [`crate::ad::tape`]).
 //!
 //! The forward cost grows in steps of ⌈B/T⌉, so the crossover D* is where the forward estimate first
 //! exceeds the adjoint one.
@@ -28,8 +28,8 @@ use odesens_solver::{OdeProblem, OdeSystem, SolverOptions, solve};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::ad::derivatives::{CHUNK, Derivatives};
 use crate::common::{check_objective, derivative_options, require_explicit};
-use crate::derivatives::{CHUNK, Derivatives};
 use crate::error::SensitivityError;
 use crate::objective::Objective;
 

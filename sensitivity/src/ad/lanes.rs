@@ -15,7 +15,7 @@ use std::ops::{
 use num_dual::{DualNum, DualStruct, Mappable};
 use num_traits::{FromPrimitive, Inv, Num, One, Signed, Zero};
 
-use crate::scalar_impls::{dual_num_body, scalar_traits};
+use crate::ad::scalar_impls::{dual_num_body, scalar_traits};
 
 /// A dual number x + Σ_d ε_d x'_d with N derivative lanes.
 #[derive(Clone, Copy, Debug, PartialEq)]

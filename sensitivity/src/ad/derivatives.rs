@@ -7,7 +7,7 @@
 //! once: each elementary function evaluated once, then one multiply–add per direction) for blocks of
 //! tangents, for the Jacobian [f_u f_p] (⌈(n + p)/CHUNK⌉ passes) and for gradients of scalar
 //! objectives. A vjp without a hand-written one uses that Jacobian when one pass covers it (n + p ≤ CHUNK)
-//! and otherwise reverse mode ([`crate::tape`]: one recording of the rhs and one backward sweep, a cost
+//! and otherwise reverse mode ([`crate::ad::tape`]: one recording of the rhs and one backward sweep, a cost
 //! independent of n + p), see [`VjpMode`].
 //!
 //! Measured on the adjoint bench (double pendulum, n + p = 9): Jacobians by num-dual's
@@ -17,8 +17,8 @@ use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
 use odesens_solver::OdeSystem;
 
-use crate::lanes::Lanes;
-use crate::tape::{Recorder, Var};
+use crate::ad::lanes::Lanes;
+use crate::ad::tape::{Recorder, Var};
 
 /// Number of directions differentiated together in one [`Lanes`] pass.
 pub const CHUNK: usize = 8;
