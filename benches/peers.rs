@@ -516,13 +516,23 @@ fn robertson_study() -> Study {
 
 fn main() {
     let quick = common::test_mode();
+    // ODESENS_PEERS_STUDY=name[,name] runs only those studies (the report is then not written).
+    let only = std::env::var("ODESENS_PEERS_STUDY").ok();
     let mut report = Vec::new();
-    for study in [
-        pendulum_study(),
-        pendulum_forward_study(),
-        pendulum_adjoint_study(),
-        robertson_study(),
-    ] {
+    let studies: [(&str, fn() -> Study); 4] = [
+        ("pendulum", pendulum_study),
+        ("pendulum_forward", pendulum_forward_study),
+        ("pendulum_adjoint", pendulum_adjoint_study),
+        ("robertson", robertson_study),
+    ];
+    for (key, make) in studies {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|s| s == key))
+        {
+            continue;
+        }
+        let study = make();
         let errors: Vec<f64> = study
             .configs
             .iter()
@@ -576,7 +586,7 @@ fn main() {
             "problem": study.name, "rows": rows, "ratios_at_matched_error": ratios,
         }));
     }
-    if !quick {
+    if !quick && only.is_none() {
         common::write_report(
             "peers.json",
             &serde_json::json!({

@@ -1,7 +1,8 @@
 //! Repeats one computation on the double pendulum benchmark set-up (Tsit5, rtol = atol = 1e-8) N times,
 //! for profilers and instruction counts. `MODE` is `solve` (default), or one of the gradient computations
 //! of θ1(10) wrt all 5 parameters and 4 initial values: `adjoint`, `adjoint-binomial`, `adjoint-hand`,
-//! `adjoint-binomial-hand` (the model's hand-written vjp), `forward`.
+//! `adjoint-binomial-hand` (the model's hand-written vjp), `forward`; or a stiff solve of Robertson to
+//! t = 1e5 (rtol 1e-8, atol 1e-14): `robertson-kvaerno5`, `robertson-radau`.
 //!
 //! `cargo build --release --example profile_solve && valgrind --tool=callgrind
 //! target/release/examples/profile_solve 20 adjoint` (or `perf record …`).
@@ -22,6 +23,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..n {
         acc += match mode {
             "solve" => solve(&problem, &options)?.u_end[0],
+            "robertson-kvaerno5" | "robertson-radau" => {
+                let method = if mode == "robertson-radau" {
+                    Method::RadauIIA5
+                } else {
+                    Method::Kvaerno5
+                };
+                let stiff = SolverOptions::default()
+                    .method(method)
+                    .rtol(1e-8)
+                    .atol(1e-14)
+                    .save_end_only();
+                solve(&odesens::models::Robertson::problem(1e5)?, &stiff)?.u_end[0]
+            }
             "adjoint" => {
                 gradient(
                     &problem,

@@ -9,7 +9,8 @@
 //! records everything, `ODESENS_RECORD_BITS=prefix,prefix` only the cases whose names start so.
 //!
 //! Re-recorded so far: the ESDIRK cases (`*/TRBDF2/*`, `*/Kvaerno5/*`) when the ESDIRKs moved to the
-//! predictive step-size controller.
+//! predictive step-size controller; the implicit methods' `solve_save_at` cases when `Saving::At`
+//! moved from tstops to the continuous extension (as for explicit methods).
 
 use std::collections::BTreeMap;
 

@@ -658,3 +658,46 @@ fn every_method_honours_every_controller() {
         })
     ));
 }
+
+#[test]
+fn save_at_interpolates_for_implicit_methods_as_for_explicit_ones() {
+    use odesens::models::VanDerPol;
+    let problem = OdeProblem::new(VanDerPol, vec![2.0, 0.0], vec![10.0], (0.0, 20.0)).unwrap();
+    let times: Vec<f64> = (1..40).map(|k| 0.5 * f64::from(k) + 0.013).collect();
+    let reference = solve(
+        &problem,
+        &SolverOptions::default()
+            .method(Method::RadauIIA5)
+            .tol(1e-13)
+            .save_at(times.clone()),
+    )
+    .unwrap();
+    for method in Method::IMPLICIT {
+        let opts = SolverOptions::default().method(method).tol(1e-8);
+        let at = solve(&problem, &opts.clone().save_at(times.clone())).unwrap();
+        let end = solve(&problem, &opts.clone().save_end_only()).unwrap();
+        // The save times no longer cut steps: the same steps, the same end.
+        assert_eq!(
+            at.stats.accepted_steps, end.stats.accepted_steps,
+            "{method}"
+        );
+        assert_eq!(at.u_end, end.u_end, "{method}");
+        assert_eq!(at.times.to_vec(), times);
+        // The saved values come from the dense output the solve would store with dense(true).
+        let dense = solve(&problem, &opts.clone().dense(true)).unwrap();
+        let mut worst = 0.0f64;
+        for (k, &t) in times.iter().enumerate() {
+            let d = dense.interpolate(t).unwrap();
+            for m in 0..2 {
+                assert_eq!(at.states[[k, m]], d[m], "{method} at t = {t}");
+                let e = (at.states[[k, m]] - reference.states[[k, m]]).abs()
+                    / reference.states[[k, m]].abs().max(1.0);
+                worst = worst.max(e);
+            }
+        }
+        println!("{method}: save_at by interpolation, worst error {worst:.1e}");
+        // Cubic interpolants between steps of a tol-1e-8 solve (TR-BDF2 is second order).
+        let bound = if method == Method::TrBdf2 { 1e-3 } else { 1e-5 };
+        assert!(worst < bound, "{method}: {worst:e}");
+    }
+}

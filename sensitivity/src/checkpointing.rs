@@ -6,7 +6,7 @@
 //! §12.3; A. Griewank, "Achieving logarithmic growth of temporal and spatial complexity in reverse
 //! automatic differentiation", Optim. Methods Softw. 1 (1992) 35–54).
 
-use odesens_solver::{Checkpoint, Integrator, OdeSystem};
+use odesens_solver::Stepper;
 
 use crate::error::SensitivityError;
 
@@ -108,15 +108,15 @@ fn binomial_split(l: usize, c: usize) -> usize {
 }
 
 /// Stored checkpoints: a stack whose buffers are reused.
-pub(crate) struct Stack {
-    pub(crate) items: Vec<Checkpoint>,
+pub(crate) struct Stack<C> {
+    pub(crate) items: Vec<C>,
     depth: usize,
     pub(crate) peak: usize,
 }
 
-impl Stack {
+impl<C: Default> Stack<C> {
     /// A stack holding `first` in slot 0, with room for `capacity` checkpoints.
-    pub(crate) fn new(first: Checkpoint, capacity: usize) -> Self {
+    pub(crate) fn new(first: C, capacity: usize) -> Self {
         let mut items = Vec::with_capacity(capacity.max(1));
         items.push(first);
         Self {
@@ -127,9 +127,9 @@ impl Stack {
     }
 
     /// Stores the integrator's current point; returns its slot.
-    pub(crate) fn push<M: OdeSystem>(&mut self, integrator: &Integrator<'_, M>) -> usize {
+    pub(crate) fn push<S: Stepper<Checkpoint = C>>(&mut self, integrator: &S) -> usize {
         if self.depth == self.items.len() {
-            self.items.push(Checkpoint::default());
+            self.items.push(C::default());
         }
         integrator.checkpoint_into(&mut self.items[self.depth]);
         self.depth += 1;
@@ -228,6 +228,111 @@ pub(crate) fn revolve(
         }
     }
     Ok(())
+}
+
+/// Which forward steps a policy stores checkpoints before: every `k`-th (keep-all: k = 1; uniform), or
+/// none (binomial and memory budget keep only the initial one and recompute).
+pub(crate) fn keep_every(checkpointing: Checkpointing) -> Option<usize> {
+    match checkpointing {
+        Checkpointing::KeepAll => Some(1),
+        Checkpointing::Uniform { every } => Some(every),
+        Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => None,
+    }
+}
+
+/// A backward pass over the accepted steps of a forward solve: its replaying stepper and the adjoint of
+/// one step.
+pub(crate) trait Reversal {
+    /// The stepper that replays the forward steps.
+    type S: Stepper;
+    /// The replaying stepper.
+    fn replay(&mut self) -> &mut Self::S;
+    /// Takes the next step from the replay's current point and differentiates it backwards.
+    fn adjoint_current(&mut self) -> Result<(), SensitivityError>;
+}
+
+/// What a reversal cost: checkpoints held at the peak, and steps advanced from checkpoints only to reach
+/// later ones (Griewank's recomputation; each step's own replay is not counted).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ReversalCost {
+    pub peak_snapshots: usize,
+    pub recomputed_steps: usize,
+}
+
+/// Runs the backward pass over `steps` forward steps from the checkpoints the forward pass kept
+/// (`stored`: every [`keep_every`]-th, or only `initial` for the binomial policies with `snapshots`),
+/// calling [`Reversal::adjoint_current`] once per step, last step first. The one sweep for every stepper.
+pub(crate) fn reverse<R: Reversal>(
+    r: &mut R,
+    checkpointing: Checkpointing,
+    stored: &[<R::S as Stepper>::Checkpoint],
+    initial: <R::S as Stepper>::Checkpoint,
+    steps: usize,
+    snapshots: usize,
+) -> Result<ReversalCost, SensitivityError> {
+    let mut recomputed_steps = 0;
+    let peak_snapshots = match checkpointing {
+        Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
+            for cp in stored.iter().rev() {
+                r.replay().restore(cp)?;
+                r.adjoint_current()?;
+            }
+            stored.len()
+        }
+        Checkpointing::Uniform { every } => {
+            // The stored checkpoints plus one segment's (its first is a stored one).
+            let mut segment =
+                vec![<R::S as Stepper>::Checkpoint::default(); every.min(steps.max(1))];
+            for (c, cp) in stored.iter().enumerate().rev() {
+                let len = (steps - c * every).min(every);
+                r.replay().restore(cp)?;
+                segment[0].clone_from(cp);
+                for slot in segment.iter_mut().take(len).skip(1) {
+                    let replay = r.replay();
+                    replay.step_accepted()?;
+                    replay.checkpoint_into(slot);
+                }
+                recomputed_steps += len - 1;
+                for slot in segment[..len].iter().rev() {
+                    r.replay().restore(slot)?;
+                    r.adjoint_current()?;
+                }
+            }
+            stored.len() + every.min(steps.max(1)) - 1
+        }
+        Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
+            let mut st = Stack::new(initial, snapshots);
+            let mut advance_from = |r: &mut R, slot: &<R::S as Stepper>::Checkpoint, n: usize| {
+                let replay = r.replay();
+                replay.restore(slot)?;
+                for _ in 0..n {
+                    replay.step_accepted()?;
+                }
+                recomputed_steps += n;
+                Ok::<(), SensitivityError>(())
+            };
+            revolve(steps, snapshots.min(steps.max(1)), |action| match action {
+                Action::Reverse { slot, advance } => {
+                    advance_from(r, &st.items[slot], advance)?;
+                    r.adjoint_current()
+                }
+                Action::Store { slot, advance } => {
+                    advance_from(r, &st.items[slot], advance)?;
+                    st.push(r.replay());
+                    Ok(())
+                }
+                Action::Release => {
+                    st.pop();
+                    Ok(())
+                }
+            })?;
+            st.peak
+        }
+    };
+    Ok(ReversalCost {
+        peak_snapshots,
+        recomputed_steps,
+    })
 }
 
 #[cfg(test)]

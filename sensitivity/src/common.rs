@@ -2,7 +2,9 @@
 //! evaluation along the steps, and the statistics.
 
 use ndarray::ArrayView1;
-use odesens_solver::{AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statistics};
+use odesens_solver::{
+    AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statistics, StepStages, Stepper,
+};
 use serde::Serialize;
 
 use crate::ad::derivatives::{ChunkDual, DerivativeCounts, ScalarGradient};
@@ -218,20 +220,19 @@ impl<'o, O: Objective> ObjectiveTracker<'o, O> {
     }
 
     /// The running cost's contribution h Σ_i b_i r(t_i, Y_i, p) of an accepted step.
-    pub fn quadrature(&self, step: &AcceptedStep<'_>, p: &[f64]) -> f64 {
-        let tab = step.tableau();
+    pub fn quadrature(&self, step: &impl StepStages, p: &[f64]) -> f64 {
         let mut q = 0.0;
-        for (i, &b) in tab.b.iter().enumerate() {
+        for i in 0..step.stages() {
+            let b = step.weight(i);
             if b != 0.0 {
-                let ti = stage_time(tab.c[i], step);
                 q += b * self.objective.running_cost::<f64>(
-                    ti,
-                    ArrayView1::from(step.stage_input(i)),
+                    step.stage_time(i),
+                    ArrayView1::from(step.stage_value(i)),
                     ArrayView1::from(p),
                 );
             }
         }
-        step.h * q
+        step.h() * q
     }
 }
 
@@ -316,14 +317,16 @@ impl<'o, O: Objective> TangentRecord<'o, O> {
     }
 }
 
-/// Runs `integrator` to the end, evaluating G = Σ_k g_k + ∫ r dt along the steps; `before_step(integrator,
-/// k)` is called before the k-th accepted step (for checkpoints). Returns G and the number of steps.
-pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
-    integrator: &mut odesens_solver::Integrator<'_, M>,
+/// Runs `stepper` to the end, evaluating G = Σ_k g_k + h Σ_i b_i r(t_i, Y_i) along the steps (the same
+/// quadrature for every method, [`StepStages`]); `before_step(stepper, k)` is called before the k-th
+/// accepted step (for checkpoints). Returns G and the number of steps. The one forward pass of every
+/// derivative computation and every stepper.
+pub(crate) fn forward_pass<S: Stepper, O: Objective>(
+    stepper: &mut S,
     objective: &O,
     p: &[f64],
     (t0, u0): (f64, &[f64]),
-    mut before_step: impl FnMut(&odesens_solver::Integrator<'_, M>, usize),
+    mut before_step: impl FnMut(&S, usize),
 ) -> Result<(f64, usize), SensitivityError> {
     let mut tracker = ObjectiveTracker::new(objective, u0.len(), p.len());
     let mut value = 0.0;
@@ -331,15 +334,16 @@ pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
         value += tracker.observe(0, u0, p);
         tracker.next = 1;
     }
+    let running = objective.has_running_cost();
     let mut steps = 0;
-    while !integrator.is_finished() {
-        before_step(integrator, steps);
-        let step = integrator.step_accepted()?;
-        if objective.has_running_cost() {
+    while !stepper.is_finished() {
+        before_step(stepper, steps);
+        let step = stepper.step_accepted()?;
+        if running {
             value += tracker.quadrature(&step, p);
         }
-        if tracker.times().get(tracker.next) == Some(&step.t_next) {
-            value += tracker.observe(tracker.next, step.u_next, p);
+        if tracker.times().get(tracker.next) == Some(&step.t_next()) {
+            value += tracker.observe(tracker.next, step.u_next(), p);
             tracker.next += 1;
         }
         steps += 1;
@@ -419,5 +423,23 @@ impl AdjointTrajectory {
             times: table.column(0).to_owned(),
             lambda: table.slice(ndarray::s![.., 1..]).to_owned(),
         }
+    }
+}
+
+/// The counters of `end` accumulated since `start` (a replaying integrator's work).
+pub(crate) fn stats_since(start: &Statistics, end: &Statistics) -> Statistics {
+    Statistics {
+        accepted_steps: end.accepted_steps - start.accepted_steps,
+        rejected_steps: end.rejected_steps - start.rejected_steps,
+        rhs_evaluations: end.rhs_evaluations - start.rhs_evaluations,
+        interpolation_rhs_evaluations: end.interpolation_rhs_evaluations
+            - start.interpolation_rhs_evaluations,
+        stability_limited_steps: end.stability_limited_steps - start.stability_limited_steps,
+        jacobian_evaluations: end.jacobian_evaluations - start.jacobian_evaluations,
+        factorizations: end.factorizations - start.factorizations,
+        newton_iterations: end.newton_iterations - start.newton_iterations,
+        newton_failures: end.newton_failures - start.newton_failures,
+        stiffness_detected_at: None,
+        switched_to_implicit_at: None,
     }
 }

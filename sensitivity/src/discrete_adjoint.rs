@@ -16,10 +16,10 @@ use ndarray::Array1;
 use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
 
 use crate::ad::derivatives::{Derivatives, VjpMode};
-use crate::checkpointing::{Action, Checkpointing, Stack, revolve};
+use crate::checkpointing::{Checkpointing, Reversal, keep_every, reverse};
 use crate::common::{
     AdjointTrajectory, Gradient, ObjectiveTracker, SensitivityStats, check_objective,
-    derivative_options, forward_pass, observation_jump, stage_time,
+    derivative_options, forward_pass, observation_jump, stage_time, stats_since,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -42,7 +42,13 @@ struct Engine<'a, 'o, M: OdeSystem, O: Objective> {
     stats: SensitivityStats,
 }
 
-impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
+impl<'a, M: OdeSystem, O: Objective> Reversal for Engine<'a, '_, M, O> {
+    type S = Integrator<'a, M>;
+
+    fn replay(&mut self) -> &mut Integrator<'a, M> {
+        &mut self.replay
+    }
+
     /// Takes the next step from the integrator's current state and differentiates it backwards.
     fn adjoint_current(&mut self) -> Result<(), SensitivityError> {
         let step = self.replay.step_accepted()?;
@@ -63,16 +69,6 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
             rec.push(step.t);
             rec.extend_from_slice(&self.lambda);
         }
-        Ok(())
-    }
-
-    /// Restores `cp` and advances `steps` accepted steps (recomputation).
-    fn advance_from(&mut self, cp: &Checkpoint, steps: usize) -> Result<(), SensitivityError> {
-        self.replay.restore(cp)?;
-        for _ in 0..steps {
-            self.replay.step_accepted()?;
-        }
-        self.stats.recomputed_steps += steps;
         Ok(())
     }
 }
@@ -214,11 +210,7 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
     let initial = forward.checkpoint();
     let cp_bytes = initial.bytes();
     let snapshots = checkpointing.snapshots(cp_bytes)?;
-    let keep_every = match checkpointing {
-        Checkpointing::KeepAll => Some(1),
-        Checkpointing::Uniform { every } => Some(every),
-        _ => None,
-    };
+    let keep_every = keep_every(checkpointing);
     let mut stored: Vec<Checkpoint> = Vec::new();
     let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integrator, k| {
         if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
@@ -245,55 +237,10 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
         },
     };
     let replay_start = e.replay.stats();
-    let peak_snapshots = match checkpointing {
-        Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
-            for cp in stored.iter().rev() {
-                e.replay.restore(cp)?;
-                e.adjoint_current()?;
-            }
-            stored.len()
-        }
-        Checkpointing::Uniform { every } => {
-            // The stored checkpoints plus one segment's (its first is a stored one).
-            let mut segment: Vec<Checkpoint> = vec![Checkpoint::default(); every.min(steps.max(1))];
-            for (c, cp) in stored.iter().enumerate().rev() {
-                let len = (steps - c * every).min(every);
-                e.replay.restore(cp)?;
-                segment[0].clone_from(cp);
-                for slot in segment.iter_mut().take(len).skip(1) {
-                    e.replay.step_accepted()?;
-                    e.replay.checkpoint_into(slot);
-                }
-                e.stats.recomputed_steps += len - 1;
-                for slot in segment[..len].iter().rev() {
-                    e.replay.restore(slot)?;
-                    e.adjoint_current()?;
-                }
-            }
-            stored.len() + every.min(steps.max(1)) - 1
-        }
-        Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
-            let mut st = Stack::new(initial, snapshots);
-            revolve(steps, snapshots.min(steps.max(1)), |action| match action {
-                Action::Reverse { slot, advance } => {
-                    e.advance_from(&st.items[slot], advance)?;
-                    e.adjoint_current()
-                }
-                Action::Store { slot, advance } => {
-                    e.advance_from(&st.items[slot], advance)?;
-                    st.push(&e.replay);
-                    Ok(())
-                }
-                Action::Release => {
-                    st.pop();
-                    Ok(())
-                }
-            })?;
-            st.peak
-        }
-    };
-    e.stats.peak_snapshots = peak_snapshots;
-    e.stats.peak_checkpoint_bytes = peak_snapshots * cp_bytes;
+    let cost = reverse(&mut e, checkpointing, &stored, initial, steps, snapshots)?;
+    e.stats.peak_snapshots = cost.peak_snapshots;
+    e.stats.recomputed_steps = cost.recomputed_steps;
+    e.stats.peak_checkpoint_bytes = cost.peak_snapshots * cp_bytes;
     let mut back = e;
     // An observation at t0 adds ∂g/∂u0 directly.
     observation_jump(
@@ -308,10 +255,7 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
         .trajectory
         .take()
         .map(|rec| AdjointTrajectory::from_rows(rec, n));
-    let end = back.replay.stats();
-    back.stats.recomputation.accepted_steps = end.accepted_steps - replay_start.accepted_steps;
-    back.stats.recomputation.rejected_steps = end.rejected_steps - replay_start.rejected_steps;
-    back.stats.recomputation.rhs_evaluations = end.rhs_evaluations - replay_start.rhs_evaluations;
+    back.stats.recomputation = stats_since(&replay_start, &back.replay.stats());
     back.stats.derivatives = back.der.counts;
     Ok(Gradient {
         value,

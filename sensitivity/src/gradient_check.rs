@@ -38,20 +38,14 @@ pub fn objective_value<M: OdeSystem, O: Objective>(
     check_objective(problem, objective)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
-    if opts.method.is_implicit() {
+    let span = (problem.t0(), &u0[..]);
+    let (value, _) = if opts.method.is_implicit() {
         let mut it = odesens_solver::ImplicitIntegrator::new(problem, &opts)?;
-        let (value, _) =
-            crate::implicit::forward_pass(&mut it, objective, &p, (problem.t0(), &u0), |_, _| {})?;
-        return Ok(value);
-    }
-    let mut integrator = Integrator::new(problem, &opts)?;
-    let (value, _) = forward_pass(
-        &mut integrator,
-        objective,
-        &problem.params().to_vec(),
-        (problem.t0(), &problem.u0().to_vec()),
-        |_, _| {},
-    )?;
+        forward_pass(&mut it, objective, &p, span, |_, _| {})?
+    } else {
+        let mut it = Integrator::new(problem, &opts)?;
+        forward_pass(&mut it, objective, &p, span, |_, _| {})?
+    };
     Ok(value)
 }
 

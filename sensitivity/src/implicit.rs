@@ -32,10 +32,10 @@ use odesens_solver::{
 };
 
 use crate::ad::derivatives::{Derivatives, VjpMode};
-use crate::checkpointing::{Action, Checkpointing, revolve};
+use crate::checkpointing::{Checkpointing, Reversal, keep_every, reverse};
 use crate::common::{
     AdjointTrajectory, ChunkResult, Gradient, ObjectiveTracker, SensitivityStats, TangentRecord,
-    add_directional, observation_jump,
+    add_directional, forward_pass, observation_jump, stats_since,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -531,26 +531,23 @@ struct Engine<'a, 'o, M: OdeSystem, O: Objective> {
     p_scratch: Vec<f64>,
     obs_left: usize,
     trajectory: Option<Vec<f64>>,
-    recomputed_steps: usize,
+}
+
+impl<'a, M: OdeSystem, O: Objective> Reversal for Engine<'a, '_, M, O> {
+    type S = ImplicitIntegrator<'a, M>;
+
+    fn replay(&mut self) -> &mut ImplicitIntegrator<'a, M> {
+        &mut self.replay
+    }
+
+    fn adjoint_current(&mut self) -> Result<(), SensitivityError> {
+        self.step_back()
+    }
 }
 
 impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
-    /// Restores `cp` and advances `steps` accepted steps.
-    fn advance_from(
-        &mut self,
-        cp: &ImplicitCheckpoint,
-        steps: usize,
-    ) -> Result<(), SensitivityError> {
-        self.replay.restore(cp)?;
-        for _ in 0..steps {
-            self.replay.step_accepted()?;
-        }
-        self.recomputed_steps += steps;
-        Ok(())
-    }
-
     /// Takes the next step from the replay's current point and differentiates it backwards.
-    fn adjoint_current(&mut self) -> Result<(), SensitivityError> {
+    fn step_back(&mut self) -> Result<(), SensitivityError> {
         self.step.take(&mut self.replay)?;
         let n = self.lambda.len();
         let step = &self.step;
@@ -786,53 +783,6 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
     }
 }
 
-/// Runs `it` to the end evaluating G = Σ_k g_k + h Σ_i b_i r(t_i, Y_i) along the steps;
-/// `before_step(it, k)` is called before the k-th accepted step. Returns G and the number of steps.
-pub(crate) fn forward_pass<M: OdeSystem, O: Objective>(
-    it: &mut ImplicitIntegrator<'_, M>,
-    objective: &O,
-    p: &[f64],
-    (t0, u0): (f64, &[f64]),
-    mut before_step: impl FnMut(&ImplicitIntegrator<'_, M>, usize),
-) -> Result<(f64, usize), SensitivityError> {
-    let n = u0.len();
-    let scheme = it.scheme();
-    let mut tracker = ObjectiveTracker::new(objective, n, p.len());
-    let mut value = 0.0;
-    if tracker.times().first() == Some(&t0) {
-        value += tracker.observe(0, u0, p);
-        tracker.next = 1;
-    }
-    let mut steps = 0;
-    let mut yi = vec![0.0; n];
-    let mut data = StepData::new(scheme, n);
-    while !it.is_finished() {
-        before_step(it, steps);
-        data.take(it)?;
-        if objective.has_running_cost() {
-            let mut q = 0.0;
-            for i in 0..scheme.stages() {
-                let b = weight(scheme, i);
-                if b != 0.0 {
-                    data.stage_value(i, &mut yi);
-                    q += b * objective.running_cost::<f64>(
-                        data.stage_time(i),
-                        ndarray::ArrayView1::from(&yi[..]),
-                        ndarray::ArrayView1::from(p),
-                    );
-                }
-            }
-            value += data.h * q;
-        }
-        if tracker.times().get(tracker.next) == Some(&data.t_next) {
-            value += tracker.observe(tracker.next, &data.u_next, p);
-            tracker.next += 1;
-        }
-        steps += 1;
-    }
-    Ok((value, steps))
-}
-
 /// The exact discrete adjoint of an implicit solve (called by the discrete adjoint's driver).
 pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
@@ -849,16 +799,12 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     let initial = forward.checkpoint();
     let cp_bytes = initial.bytes();
     let snapshots = checkpointing.snapshots(cp_bytes)?;
-    let keep_every = match checkpointing {
-        Checkpointing::KeepAll => Some(1),
-        Checkpointing::Uniform { every } => Some(every),
-        _ => None,
-    };
+    let keep_every = keep_every(checkpointing);
 
     // Forward pass: G, the step count and the checkpoints the policy keeps.
     let mut stored: Vec<ImplicitCheckpoint> = Vec::new();
     let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |it, k| {
-        if keep_every.is_some_and(|every| k % every == 0) {
+        if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
             stored.push(it.checkpoint());
         }
     })?;
@@ -882,60 +828,9 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         p_scratch: vec![0.0; np],
         obs_left: objective.observation_times().len(),
         trajectory: record_trajectory.then(Vec::new),
-        recomputed_steps: 0,
     };
-    let peak_snapshots = match checkpointing {
-        Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
-            for cp in stored.iter().rev() {
-                e.replay.restore(cp)?;
-                e.adjoint_current()?;
-            }
-            stored.len()
-        }
-        Checkpointing::Uniform { every } => {
-            let mut segment = vec![ImplicitCheckpoint::default(); every.min(steps.max(1))];
-            for (c, cp) in stored.iter().enumerate().rev() {
-                let len = (steps - c * every).min(every);
-                e.replay.restore(cp)?;
-                segment[0].clone_from(cp);
-                for slot in segment.iter_mut().take(len).skip(1) {
-                    e.replay.step_accepted()?;
-                    e.replay.checkpoint_into(slot);
-                }
-                e.recomputed_steps += len - 1;
-                for slot in segment[..len].iter().rev() {
-                    e.replay.restore(slot)?;
-                    e.adjoint_current()?;
-                }
-            }
-            stored.len() + every.min(steps.max(1)) - 1
-        }
-        Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
-            let mut items = vec![initial];
-            let (mut depth, mut peak) = (1usize, 1usize);
-            revolve(steps, snapshots.min(steps.max(1)), |action| match action {
-                Action::Reverse { slot, advance } => {
-                    e.advance_from(&items[slot], advance)?;
-                    e.adjoint_current()
-                }
-                Action::Store { slot, advance } => {
-                    e.advance_from(&items[slot], advance)?;
-                    if depth == items.len() {
-                        items.push(ImplicitCheckpoint::default());
-                    }
-                    e.replay.checkpoint_into(&mut items[depth]);
-                    depth += 1;
-                    peak = peak.max(depth);
-                    Ok(())
-                }
-                Action::Release => {
-                    depth -= 1;
-                    Ok(())
-                }
-            })?;
-            peak
-        }
-    };
+    let replay_start = e.replay.stats();
+    let cost = reverse(&mut e, checkpointing, &stored, initial, steps, snapshots)?;
     // An observation at t0 adds ∂g/∂u0 directly.
     observation_jump(
         &mut e.tracker,
@@ -949,7 +844,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         .trajectory
         .take()
         .map(|rec| AdjointTrajectory::from_rows(rec, n));
-    let recomputation = e.replay.stats();
+    let recomputation = stats_since(&replay_start, &e.replay.stats());
     Ok(Gradient {
         value,
         wrt_params: Array1::from(e.p_bar),
@@ -957,9 +852,9 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         stats: SensitivityStats {
             forward: forward.stats(),
             recomputation,
-            recomputed_steps: e.recomputed_steps,
-            peak_snapshots,
-            peak_checkpoint_bytes: peak_snapshots * cp_bytes,
+            recomputed_steps: cost.recomputed_steps,
+            peak_snapshots: cost.peak_snapshots,
+            peak_checkpoint_bytes: cost.peak_snapshots * cp_bytes,
             derivatives: e.der.counts,
             exact_stage_factorizations: e.lin.fallbacks,
         },

@@ -143,8 +143,8 @@ fn solve_auto<M: OdeSystem>(
 /// [`solve`].
 ///
 /// Supported options: tolerances, `h0`, `h_max`, `max_steps`, `tstops`, saving every step, at the end,
-/// or at `save_at` times (made tstops: exact step values, no interpolation), `fixed_step`, `dense(true)`
-/// (ESDIRK: cubic Hermite; Radau: its collocation polynomial).
+/// or at `save_at` times (by the method's continuous extension, as for explicit methods: ESDIRK cubic
+/// Hermite, Radau its collocation polynomial), `fixed_step`, `dense(true)`.
 ///
 /// # Errors
 /// As [`solve`]; [`SolverError::SingularMatrix`] when the iteration matrix I − hγJ is singular
@@ -162,15 +162,20 @@ fn solve_implicit<M: OdeSystem>(
         }
         _ => Vec::new(),
     };
-    let mut it = ImplicitIntegrator::with_stops(problem, options, &save_at)?;
+    let dir = (t_end - t0).signum();
+    let mut it = ImplicitIntegrator::new(problem, options)?;
     let kind = match it.scheme() {
         Scheme::Esdirk(_) => DenseKind::Hermite,
         Scheme::Radau5 => DenseKind::Radau,
     };
     let mut dense = options.dense.then(|| DenseOutput::with_kind(kind, n));
     let mut k = vec![0.0; kind_stages(kind) * n];
-    let mut times = Vec::new();
-    let mut states = Vec::new();
+    let mut w = vec![0.0; kind_stages(kind)];
+    let mut y = vec![0.0; n];
+    let (mut times, mut states) = (
+        Vec::with_capacity(save_at.len()),
+        Vec::with_capacity(save_at.len() * n),
+    );
     let save_every = matches!(options.saving, Saving::EveryStep);
     let mut next_save = 0;
     if save_every || save_at.first() == Some(&t0) {
@@ -179,10 +184,15 @@ fn solve_implicit<M: OdeSystem>(
         next_save = usize::from(save_at.first() == Some(&t0));
     }
     while !it.is_finished() {
-        let t_next = it.step_accepted()?.t_next;
-        if let Some(d) = dense.as_mut() {
-            let step = it.last_step();
-            let (t, h) = (step.t, step.h);
+        it.step_accepted()?;
+        let step = it.last_step();
+        let (t, h, t_next) = (step.t, step.h, step.t_next);
+        // Save times inside the step come from the method's continuous extension (as for explicit
+        // methods); one at the step's end takes the step's value.
+        let inside = save_at
+            .get(next_save)
+            .is_some_and(|&ts| dir * (ts - t_next) <= 0.0);
+        if dense.is_some() || inside {
             let last = step.scheme.stages() - 1;
             for m in 0..n {
                 let delta = (step.u_next[m] - step.u[m]) / h;
@@ -200,7 +210,19 @@ fn solve_implicit<M: OdeSystem>(
                     *x = c / h;
                 }
             }
-            d.push(t, h, step.u, &k);
+            let step = it.last_step();
+            while let Some(&ts) = save_at.get(next_save) {
+                if dir * (ts - t_next) >= 0.0 {
+                    break;
+                }
+                kind.eval_step((t, h, ts), step.u, &k, &mut y, &mut w);
+                times.push(ts);
+                states.extend_from_slice(&y);
+                next_save += 1;
+            }
+            if let Some(d) = dense.as_mut() {
+                d.push(t, h, step.u, &k);
+            }
         }
         let at_save = save_at.get(next_save) == Some(&t_next);
         if at_save {

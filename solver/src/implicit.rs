@@ -72,6 +72,14 @@ impl Scheme {
         }
     }
 
+    /// The quadrature weight b_i of stage i (the last row of A: both schemes are stiffly accurate).
+    pub fn weight(self, i: usize) -> f64 {
+        match self {
+            Scheme::Esdirk(tab) => tab.b[i],
+            Scheme::Radau5 => radau::A[2][i],
+        }
+    }
+
     /// The time of stage i of the step (t, h) ending at `t_next` (exactly `t_next` for c_i = 1, as the
     /// integrator steps there).
     pub fn stage_time(self, i: usize, t: f64, h: f64, t_next: f64) -> f64 {
@@ -801,14 +809,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// # Errors
     /// Invalid tolerances or times, an explicit method, `dense(true)`, a non-finite f(t0, u0).
     pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
-        Self::with_stops(problem, options, &[])
-    }
-
-    pub(crate) fn with_stops(
-        problem: &'a OdeProblem<M>,
-        options: &SolverOptions,
-        extra_stops: &[f64],
-    ) -> Result<Self, SolverError> {
         let n = problem.n_states();
         let mut atol = options.validated_atol(n)?;
         let mut rtol = options.rtol;
@@ -834,7 +834,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         let dir = (t_end - t0).signum();
         check_times("tstop", &options.tstops, t0, t_end, false)?;
         let mut stops: Vec<f64> = options.tstops.clone();
-        stops.extend(extra_stops.iter().copied().filter(|&t| t != t0));
         stops.push(t_end);
         stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
         stops.dedup();
@@ -1351,5 +1350,68 @@ fn transform_t(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
         for k in 0..n {
             out[j * n + k] = m[0][j] * v[k] + m[1][j] * v[n + k] + m[2][j] * v[2 * n + k];
         }
+    }
+}
+
+impl crate::stepper::StepStages for ImplicitStep<'_> {
+    fn t(&self) -> f64 {
+        self.t
+    }
+    fn h(&self) -> f64 {
+        self.h
+    }
+    fn t_next(&self) -> f64 {
+        self.t_next
+    }
+    fn u(&self) -> &[f64] {
+        self.u
+    }
+    fn u_next(&self) -> &[f64] {
+        self.u_next
+    }
+    fn stages(&self) -> usize {
+        self.scheme.stages()
+    }
+    fn stage_time(&self, i: usize) -> f64 {
+        ImplicitStep::stage_time(self, i)
+    }
+    fn stage_value(&self, i: usize) -> &[f64] {
+        ImplicitStep::stage_value(self, i)
+    }
+    fn weight(&self, i: usize) -> f64 {
+        self.scheme.weight(i)
+    }
+}
+
+impl<M: OdeSystem> crate::stepper::Stepper for ImplicitIntegrator<'_, M> {
+    type Checkpoint = ImplicitCheckpoint;
+    type Step<'s>
+        = ImplicitStep<'s>
+    where
+        Self: 's;
+
+    fn t(&self) -> f64 {
+        ImplicitIntegrator::t(self)
+    }
+    fn u(&self) -> &[f64] {
+        ImplicitIntegrator::u(self)
+    }
+    fn is_finished(&self) -> bool {
+        ImplicitIntegrator::is_finished(self)
+    }
+    fn stats(&self) -> Statistics {
+        ImplicitIntegrator::stats(self)
+    }
+    fn step_accepted(&mut self) -> Result<ImplicitStep<'_>, SolverError> {
+        ImplicitIntegrator::step_accepted(self)
+    }
+    fn checkpoint_into(&self, cp: &mut ImplicitCheckpoint) {
+        ImplicitIntegrator::checkpoint_into(self, cp)
+    }
+    fn restore(&mut self, cp: &ImplicitCheckpoint) -> Result<(), SolverError> {
+        ImplicitIntegrator::restore(self, cp)
+    }
+    fn checkpoint_bytes(cp: &ImplicitCheckpoint) -> usize {
+        cp.bytes()
     }
 }

@@ -1150,3 +1150,71 @@ enum Source {
     UNew,
     Y,
 }
+
+impl crate::stepper::StepStages for AcceptedStep<'_> {
+    fn t(&self) -> f64 {
+        self.t
+    }
+    fn h(&self) -> f64 {
+        self.h
+    }
+    fn t_next(&self) -> f64 {
+        self.t_next
+    }
+    fn u(&self) -> &[f64] {
+        self.u
+    }
+    fn u_next(&self) -> &[f64] {
+        self.u_next
+    }
+    fn stages(&self) -> usize {
+        self.tab.stages
+    }
+    fn stage_time(&self, i: usize) -> f64 {
+        let c = self.tab.c[i];
+        if c == 1.0 {
+            self.t_next
+        } else {
+            self.t + c * self.h
+        }
+    }
+    fn stage_value(&self, i: usize) -> &[f64] {
+        self.stage_input(i)
+    }
+    fn weight(&self, i: usize) -> f64 {
+        self.tab.b[i]
+    }
+}
+
+impl<M: OdeSystem> crate::stepper::Stepper for Integrator<'_, M> {
+    type Checkpoint = Checkpoint;
+    type Step<'s>
+        = AcceptedStep<'s>
+    where
+        Self: 's;
+
+    fn t(&self) -> f64 {
+        Integrator::t(self)
+    }
+    fn u(&self) -> &[f64] {
+        Integrator::u(self)
+    }
+    fn is_finished(&self) -> bool {
+        Integrator::is_finished(self)
+    }
+    fn stats(&self) -> Statistics {
+        Integrator::stats(self)
+    }
+    fn step_accepted(&mut self) -> Result<AcceptedStep<'_>, SolverError> {
+        Integrator::step_accepted(self)
+    }
+    fn checkpoint_into(&self, cp: &mut Checkpoint) {
+        Integrator::checkpoint_into(self, cp)
+    }
+    fn restore(&mut self, cp: &Checkpoint) -> Result<(), SolverError> {
+        Integrator::restore(self, cp)
+    }
+    fn checkpoint_bytes(cp: &Checkpoint) -> usize {
+        cp.bytes()
+    }
+}

@@ -30,6 +30,7 @@ pub mod linalg;
 mod options;
 mod problem;
 mod solution;
+mod stepper;
 mod system;
 pub mod tableau;
 
@@ -41,6 +42,7 @@ pub use integrator::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOut
 pub use options::{Atol, ImplicitConfig, LinearSolverKind, Saving, SolverOptions};
 pub use problem::{OdeProblem, check_times};
 pub use solution::{DenseOutput, Solution, Statistics};
+pub use stepper::{StepStages, Stepper};
 pub use system::{OdeSystem, Scalar};
 pub use tableau::radau5 as radau;
 pub use tableau::{EsdirkTableau, ExplicitTableau, Method};

@@ -53,11 +53,34 @@ pub(crate) enum DenseKind {
 }
 
 impl DenseKind {
-    fn stages(self) -> usize {
+    pub(crate) fn stages(self) -> usize {
         match self {
             DenseKind::Explicit(tab) => tab.total_stages(),
             DenseKind::Hermite => 3,
             DenseKind::Radau => 4,
+        }
+    }
+
+    /// u(t) = u_n + h Σ_i w_i(θ) k_i, θ = (t − t_n)/h, inside the step (t_n, h) with stored stages `k`
+    /// (`w`: scratch of at least [`DenseKind::stages`] weights).
+    pub(crate) fn eval_step(
+        self,
+        (tn, h, t): (f64, f64, f64),
+        u: &[f64],
+        k: &[f64],
+        out: &mut [f64],
+        w: &mut [f64],
+    ) {
+        let n = u.len();
+        self.weights((t - tn) / h, w);
+        out.copy_from_slice(u);
+        for (i, &wi) in w[..self.stages()].iter().enumerate() {
+            if wi != 0.0 {
+                let hw = h * wi;
+                for (o, &kv) in out.iter_mut().zip(&k[i * n..(i + 1) * n]) {
+                    *o += hw * kv;
+                }
+            }
         }
     }
 
@@ -205,20 +228,15 @@ impl DenseOutput {
             .partition_point(|&tn| dir * tn <= dir * t)
             .saturating_sub(1);
         let (tn, h) = (self.t[idx], self.h[idx]);
-        let theta = (t - tn) / h;
-        self.kind.weights(theta, w);
         let n = self.n;
         let s = self.kind.stages();
-        out.copy_from_slice(&self.u[idx * n..(idx + 1) * n]);
-        let k = &self.k[idx * s * n..(idx + 1) * s * n];
-        for (i, &wi) in w.iter().enumerate() {
-            if wi != 0.0 {
-                let hw = h * wi;
-                for (o, &kv) in out.iter_mut().zip(&k[i * n..(i + 1) * n]) {
-                    *o += hw * kv;
-                }
-            }
-        }
+        self.kind.eval_step(
+            (tn, h, t),
+            &self.u[idx * n..(idx + 1) * n],
+            &self.k[idx * s * n..(idx + 1) * s * n],
+            out,
+            w,
+        );
     }
 }
 

@@ -1,0 +1,76 @@
+//! What every integrator offers the code that differentiates it: one accepted step at a time, the
+//! step's stages, and checkpoints from which the same steps replay bit for bit.
+//!
+//! A step n maps u_n to u_{n+1} through stages with values Y_i at times t_i = t_n + c_i h and weights
+//! b_i (u_{n+1} = u_n + h Σ_i b_i f(t_i, Y_i) for explicit pairs; for the stiffly accurate implicit
+//! schemes u_{n+1} is the last stage value and b the last row of A). [`StepStages`] exposes exactly that;
+//! a quadrature of a running cost over the step is then h Σ_i b_i r(t_i, Y_i), the same rule for every
+//! method.
+
+use crate::error::SolverError;
+use crate::solution::Statistics;
+
+/// An accepted step's times, states and stages.
+pub trait StepStages {
+    /// t_n.
+    fn t(&self) -> f64;
+    /// The signed step size h.
+    fn h(&self) -> f64;
+    /// t_{n+1} (exactly a tstop when the step ends on one).
+    fn t_next(&self) -> f64;
+    /// u_n.
+    fn u(&self) -> &[f64];
+    /// u_{n+1}.
+    fn u_next(&self) -> &[f64];
+    /// Number of stages s.
+    fn stages(&self) -> usize;
+    /// The time t_n + c_i h of stage i (t_{n+1} exactly for c_i = 1).
+    fn stage_time(&self, i: usize) -> f64;
+    /// The stage value Y_i.
+    fn stage_value(&self, i: usize) -> &[f64];
+    /// The quadrature weight b_i of stage i.
+    fn weight(&self, i: usize) -> f64;
+}
+
+/// An integrator advanced one accepted step at a time, with checkpoints: what forward sensitivities and
+/// adjoints drive ([`crate::Integrator`] for explicit methods, [`crate::ImplicitIntegrator`] for the
+/// implicit ones).
+pub trait Stepper {
+    /// Everything needed to replay the steps after a point bit for bit.
+    type Checkpoint: Clone + Default;
+    /// The view of an accepted step.
+    type Step<'s>: StepStages
+    where
+        Self: 's;
+
+    /// Current time.
+    fn t(&self) -> f64;
+    /// Current state.
+    fn u(&self) -> &[f64];
+    /// Whether the end of the span has been reached.
+    fn is_finished(&self) -> bool;
+    /// Counters so far.
+    fn stats(&self) -> Statistics;
+    /// Takes steps until one is accepted (rejections in between are part of the replay) and returns it.
+    ///
+    /// # Errors
+    /// The integrator's errors ([`SolverError::AlreadyFinished`] after the end).
+    fn step_accepted(&mut self) -> Result<Self::Step<'_>, SolverError>;
+    /// Writes the current point into `cp`, reusing its buffers.
+    fn checkpoint_into(&self, cp: &mut Self::Checkpoint);
+    /// Resumes from a checkpoint of an integrator of the same problem and options.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] for a checkpoint of another problem; implicit methods may
+    /// report a failed refactorization.
+    fn restore(&mut self, cp: &Self::Checkpoint) -> Result<(), SolverError>;
+    /// Bytes a checkpoint holds (for memory budgets).
+    fn checkpoint_bytes(cp: &Self::Checkpoint) -> usize;
+
+    /// A new checkpoint of the current point.
+    fn checkpoint(&self) -> Self::Checkpoint {
+        let mut cp = Self::Checkpoint::default();
+        self.checkpoint_into(&mut cp);
+        cp
+    }
+}
