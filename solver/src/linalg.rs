@@ -120,14 +120,14 @@ impl DenseLu {
             for j in 0..n {
                 let xj = x[j];
                 for i in j + 1..n {
-                    x[i] = x[i] - lu[(i, j)] * xj;
+                    x[i] -= lu[(i, j)] * xj;
                 }
             }
             for j in (0..n).rev() {
                 x[j] *= 1.0 / lu[(j, j)];
                 let xj = x[j];
                 for i in 0..j {
-                    x[i] = x[i] - lu[(i, j)] * xj;
+                    x[i] -= lu[(i, j)] * xj;
                 }
             }
             b[..n].copy_from_slice(x);
@@ -139,7 +139,7 @@ impl DenseLu {
                 x[j] *= 1.0 / lu[(j, j)];
                 let xj = x[j];
                 for i in j + 1..n {
-                    x[i] = x[i] - lu[(j, i)] * xj;
+                    x[i] -= lu[(j, i)] * xj;
                 }
             }
             for j in (0..n).rev() {
