@@ -24,10 +24,18 @@
 
 #![allow(clippy::needless_range_loop)] // component loops over several equal-length buffers
 
+mod esdirk;
+mod jacobian;
+mod radau_iia;
+
+use jacobian::choose_pattern;
+pub use jacobian::detect_pattern;
+use radau_iia::{RadauState, complex_pattern, transform, transform_t};
+
 use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
 use crate::error::SolverError;
-use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
-use crate::options::{LinearSolverKind, SolverOptions};
+use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu};
+use crate::options::SolverOptions;
 use crate::problem::{OdeProblem, check_times};
 use crate::solution::Statistics;
 use crate::system::OdeSystem;
@@ -94,7 +102,7 @@ const NEWTON_MAX: usize = 8;
 /// the model, before that is reported as [`SolverError::NonFiniteRhs`].
 const MAX_NON_FINITE_FAILURES: usize = 10;
 /// Radau: Newton iterations allowed (radau5's NIT) and the rate below which the Jacobian is kept (THET).
-const RADAU_NIT: usize = 7;
+pub(crate) const RADAU_NIT: usize = 7;
 /// What the ESDIRK and Radau code reads of [`crate::ImplicitConfig`], resolved for the method.
 #[derive(Debug, Clone, Copy)]
 struct Newton {
@@ -103,35 +111,7 @@ struct Newton {
     lu_reuse: f64,
     refresh_rate: f64,
 }
-const RADAU_THET: f64 = 0.001;
-
-/// Radau IIA's own buffers and controller memory.
-struct RadauState {
-    /// The complex system as a real 2n × 2n one.
-    lu2: Lu,
-    /// h of `lu2`'s factorization (0: none).
-    factored_h2: f64,
-    /// Stage increments Z (3 × n), transformed W, stage derivatives F, the increment ΔW.
-    z: Vec<f64>,
-    w: Vec<f64>,
-    f: Vec<f64>,
-    dw: Vec<f64>,
-    /// The previous step's collocation polynomial (3 × n), for starting values and dense output.
-    cont: Vec<f64>,
-    have_cont: bool,
-    /// Last accepted h, Gustafsson's memory (h and error of the last accepted step), Newton's rate.
-    h_old: f64,
-    faccon: f64,
-    theta: f64,
-    /// Newton iterations of the last attempt.
-    newt: usize,
-    /// Step-size factor proposed by a failed Newton iteration.
-    newton_factor: f64,
-    first: bool,
-    /// Whether the previous attempt was rejected.
-    reject: bool,
-    fnewt: f64,
-}
+pub(crate) const RADAU_THET: f64 = 0.001;
 
 /// Working state of an implicit solve: the current point, the stages of the last attempt, the Jacobian and
 /// its factorizations.
@@ -202,61 +182,6 @@ impl<M: OdeSystem> Core<'_, M> {
         self.stats.rhs_evaluations += 1;
     }
 
-    /// J at (t, u): the model's own (dense path), or by n forward-mode passes (dense), or one per colour
-    /// (sparse).
-    fn jacobian(&mut self, t: f64) {
-        let n = self.n;
-        for (d, &x) in self.pd.iter_mut().zip(&self.p) {
-            *d = Dual64::from(x);
-        }
-        if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, &self.lu) {
-            let pattern = lu.pattern();
-            for c in 0..*count {
-                for (i, d) in self.ud.iter_mut().enumerate() {
-                    *d = Dual64::new(self.u[i], f64::from(u8::from(colors[i] == c)));
-                }
-                self.problem.model().rhs(
-                    Dual64::from(t),
-                    ArrayView1::from(&self.ud[..]),
-                    ArrayView1::from(&self.pd[..]),
-                    ArrayViewMut1::from(&mut self.fd[..]),
-                );
-                // Column j of colour c: its rows' derivatives are the seed's (no other column of
-                // this colour touches them).
-                for j in (0..n).filter(|&j| colors[j] == c) {
-                    for (k, &i) in pattern.col_range(j).zip(pattern.col_rows(j)) {
-                        self.jac[k] = self.fd[i].eps;
-                    }
-                }
-            }
-        } else if !self
-            .problem
-            .model()
-            .jacobian(t, &self.u, &self.p, &mut self.jac)
-        {
-            for j in 0..n {
-                for (i, d) in self.ud.iter_mut().enumerate() {
-                    *d = Dual64::new(self.u[i], f64::from(u8::from(i == j)));
-                }
-                self.problem.model().rhs(
-                    Dual64::from(t),
-                    ArrayView1::from(&self.ud[..]),
-                    ArrayView1::from(&self.pd[..]),
-                    ArrayViewMut1::from(&mut self.fd[..]),
-                );
-                for i in 0..n {
-                    self.jac[j * n + i] = self.fd[i].eps;
-                }
-            }
-        }
-        self.stats.jacobian_evaluations += 1;
-        self.jac_fresh = true;
-        self.factored_hg = 0.0;
-        if let Some(r) = self.radau.as_mut() {
-            r.factored_h2 = 0.0;
-        }
-    }
-
     /// Factors M = I − hg·J, unless the current factorization is for an hg within `lu_reuse`
     /// ([`crate::ImplicitConfig`]) of this one (ESDIRK only): simplified Newton converges with a slightly
     /// stale hγ too (as in CVODE), and a sparse LU costs far more than the extra iteration it may take.
@@ -283,63 +208,6 @@ impl<M: OdeSystem> Core<'_, M> {
         singular(result, self.t, h)
     }
 
-    /// Factors Radau's real form of (α + iβ)/h I − J for step size h.
-    fn refactor_complex(&mut self, h: f64) -> Result<(), SolverError> {
-        let n = self.n;
-        let (a, b) = (radau::ALPHA / h, radau::BETA / h);
-        let jac = &self.jac;
-        let r = self.radau.as_mut().expect("Radau state");
-        // Positions of J's entries: dense column-major, or the pattern's (the 2n pattern repeats J's in
-        // both diagonal blocks, columns in order, see `complex_pattern`).
-        let (sparse_j, result) = match &mut r.lu2 {
-            Lu::Dense(lu) => (
-                false,
-                lu.factor(&mut |i, j, _| {
-                    let (bi, bj) = (i / n, j / n);
-                    let (ii, jj) = (i % n, j % n);
-                    let diag = if ii == jj { 1.0 } else { 0.0 };
-                    match (bi, bj) {
-                        (0, 0) | (1, 1) => a * diag - jac[jj * n + ii],
-                        (0, 1) => -b * diag,
-                        _ => b * diag,
-                    }
-                }),
-            ),
-            Lu::Sparse(_) => (true, Ok(())),
-        };
-        let result = if sparse_j {
-            let Lu::Sparse(j_lu) = &self.lu else {
-                unreachable!("sparse Radau has a sparse J")
-            };
-            let pattern = j_lu.pattern();
-            let Lu::Sparse(lu2) = &mut r.lu2 else {
-                unreachable!()
-            };
-            lu2.factor(&mut |i, j, _| {
-                let (bi, bj) = (i / n, j / n);
-                let (ii, jj) = (i % n, j % n);
-                if bi == bj {
-                    let diag = if ii == jj { 1.0 } else { 0.0 };
-                    let jv = pattern
-                        .col_rows(jj)
-                        .binary_search(&ii)
-                        .map(|q| jac[pattern.col_range(jj).start + q])
-                        .unwrap_or(0.0);
-                    a * diag - jv
-                } else if bi == 0 {
-                    -b
-                } else {
-                    b
-                }
-            })
-        } else {
-            result
-        };
-        self.stats.factorizations += 1;
-        r.factored_h2 = if result.is_ok() { h } else { 0.0 };
-        singular(result, self.t, h)
-    }
-
     /// RMS norm of v scaled by `scale`.
     fn norm(&self, v: &[f64]) -> f64 {
         let sum: f64 = v
@@ -350,60 +218,6 @@ impl<M: OdeSystem> Core<'_, M> {
         (sum / self.n as f64).sqrt()
     }
 
-    /// Solves Y − hγ f(t, Y) = rhs for ESDIRK stage `i` (initial guess in `y`), writing f(t, Y) into
-    /// K_i. Returns whether Newton converged.
-    fn newton(&mut self, t: f64, hg: f64, i: usize) -> bool {
-        let n = self.n;
-        let mut y = std::mem::take(&mut self.y);
-        let mut k = std::mem::take(&mut self.k);
-        let ki = i * n..(i + 1) * n;
-        let mut prev = f64::INFINITY;
-        let mut converged = false;
-        for iteration in 0..self.newton.max_iterations {
-            self.f(t, &y, &mut k[ki.clone()]);
-            self.stats.newton_iterations += 1;
-            self.newton_last = self.newton_last.max(iteration + 1);
-            if let Some(m) = k[ki.clone()].iter().position(|v| !v.is_finite()) {
-                self.non_finite.get_or_insert((t, m, k[i * n + m]));
-                break;
-            }
-            for m in 0..n {
-                self.delta[m] = self.rhs[m] - y[m] + hg * k[i * n + m];
-            }
-            self.lu.solve_in_place(&mut self.delta);
-            for m in 0..n {
-                y[m] += self.delta[m];
-            }
-            let dn = self.norm(&self.delta);
-            if iteration > 0 {
-                let theta = dn / prev;
-                self.newton_rate = self.newton_rate.max(theta);
-                if theta >= 1.0 || !dn.is_finite() {
-                    break;
-                }
-                if theta / (1.0 - theta) * dn <= self.newton.kappa {
-                    converged = true;
-                    break;
-                }
-            } else if dn <= 1e-3 * self.newton.kappa {
-                converged = true;
-                break;
-            }
-            prev = dn;
-        }
-        if converged {
-            // K_i from the stage equation, (Y_i − rhs)/(hγ), not f(Y_i): f would multiply the Newton
-            // residual's stiff components by ‖hγJ‖ (Hairer & Wanner II, §IV.8).
-            for m in 0..n {
-                k[i * n + m] = (y[m] - self.rhs[m]) / hg;
-            }
-            self.ys[i * n..(i + 1) * n].copy_from_slice(&y);
-        }
-        self.y = y;
-        self.k = k;
-        converged
-    }
-
     /// One step attempt of size h: Ok(Some(err)) with the scaled error norm, Ok(None) if Newton failed.
     fn attempt(&mut self, h: f64) -> Result<Option<f64>, SolverError> {
         self.non_finite = None;
@@ -412,298 +226,11 @@ impl<M: OdeSystem> Core<'_, M> {
             Scheme::Radau5 => self.attempt_radau(h),
         }
     }
-
-    fn attempt_esdirk(
-        &mut self,
-        tab: &'static EsdirkTableau,
-        h: f64,
-    ) -> Result<Option<f64>, SolverError> {
-        let n = self.n;
-        let hg = h * tab.gamma;
-        self.newton_last = 0;
-        self.newton_rate = 0.0;
-        self.factor(hg, h)?;
-        for m in 0..n {
-            self.scale[m] = self.atol[m] + self.rtol * self.u[m].abs();
-        }
-        self.ys[..n].copy_from_slice(&self.u);
-        for i in 1..tab.c.len() {
-            // rhs = u_n + h Σ_{j<i} a_ij K_j; predictor: the same with K_i ≈ K_{i−1}.
-            for m in 0..n {
-                let mut acc = 0.0;
-                for (j, &a) in tab.a[i].iter().enumerate() {
-                    acc += a * self.k[j * n + m];
-                }
-                self.rhs[m] = self.u[m] + h * acc;
-                self.y[m] = self.rhs[m] + hg * self.k[(i - 1) * n + m];
-            }
-            if !self.newton(self.t + tab.c[i] * h, hg, i) {
-                return Ok(None);
-            }
-        }
-        // u_{n+1} = Y_s (stiffly accurate: b is the last row of A) and the filtered error estimate
-        // M⁻¹ h Σ (b − b̂) K.
-        let s = tab.c.len();
-        for m in 0..n {
-            let mut e = 0.0;
-            for i in 0..s {
-                e += (tab.b[i] - tab.bhat[i]) * self.k[i * n + m];
-            }
-            self.u_new[m] = self.y[m];
-            self.err[m] = h * e;
-            let (a, b) = (self.u[m].abs(), self.u_new[m].abs());
-            self.scale[m] = self.atol[m] + self.rtol * a.max(b);
-        }
-        self.lu.solve_in_place(&mut self.err);
-        let e = self.norm(&self.err);
-        Ok(Some(if e.is_finite() { e } else { f64::INFINITY }))
-    }
-
-    /// Solves (γ/h I − J) x = b in place: (h/γ)(I − (h/γ)J)⁻¹ b.
-    fn solve_e1(&mut self, h: f64, b: &mut [f64]) {
-        self.lu.solve_in_place(b);
-        let s = h / radau::GAMMA;
-        b.iter_mut().for_each(|x| *x *= s);
-    }
-
-    fn attempt_radau(&mut self, h: f64) -> Result<Option<f64>, SolverError> {
-        let n = self.n;
-        let t = self.t;
-        self.factor(h / radau::GAMMA, h)?;
-        if self.radau.as_ref().expect("Radau state").factored_h2 != h {
-            self.refactor_complex(h)?;
-        }
-        for m in 0..n {
-            self.scale[m] = self.atol[m] + self.rtol * self.u[m].abs();
-        }
-        let mut r = self.radau.take().expect("Radau state");
-        // Starting values: the previous collocation polynomial extrapolated, or zero.
-        if r.have_cont && r.h_old != 0.0 {
-            let c3q = h / r.h_old;
-            for i in 0..3 {
-                let cq = radau::C[i] * c3q;
-                for m in 0..n {
-                    let (a1, a2, a3) = (r.cont[m], r.cont[n + m], r.cont[2 * n + m]);
-                    r.z[i * n + m] = cq
-                        * (a1
-                            + (cq - (radau::C[1] - 1.0)) * (a2 + (cq - (radau::C[0] - 1.0)) * a3));
-                }
-            }
-        } else {
-            r.z.iter_mut().for_each(|x| *x = 0.0);
-        }
-        transform(&radau::TI, &r.z, &mut r.w, n);
-        let (fac1, alphn, betan) = (radau::GAMMA / h, radau::ALPHA / h, radau::BETA / h);
-        r.faccon = r.faccon.max(f64::EPSILON).powf(0.8);
-        r.theta = r.theta.abs();
-        let mut converged = false;
-        let (mut dynold, mut thqold) = (0.0f64, 0.0f64);
-        r.newton_factor = 0.5;
-        r.newt = 0;
-        let nit = self.newton.max_iterations;
-        while r.newt < nit {
-            for i in 0..3 {
-                for m in 0..n {
-                    self.y[m] = self.u[m] + r.z[i * n + m];
-                }
-                let ti = if i == 2 { t + h } else { t + radau::C[i] * h };
-                let y = std::mem::take(&mut self.y);
-                self.f(ti, &y, &mut r.f[i * n..(i + 1) * n]);
-                self.y = y;
-            }
-            self.stats.newton_iterations += 1;
-            if let Some(q) = r.f.iter().position(|v| !v.is_finite()) {
-                let (i, m) = (q / n, q % n);
-                let ti = if i == 2 { t + h } else { t + radau::C[i] * h };
-                self.non_finite.get_or_insert((ti, m, r.f[q]));
-                break;
-            }
-            // Right-hand sides in W coordinates: T⁻¹F − (Λ/h) W.
-            transform(&radau::TI, &r.f, &mut r.dw, n);
-            for m in 0..n {
-                let (w1, w2, w3) = (r.w[m], r.w[n + m], r.w[2 * n + m]);
-                r.dw[m] -= fac1 * w1;
-                r.dw[n + m] -= alphn * w2 - betan * w3;
-                r.dw[2 * n + m] -= betan * w2 + alphn * w3;
-            }
-            self.solve_e1(h, &mut r.dw[..n]);
-            r.lu2.solve_in_place(&mut r.dw[n..]);
-            let mut sum = 0.0;
-            for i in 0..3 {
-                for m in 0..n {
-                    sum += (r.dw[i * n + m] / self.scale[m]).powi(2);
-                }
-            }
-            let dyno = (sum / (3 * n) as f64).sqrt();
-            if !dyno.is_finite() {
-                break;
-            }
-            if r.newt >= 1 && r.newt < nit {
-                let thq = dyno / dynold;
-                r.theta = if r.newt == 1 {
-                    thq
-                } else {
-                    (thq * thqold).sqrt()
-                };
-                thqold = thq;
-                if r.theta < 0.99 {
-                    r.faccon = r.theta / (1.0 - r.theta);
-                    let left = (nit - 1 - r.newt) as i32;
-                    let dyth = r.faccon * dyno * r.theta.powi(left) / r.fnewt;
-                    if dyth >= 1.0 {
-                        let qnewt = dyth.clamp(1e-4, 20.0);
-                        r.newton_factor = 0.8 * qnewt.powf(-1.0 / (4.0 + f64::from(left)));
-                        break;
-                    }
-                } else {
-                    break;
-                }
-            }
-            dynold = dyno.max(f64::EPSILON);
-            for (w, d) in r.w.iter_mut().zip(&r.dw) {
-                *w += d;
-            }
-            transform(&radau::T, &r.w, &mut r.z, n);
-            r.newt += 1;
-            if r.faccon * dyno <= r.fnewt {
-                converged = true;
-                break;
-            }
-        }
-        if !converged {
-            self.radau = Some(r);
-            return Ok(None);
-        }
-        // u_{n+1} = u_n + Z_3; stage values; the error estimate.
-        for m in 0..n {
-            self.u_new[m] = self.u[m] + r.z[2 * n + m];
-            for i in 0..3 {
-                self.ys[i * n + m] = self.u[m] + r.z[i * n + m];
-            }
-            let (a, b) = (self.u[m].abs(), self.u_new[m].abs());
-            self.scale[m] = self.atol[m] + self.rtol * a.max(b);
-        }
-        for m in 0..n {
-            let f2 =
-                (radau::D[0] * r.z[m] + radau::D[1] * r.z[n + m] + radau::D[2] * r.z[2 * n + m])
-                    / h;
-            r.dw[m] = f2;
-            self.err[m] = self.k[m] + f2;
-        }
-        let mut e_vec = std::mem::take(&mut self.err);
-        self.solve_e1(h, &mut e_vec);
-        let mut err = self.norm(&e_vec);
-        if err >= 1.0 && (r.first || r.reject) {
-            // Refined estimate (radau5): f at u_n + e instead of f(u_n).
-            for m in 0..n {
-                self.y[m] = self.u[m] + e_vec[m];
-            }
-            let (y, mut fy) = (std::mem::take(&mut self.y), std::mem::take(&mut self.delta));
-            self.f(t, &y, &mut fy);
-            for m in 0..n {
-                e_vec[m] = fy[m] + r.dw[m];
-            }
-            (self.y, self.delta) = (y, fy);
-            self.solve_e1(h, &mut e_vec);
-            err = self.norm(&e_vec);
-        }
-        self.err = e_vec;
-        self.radau = Some(r);
-        Ok(Some(if err.is_finite() { err } else { f64::INFINITY }))
-    }
 }
 
 /// A factorization's result as the solver's error: a failed pivot is a singular iteration matrix at (t, h).
 fn singular(result: Result<(), usize>, t: f64, h: f64) -> Result<(), SolverError> {
     result.map_err(|pivot| SolverError::SingularMatrix { t, h, pivot })
-}
-
-/// out_i = Σ_j M_ij v_j for 3 blocks of n.
-fn transform(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
-    for i in 0..3 {
-        for k in 0..n {
-            out[i * n + k] = m[i][0] * v[k] + m[i][1] * v[n + k] + m[i][2] * v[2 * n + k];
-        }
-    }
-}
-
-/// The 2n pattern of Radau's real form of the complex matrix: J's pattern in both diagonal blocks and
-/// the identity couplings.
-fn complex_pattern(p: &SparsityPattern) -> SparsityPattern {
-    let n = p.n();
-    let mut entries = Vec::with_capacity(2 * p.nnz() + 2 * n);
-    for j in 0..n {
-        for &i in p.col_rows(j) {
-            entries.push((i, j));
-            entries.push((n + i, n + j));
-        }
-        entries.push((n + j, j));
-        entries.push((j, n + j));
-    }
-    SparsityPattern::new(2 * n, entries).expect("inside 2n × 2n")
-}
-
-/// The sparsity pattern to factor with, or `None` for dense LU (see [`LinearSolverKind`]).
-fn choose_pattern<M: OdeSystem>(
-    problem: &OdeProblem<M>,
-    kind: LinearSolverKind,
-) -> Result<Option<SparsityPattern>, SolverError> {
-    let n = problem.n_states();
-    if kind == LinearSolverKind::Dense || (kind == LinearSolverKind::Auto && n < 64) {
-        return Ok(None);
-    }
-    let pattern = match problem.model().jacobian_sparsity() {
-        Some(entries) => {
-            SparsityPattern::new(n, entries).map_err(|(i, j)| SolverError::DimensionMismatch {
-                what: "jacobian_sparsity entry (row or column ≥ n)",
-                expected: n,
-                got: i.max(j),
-            })?
-        }
-        None => problem.detected_pattern(|| detect_pattern(problem)).clone(),
-    };
-    let sparse_enough = pattern.nnz() * 10 <= n * n;
-    Ok((kind == LinearSolverKind::Sparse || sparse_enough).then_some(pattern))
-}
-
-/// The pattern of ∂f/∂u by forward-mode AD, column by column, at two states perturbed from u0 (and
-/// parameters perturbed by 1 %), so that an entry is missed only if it vanishes at both.
-pub fn detect_pattern<M: OdeSystem>(problem: &OdeProblem<M>) -> SparsityPattern {
-    let n = problem.n_states();
-    let model = problem.model();
-    let t = Dual64::from(problem.t0());
-    let mut entries = Vec::new();
-    let mut ud = vec![Dual64::from(0.0); n];
-    let mut fd = vec![Dual64::from(0.0); n];
-    for (trial, shift) in [(0usize, 0.37), (1, 0.61)] {
-        let pd: Vec<Dual64> = problem
-            .params()
-            .iter()
-            .enumerate()
-            .map(|(k, &x)| Dual64::from(x * (1.0 + 0.01 * (((k + trial) % 7) as f64 - 3.0) / 3.0)))
-            .collect();
-        let base: Vec<f64> = problem
-            .u0()
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| {
-                x + (x.abs() + 0.1) * shift * (1.0 + ((i * 7 + trial) % 11) as f64 / 11.0)
-            })
-            .collect();
-        for j in 0..n {
-            for (i, d) in ud.iter_mut().enumerate() {
-                *d = Dual64::new(base[i], f64::from(u8::from(i == j)));
-            }
-            model.rhs(
-                t,
-                ArrayView1::from(&ud[..]),
-                ArrayView1::from(&pd[..]),
-                ArrayViewMut1::from(&mut fd[..]),
-            );
-            entries.extend((0..n).filter(|&i| fd[i].eps != 0.0).map(|i| (i, j)));
-        }
-    }
-    SparsityPattern::new(n, entries).expect("entries inside n × n")
 }
 
 /// An accepted implicit step, as [`ImplicitIntegrator::step_accepted`] returns it: everything needed to
@@ -1141,53 +668,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         }
     }
 
-    /// Radau after an accepted step (`h_new`: the controller's next |h|): the collocation polynomial for
-    /// the next starting values, f at the new point, a new Jacobian unless Newton converged very fast
-    /// (then the step size is kept too when it would grow by less than 20 %, so the LU is reused).
-    fn accept_radau(&mut self, h: f64, h_new: f64, hits: bool) {
-        let n = self.s.n;
-        let mut r = self.s.radau.take().expect("Radau state");
-        r.first = false;
-        // The collocation polynomial through (0, 0), (c_i, Z_i), in radau5's divided-difference form.
-        let (c1, c2) = (radau::C[0], radau::C[1]);
-        for m in 0..n {
-            let (z1, z2, z3) = (r.z[m], r.z[n + m], r.z[2 * n + m]);
-            let ak1 = (z2 - z3) / (c2 - 1.0);
-            let ak = (z1 - z2) / (c1 - c2);
-            let acont3 = (ak - z1 / c1) / c2;
-            let ak2 = (ak - ak1) / (c1 - 1.0);
-            r.cont[m] = ak1;
-            r.cont[n + m] = ak2;
-            r.cont[2 * n + m] = ak2 - acont3;
-        }
-        r.have_cont = true;
-        r.h_old = h;
-        let theta = r.theta;
-        self.s.radau = Some(r);
-        let (t, u) = (self.s.t, std::mem::take(&mut self.s.u));
-        let mut f0 = std::mem::take(&mut self.s.delta);
-        self.s.f(t, &u, &mut f0);
-        self.s.k[..n].copy_from_slice(&f0);
-        self.s.delta = f0;
-        self.s.u = u;
-        if self.fixed_step.is_some() {
-            if theta > RADAU_THET {
-                self.s.jacobian(t);
-            }
-            return;
-        }
-        let h_new = h_new.min(self.h_max);
-        let qt = h_new / h.abs();
-        if theta <= RADAU_THET && (1.0..=1.2).contains(&qt) && !hits {
-            self.h_abs = h.abs();
-            return;
-        }
-        self.h_abs = h_new;
-        if theta > RADAU_THET {
-            self.s.jacobian(t);
-        }
-    }
-
     /// The last accepted step.
     pub(crate) fn last_step(&self) -> ImplicitStep<'_> {
         ImplicitStep {
@@ -1341,15 +821,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             }
         }
         Ok(())
-    }
-}
-
-/// out_j = Σ_i M_ij v_i (Mᵀ) for 3 blocks of n.
-fn transform_t(m: &[[f64; 3]; 3], v: &[f64], out: &mut [f64], n: usize) {
-    for j in 0..3 {
-        for k in 0..n {
-            out[j * n + k] = m[0][j] * v[k] + m[1][j] * v[n + k] + m[2][j] * v[2 * n + k];
-        }
     }
 }
 

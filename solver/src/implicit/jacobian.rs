@@ -1,0 +1,133 @@
+//! The Jacobian J = ∂f/∂u of an implicit solve: by the model's own dense Jacobian, by n forward-mode
+//! passes, or by one pass per colour of a column colouring of its sparsity pattern (Curtis, Powell &
+//! Reid 1974); the pattern declared by the model or detected by AD.
+
+use ndarray::{ArrayView1, ArrayViewMut1};
+use num_dual::Dual64;
+
+use super::Core;
+use crate::error::SolverError;
+use crate::linalg::{Lu, SparsityPattern};
+use crate::options::LinearSolverKind;
+use crate::problem::OdeProblem;
+use crate::system::OdeSystem;
+
+impl<M: OdeSystem> Core<'_, M> {
+    /// J at (t, u): the model's own (dense path), or by n forward-mode passes (dense), or one per colour
+    /// (sparse).
+    pub(super) fn jacobian(&mut self, t: f64) {
+        let n = self.n;
+        for (d, &x) in self.pd.iter_mut().zip(&self.p) {
+            *d = Dual64::from(x);
+        }
+        if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, &self.lu) {
+            let pattern = lu.pattern();
+            for c in 0..*count {
+                for (i, d) in self.ud.iter_mut().enumerate() {
+                    *d = Dual64::new(self.u[i], f64::from(u8::from(colors[i] == c)));
+                }
+                self.problem.model().rhs(
+                    Dual64::from(t),
+                    ArrayView1::from(&self.ud[..]),
+                    ArrayView1::from(&self.pd[..]),
+                    ArrayViewMut1::from(&mut self.fd[..]),
+                );
+                // Column j of colour c: its rows' derivatives are the seed's (no other column of
+                // this colour touches them).
+                for j in (0..n).filter(|&j| colors[j] == c) {
+                    for (k, &i) in pattern.col_range(j).zip(pattern.col_rows(j)) {
+                        self.jac[k] = self.fd[i].eps;
+                    }
+                }
+            }
+        } else if !self
+            .problem
+            .model()
+            .jacobian(t, &self.u, &self.p, &mut self.jac)
+        {
+            for j in 0..n {
+                for (i, d) in self.ud.iter_mut().enumerate() {
+                    *d = Dual64::new(self.u[i], f64::from(u8::from(i == j)));
+                }
+                self.problem.model().rhs(
+                    Dual64::from(t),
+                    ArrayView1::from(&self.ud[..]),
+                    ArrayView1::from(&self.pd[..]),
+                    ArrayViewMut1::from(&mut self.fd[..]),
+                );
+                for i in 0..n {
+                    self.jac[j * n + i] = self.fd[i].eps;
+                }
+            }
+        }
+        self.stats.jacobian_evaluations += 1;
+        self.jac_fresh = true;
+        self.factored_hg = 0.0;
+        if let Some(r) = self.radau.as_mut() {
+            r.factored_h2 = 0.0;
+        }
+    }
+}
+
+/// The sparsity pattern to factor with, or `None` for dense LU (see [`LinearSolverKind`]).
+pub(super) fn choose_pattern<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    kind: LinearSolverKind,
+) -> Result<Option<SparsityPattern>, SolverError> {
+    let n = problem.n_states();
+    if kind == LinearSolverKind::Dense || (kind == LinearSolverKind::Auto && n < 64) {
+        return Ok(None);
+    }
+    let pattern = match problem.model().jacobian_sparsity() {
+        Some(entries) => {
+            SparsityPattern::new(n, entries).map_err(|(i, j)| SolverError::DimensionMismatch {
+                what: "jacobian_sparsity entry (row or column ≥ n)",
+                expected: n,
+                got: i.max(j),
+            })?
+        }
+        None => problem.detected_pattern(|| detect_pattern(problem)).clone(),
+    };
+    let sparse_enough = pattern.nnz() * 10 <= n * n;
+    Ok((kind == LinearSolverKind::Sparse || sparse_enough).then_some(pattern))
+}
+
+/// The pattern of ∂f/∂u by forward-mode AD, column by column, at two states perturbed from u0 (and
+/// parameters perturbed by 1 %), so that an entry is missed only if it vanishes at both.
+pub fn detect_pattern<M: OdeSystem>(problem: &OdeProblem<M>) -> SparsityPattern {
+    let n = problem.n_states();
+    let model = problem.model();
+    let t = Dual64::from(problem.t0());
+    let mut entries = Vec::new();
+    let mut ud = vec![Dual64::from(0.0); n];
+    let mut fd = vec![Dual64::from(0.0); n];
+    for (trial, shift) in [(0usize, 0.37), (1, 0.61)] {
+        let pd: Vec<Dual64> = problem
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| Dual64::from(x * (1.0 + 0.01 * (((k + trial) % 7) as f64 - 3.0) / 3.0)))
+            .collect();
+        let base: Vec<f64> = problem
+            .u0()
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                x + (x.abs() + 0.1) * shift * (1.0 + ((i * 7 + trial) % 11) as f64 / 11.0)
+            })
+            .collect();
+        for j in 0..n {
+            for (i, d) in ud.iter_mut().enumerate() {
+                *d = Dual64::new(base[i], f64::from(u8::from(i == j)));
+            }
+            model.rhs(
+                t,
+                ArrayView1::from(&ud[..]),
+                ArrayView1::from(&pd[..]),
+                ArrayViewMut1::from(&mut fd[..]),
+            );
+            entries.extend((0..n).filter(|&i| fd[i].eps != 0.0).map(|i| (i, j)));
+        }
+    }
+    SparsityPattern::new(n, entries).expect("entries inside n × n")
+}
