@@ -240,6 +240,47 @@ pub(crate) fn keep_every(checkpointing: Checkpointing) -> Option<usize> {
     }
 }
 
+/// The forward pass of a discrete adjoint: G, the number of accepted steps, and the checkpoints the
+/// policy keeps (every [`keep_every`]-th, and the initial one with the number of snapshots a binomial
+/// reversal may hold).
+pub(crate) struct ForwardRecord<C> {
+    pub value: f64,
+    pub steps: usize,
+    pub stored: Vec<C>,
+    pub initial: C,
+    pub snapshots: usize,
+    pub checkpoint_bytes: usize,
+}
+
+/// Runs `stepper` to the end (the one forward pass, [`crate::common::forward_pass`]) keeping the
+/// checkpoints `checkpointing` asks for.
+pub(crate) fn forward_with_checkpoints<S: Stepper, O: crate::objective::Objective>(
+    stepper: &mut S,
+    objective: &O,
+    p: &[f64],
+    start: (f64, &[f64]),
+    checkpointing: Checkpointing,
+) -> Result<ForwardRecord<S::Checkpoint>, SensitivityError> {
+    let initial = stepper.checkpoint();
+    let checkpoint_bytes = S::checkpoint_bytes(&initial);
+    let snapshots = checkpointing.snapshots(checkpoint_bytes)?;
+    let keep_every = keep_every(checkpointing);
+    let mut stored = Vec::new();
+    let (value, steps) = crate::common::forward_pass(stepper, objective, p, start, |s, k| {
+        if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
+            stored.push(s.checkpoint());
+        }
+    })?;
+    Ok(ForwardRecord {
+        value,
+        steps,
+        stored,
+        initial,
+        snapshots,
+        checkpoint_bytes,
+    })
+}
+
 /// A backward pass over the accepted steps of a forward solve: its replaying stepper and the adjoint of
 /// one step.
 pub(crate) trait Reversal {

@@ -13,13 +13,13 @@
 //! it retakes the same steps bit for bit, rejections included.
 
 use ndarray::Array1;
-use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem, SolverOptions};
+use odesens_solver::{AcceptedStep, Integrator, OdeProblem, OdeSystem, SolverOptions};
 
 use crate::ad::derivatives::{Derivatives, VjpMode};
-use crate::checkpointing::{Checkpointing, Reversal, keep_every, reverse};
+use crate::checkpointing::{Checkpointing, Reversal, forward_with_checkpoints, reverse};
 use crate::common::{
     AdjointTrajectory, Gradient, ObjectiveTracker, SensitivityStats, check_objective,
-    derivative_options, forward_pass, observation_jump, stage_time, stats_since,
+    derivative_options, observation_jump, stage_time, stats_since,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -207,16 +207,7 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
     let mut forward = Integrator::new(problem, &opts)?;
     let t0 = problem.t0();
     let u0 = problem.u0().to_vec();
-    let initial = forward.checkpoint();
-    let cp_bytes = initial.bytes();
-    let snapshots = checkpointing.snapshots(cp_bytes)?;
-    let keep_every = keep_every(checkpointing);
-    let mut stored: Vec<Checkpoint> = Vec::new();
-    let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integrator, k| {
-        if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
-            stored.push(integrator.checkpoint());
-        }
-    })?;
+    let record = forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
 
     let n_obs = objective.observation_times().len();
     let mut e = Engine {
@@ -237,10 +228,17 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
         },
     };
     let replay_start = e.replay.stats();
-    let cost = reverse(&mut e, checkpointing, &stored, initial, steps, snapshots)?;
+    let cost = reverse(
+        &mut e,
+        checkpointing,
+        &record.stored,
+        record.initial,
+        record.steps,
+        record.snapshots,
+    )?;
     e.stats.peak_snapshots = cost.peak_snapshots;
     e.stats.recomputed_steps = cost.recomputed_steps;
-    e.stats.peak_checkpoint_bytes = cost.peak_snapshots * cp_bytes;
+    e.stats.peak_checkpoint_bytes = cost.peak_snapshots * record.checkpoint_bytes;
     let mut back = e;
     // An observation at t0 adds ∂g/∂u0 directly.
     observation_jump(
@@ -258,7 +256,7 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
     back.stats.recomputation = stats_since(&replay_start, &back.replay.stats());
     back.stats.derivatives = back.der.counts;
     Ok(Gradient {
-        value,
+        value: record.value,
         wrt_params: Array1::from(back.p_bar),
         wrt_u0: Array1::from(back.lambda),
         stats: back.stats,

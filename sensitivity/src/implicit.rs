@@ -27,15 +27,15 @@
 use ndarray::{Array1, Array2};
 use odesens_solver::linalg::{DenseLu, LinearSolver};
 use odesens_solver::{
-    EsdirkTableau, ImplicitCheckpoint, ImplicitIntegrator, OdeProblem, OdeSystem, Scheme,
-    SolverError, SolverOptions, radau,
+    EsdirkTableau, ImplicitIntegrator, OdeProblem, OdeSystem, Scheme, SolverError, SolverOptions,
+    radau,
 };
 
 use crate::ad::derivatives::{Derivatives, VjpMode};
-use crate::checkpointing::{Checkpointing, Reversal, keep_every, reverse};
+use crate::checkpointing::{Checkpointing, Reversal, forward_with_checkpoints, reverse};
 use crate::common::{
     AdjointTrajectory, ChunkResult, Gradient, ObjectiveTracker, SensitivityStats, TangentRecord,
-    add_directional, forward_pass, observation_jump, stats_since,
+    add_directional, observation_jump, stats_since,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -796,18 +796,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());
     let mut forward = ImplicitIntegrator::new(problem, options)?;
     let scheme = forward.scheme();
-    let initial = forward.checkpoint();
-    let cp_bytes = initial.bytes();
-    let snapshots = checkpointing.snapshots(cp_bytes)?;
-    let keep_every = keep_every(checkpointing);
-
-    // Forward pass: G, the step count and the checkpoints the policy keeps.
-    let mut stored: Vec<ImplicitCheckpoint> = Vec::new();
-    let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |it, k| {
-        if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
-            stored.push(it.checkpoint());
-        }
-    })?;
+    let record = forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
 
     let s = scheme.stages();
     let mut e = Engine {
@@ -830,7 +819,14 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         trajectory: record_trajectory.then(Vec::new),
     };
     let replay_start = e.replay.stats();
-    let cost = reverse(&mut e, checkpointing, &stored, initial, steps, snapshots)?;
+    let cost = reverse(
+        &mut e,
+        checkpointing,
+        &record.stored,
+        record.initial,
+        record.steps,
+        record.snapshots,
+    )?;
     // An observation at t0 adds ∂g/∂u0 directly.
     observation_jump(
         &mut e.tracker,
@@ -846,7 +842,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         .map(|rec| AdjointTrajectory::from_rows(rec, n));
     let recomputation = stats_since(&replay_start, &e.replay.stats());
     Ok(Gradient {
-        value,
+        value: record.value,
         wrt_params: Array1::from(e.p_bar),
         wrt_u0: Array1::from(e.lambda),
         stats: SensitivityStats {
@@ -854,7 +850,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
             recomputation,
             recomputed_steps: cost.recomputed_steps,
             peak_snapshots: cost.peak_snapshots,
-            peak_checkpoint_bytes: cost.peak_snapshots * cp_bytes,
+            peak_checkpoint_bytes: cost.peak_snapshots * record.checkpoint_bytes,
             derivatives: e.der.counts,
             exact_stage_factorizations: e.lin.fallbacks,
         },

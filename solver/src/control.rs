@@ -123,12 +123,7 @@ impl StepController for PiController {
     }
 
     fn validate(&self) -> Result<(), SolverError> {
-        in_range(
-            "controller.safety",
-            self.safety,
-            self.safety > 0.0 && self.safety <= 1.0,
-            "in (0, 1]",
-        )?;
+        check_safety(self.safety)?;
         in_range(
             "controller.beta1",
             self.beta1,
@@ -215,12 +210,7 @@ impl StepController for PredictiveController {
     }
 
     fn validate(&self) -> Result<(), SolverError> {
-        in_range(
-            "controller.safety",
-            self.safety,
-            self.safety > 0.0 && self.safety <= 1.0,
-            "in (0, 1]",
-        )?;
+        check_safety(self.safety)?;
         in_range(
             "controller.q_first_rejection",
             self.q_first_rejection,
@@ -330,6 +320,15 @@ fn in_range(
     } else {
         Err(SolverError::InvalidOption { name, value, valid })
     }
+}
+
+fn check_safety(safety: f64) -> Result<(), SolverError> {
+    in_range(
+        "controller.safety",
+        safety,
+        safety > 0.0 && safety <= 1.0,
+        "in (0, 1]",
+    )
 }
 
 fn check_ratio_limits(q_min: f64, q_max: f64) -> Result<(), SolverError> {
