@@ -3,7 +3,7 @@
 //!
 //! - `stiff.json` (`cargo bench --bench stiff`): the implicit methods on Robertson (t = 1e5) and HIRES,
 //!   error in units of the tolerance asked for times rtol → `stiff_work_precision_{robertson,hires}.png`;
-//! - `peers.json` (`cargo bench --features peers --bench peers`), if present: odesens against diffsol on
+//! - `peers.json` (`cargo bench -p odesens-peers --bench peers`), if present: odesens against diffsol on
 //!   each study (solves, forward sensitivities, adjoints) → `peers_<study>.png`.
 //!
 //! Figures go to `data/figures` (or `--out DIR`). Run after the benches:
@@ -66,7 +66,7 @@ fn stiff(dir: &std::path::Path) {
 fn peers(dir: &std::path::Path) {
     let Ok(text) = std::fs::read_to_string("data/benchmarks/peers.json") else {
         eprintln!(
-            "no data/benchmarks/peers.json: run `cargo bench --features peers --bench peers`"
+            "no data/benchmarks/peers.json: run `cargo bench -p odesens-peers --bench peers`"
         );
         return;
     };

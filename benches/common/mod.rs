@@ -19,11 +19,15 @@ pub fn median_ns(id: &str) -> Option<f64> {
     v["median"]["point_estimate"].as_f64()
 }
 
-/// Writes a JSON report under `data/benchmarks/`.
+/// Writes a JSON report under the workspace's `data/benchmarks/` (found from the bench's own crate, which
+/// may be a member below the workspace root).
 pub fn write_report(name: &str, value: &serde_json::Value) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("data/benchmarks")
-        .join(name);
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .find(|dir| dir.join("data/benchmarks").is_dir())
+        .unwrap_or(&manifest);
+    let path = root.join("data/benchmarks").join(name);
     match std::fs::write(&path, serde_json::to_string_pretty(value).expect("json")) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("could not write {}: {e}", path.display()),

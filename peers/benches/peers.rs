@@ -15,7 +15,8 @@
 //! its forward-mode AD for the Jacobian–vector product diffsol asks for). Timings are interleaved medians
 //! (each round runs every configuration once). Adjoints are not compared yet.
 //!
-//! Run: `cargo bench --features peers --bench peers` (writes `data/benchmarks/peers.json`).
+//! Run: `cargo bench -p odesens-peers --bench peers` (writes `data/benchmarks/peers.json`);
+//! `ODESENS_PEERS_STUDY=robertson` (or a comma-separated list) runs only those studies.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -32,6 +33,7 @@ use odesens::models::{DoublePendulum, Robertson};
 use odesens::prelude::*;
 use odesens::sensitivity::derivatives::Derivatives;
 
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 type M = NalgebraMat<f64>;
@@ -519,7 +521,8 @@ fn main() {
     // ODESENS_PEERS_STUDY=name[,name] runs only those studies (the report is then not written).
     let only = std::env::var("ODESENS_PEERS_STUDY").ok();
     let mut report = Vec::new();
-    let studies: [(&str, fn() -> Study); 4] = [
+    type MakeStudy = fn() -> Study;
+    let studies: [(&str, MakeStudy); 4] = [
         ("pendulum", pendulum_study),
         ("pendulum_forward", pendulum_forward_study),
         ("pendulum_adjoint", pendulum_adjoint_study),
@@ -591,7 +594,7 @@ fn main() {
             "peers.json",
             &serde_json::json!({
                 "peer": "diffsol 0.18 (nalgebra), closures calling the odesens models",
-                "command": "cargo bench --features peers --bench peers",
+                "command": "cargo bench -p odesens-peers --bench peers",
                 "studies": report,
             }),
         );
