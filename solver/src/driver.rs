@@ -3,9 +3,9 @@
 
 use ndarray::{Array1, Array2};
 
+use crate::erk::Integrator;
 use crate::error::SolverError;
 use crate::implicit::{ImplicitIntegrator, Scheme};
-use crate::integrator::Integrator;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
 use crate::solution::{DenseKind, DenseOutput, Solution, Statistics};

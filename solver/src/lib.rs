@@ -22,10 +22,10 @@
 
 pub mod control;
 mod driver;
+mod erk;
 mod error;
 mod fastmath;
 mod implicit;
-mod integrator;
 pub mod linalg;
 mod options;
 mod problem;
@@ -36,9 +36,9 @@ pub mod tableau;
 
 pub use control::{Controller, PiController, PredictiveController};
 pub use driver::solve;
+pub use erk::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
 pub use error::SolverError;
 pub use implicit::{ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, detect_pattern};
-pub use integrator::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
 pub use options::{Atol, ImplicitConfig, LinearSolverKind, Saving, SolverOptions};
 pub use problem::{OdeProblem, check_times};
 pub use solution::{DenseOutput, Solution, Statistics};
