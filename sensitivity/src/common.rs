@@ -400,7 +400,7 @@ pub(crate) struct ChunkResult {
 }
 
 /// The adjoint λ(t) = ∂G/∂u(t) along the backward pass, as recorded by the discrete adjoint with
-/// [`AdjointSettings::record_trajectory`].
+/// [`crate::AdjointSettings::record_trajectory`].
 ///
 /// Rows are in the order the backward pass meets them, from t_end to t0. Each step boundary t_n holds
 /// λ_n, the adjoint after stepping back over step n, before the observations at t_n are added; where an

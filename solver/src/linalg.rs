@@ -14,7 +14,7 @@ use faer::{Conj, Mat, Par};
 /// A factorization of an n×n iteration matrix, reused for many right-hand sides.
 pub trait LinearSolver {
     /// Factors the matrix that `fill(i, j, k)` describes: entry (i, j), stored at position k of the
-    /// solver's layout ([`LinearSolver::position`]; column-major i + n·j for dense, the CSC position of
+    /// solver's layout (`LinearSolver::position`; column-major i + n·j for dense, the CSC position of
     /// the pattern for sparse). Only the pattern's entries are asked for.
     ///
     /// # Errors

@@ -1,4 +1,5 @@
-//! The explicit Runge–Kutta integrator: step control, tstops, saving, statistics, errors ([`kernels`]: the step itself; [`replay`]: steps replayed from checkpoints).
+//! The explicit Runge–Kutta integrator: step control, tstops, saving, statistics, errors
+//! ([`kernels`]: the step itself; [`replay`]: steps replayed from checkpoints).
 //!
 //! [`Integrator`] owns every buffer of a solve; they are allocated in [`Integrator::new`] and the step
 //! loop allocates nothing (saving every step or storing dense output appends to growing buffers, which
@@ -192,7 +193,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// Validates the settings, allocates all buffers, evaluates f(t0, u0) and picks the first step.
     ///
     /// # Errors
-    /// As [`solve`].
+    /// As [`crate::solve`].
     pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
         if options.method.is_implicit() || options.method == Method::AutoTsit5Radau5 {
             return Err(SolverError::UnsupportedMethod {
@@ -477,7 +478,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// Steps until t_end.
     ///
     /// # Errors
-    /// As [`solve`].
+    /// As [`crate::solve`].
     pub fn run(&mut self) -> Result<(), SolverError> {
         while !self.finished {
             self.step()?;
@@ -713,7 +714,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// Takes one step (accepted or rejected).
     ///
     /// # Errors
-    /// As [`solve`]; [`SolverError::AlreadyFinished`] after t_end.
+    /// As [`crate::solve`]; [`SolverError::AlreadyFinished`] after t_end.
     pub fn step(&mut self) -> Result<StepOutcome, SolverError> {
         self.propose()?;
         self.decide(None)

@@ -7,7 +7,7 @@ use crate::error::SolverError;
 use crate::system::OdeSystem;
 use crate::tableau::{ExplicitTableau, Method};
 
-/// Recomputes steps of an explicit Runge–Kutta method exactly as [`Integrator`] computed them: from a
+/// Recomputes steps of an explicit Runge–Kutta method exactly as [`super::Integrator`] computed them: from a
 /// checkpoint (t_n, u_n) and the step size h_n of the forward solve, the same stage inputs Y_i, stages
 /// K_i and u_{n+1}, bit for bit. This is what adjoints need to revisit a step.
 #[derive(Debug, Clone)]
