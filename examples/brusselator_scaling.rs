@@ -3,7 +3,7 @@
 //! states, 4N² parameters (A, B, α^u, α^v at every grid point), t ∈ [0, 1], the L2 loss
 //! G = Σ_k Σ_m (1 − U_m(t_k))²/2 at the 11 times t_k = 0, 0.1, …, 1, tolerances abstol 1e-5,
 //! reltol 1e-7 (the study's Rodas5 set-up; here with Kværnø's ESDIRK 5(4), since explicit steps are
-//! stability-limited on this problem and their discrete derivatives blow up, see `tests/brusselator.rs`).
+//! stability-limited on this problem and their discrete derivatives blow up, see `sensitivity/tests/brusselator.rs`).
 //!
 //! For N = 2, 3, 5, 8, 10 it times the gradient with respect to the 4N² parameters by forward
 //! sensitivities (one tangent per parameter) and by the exact discrete adjoint (keep-all checkpoints),

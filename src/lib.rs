@@ -21,7 +21,8 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod models;
+/// Models with known behaviour ([`odesens_models`]).
+pub use odesens_models as models;
 
 pub use odesens_sensitivity as sensitivity;
 pub use odesens_solver as solver;

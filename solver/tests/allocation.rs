@@ -3,8 +3,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use odesens::models::{DoublePendulum, Lorenz};
-use odesens::prelude::*;
+use odesens_models::{DoublePendulum, Lorenz};
+use odesens_solver::*;
 
 struct Counting;
 
@@ -103,7 +103,7 @@ fn the_counter_counts() {
 
 #[test]
 fn implicit_solves_allocate_only_at_set_up() {
-    use odesens::models::Robertson;
+    use odesens_models::Robertson;
     for method in Method::IMPLICIT {
         // The whole solve with output at the end only: the count must not depend on the number of steps.
         let count_solve = |t_end: f64| {

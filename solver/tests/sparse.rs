@@ -2,10 +2,10 @@
 //! the Jacobian from one forward-mode pass per colour, faer's sparse LU; the same solutions as the
 //! dense path.
 
-use odesens::models::Brusselator2D;
-use odesens::prelude::*;
-use odesens::solver::linalg::{LinearSolver, SparseLu, SparsityPattern};
-use odesens::solver::{LinearSolverKind, detect_pattern};
+use odesens_models::Brusselator2D;
+use odesens_solver::linalg::{LinearSolver, SparseLu, SparsityPattern};
+use odesens_solver::*;
+use odesens_solver::{LinearSolverKind, detect_pattern};
 
 #[test]
 fn detected_pattern_matches_the_declared_one_and_colours_are_few() {

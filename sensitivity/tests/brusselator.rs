@@ -3,13 +3,13 @@
 //! derivatives of explicit solves.
 
 use ndarray::Array2;
-use odesens::models::Brusselator2D;
-use odesens::prelude::*;
-use odesens::sensitivity::{
+use odesens_models::Brusselator2D;
+use odesens_sensitivity::{
     Checkpointing, ContinuousSettings, Directions, ForwardSettings, LeastSquares,
     SensitivityAlgorithm, forward_directional_derivatives, forward_sensitivities, gradient,
     objective_value,
 };
+use odesens_solver::*;
 
 /// G = Σ_k Σ_m (1 − U_m(t_k))²/2 at t = 0, 0.1, …, 1.
 fn loss(n: usize) -> LeastSquares {
@@ -116,7 +116,7 @@ fn stability_limited_explicit_solves_are_flagged_and_the_continuous_adjoint_cope
 
 #[test]
 fn stiffness_detection() {
-    use odesens::models::{DoublePendulum, VanDerPol};
+    use odesens_models::{DoublePendulum, VanDerPol};
     let pendulum = solve(
         &DoublePendulum::bench_problem(),
         &SolverOptions::default().tol(1e-8).save_end_only(),

@@ -3,13 +3,13 @@
 //! differences, and every checkpointing policy against keep-all, on the stiff Robertson kinetics and the
 //! stiff Van der Pol oscillator.
 
-use odesens::models::{Robertson, VanDerPol};
-use odesens::prelude::*;
-use odesens::sensitivity::{
+use odesens_models::{Robertson, VanDerPol};
+use odesens_sensitivity::{
     AdjointSettings, Checkpointing, ComponentAt, Directions, ForwardSettings, IntegralOfSquare,
     LeastSquares, Objective, SensitivityAlgorithm, SquaredNormAt, check_gradient,
     forward_sensitivities, gradient,
 };
+use odesens_solver::*;
 
 const IMPLICIT: [Method; 3] = [Method::Kvaerno5, Method::TrBdf2, Method::RadauIIA5];
 
@@ -248,22 +248,22 @@ fn the_adjoint_trajectory_of_an_implicit_solve_ends_at_the_gradient() {
 fn computations_that_support_explicit_methods_only_say_so() {
     let (problem, objective) = robertson_case();
     let opts = options(Method::Kvaerno5, 1e-6);
-    let err = odesens::sensitivity::gradient(
+    let err = odesens_sensitivity::gradient(
         &problem,
         &opts,
         &objective,
-        &odesens::sensitivity::SensitivityAlgorithm::InterpolatingAdjoint(Default::default()),
+        &odesens_sensitivity::SensitivityAlgorithm::InterpolatingAdjoint(Default::default()),
     )
     .unwrap_err();
     assert!(err.to_string().contains("explicit"), "{err}");
     assert!(matches!(
         err,
-        odesens::sensitivity::SensitivityError::UnsupportedMethod {
+        odesens_sensitivity::SensitivityError::UnsupportedMethod {
             method: Method::Kvaerno5,
             ..
         }
     ));
-    let err = odesens::sensitivity::hessian_vector_product(
+    let err = odesens_sensitivity::hessian_vector_product(
         &problem,
         &opts,
         &objective,
@@ -273,9 +273,32 @@ fn computations_that_support_explicit_methods_only_say_so() {
     .unwrap_err();
     assert!(matches!(
         err,
-        odesens::sensitivity::SensitivityError::UnsupportedMethod {
+        odesens_sensitivity::SensitivityError::UnsupportedMethod {
             method: Method::Kvaerno5,
             ..
         }
+    ));
+}
+
+#[test]
+fn derivatives_of_the_automatic_method_say_it_is_unsupported() {
+    // Moved from the solver's auto-switching test: derivatives need a fixed method.
+    let (t_end, _) = Robertson::REFERENCE[0];
+    let problem = Robertson::problem(t_end).unwrap();
+    let opts = SolverOptions::default()
+        .method(Method::AutoTsit5Radau5)
+        .rtol(1e-6)
+        .atol(1e-10);
+    assert!(matches!(
+        odesens_sensitivity::gradient(
+            &problem,
+            &opts,
+            &odesens_sensitivity::SquaredNormAt::new(t_end),
+            &odesens_sensitivity::SensitivityAlgorithm::Forward
+        ),
+        Err(odesens_sensitivity::SensitivityError::UnsupportedMethod {
+            method: Method::AutoTsit5Radau5,
+            ..
+        })
     ));
 }

@@ -1,13 +1,13 @@
 //! Agreement with reference values from the literature and with conserved quantities.
 
-use odesens::models::{
+use odesens_models::{
     Arenstorf, DoublePendulum, ExponentialDecay, LinearOscillator, LotkaVolterra,
 };
-use odesens::prelude::*;
+use odesens_solver::*;
 use serde_json::Value;
 
 fn reference() -> Value {
-    serde_json::from_str(include_str!("../data/reference/double_pendulum.json"))
+    serde_json::from_str(include_str!("../../data/reference/double_pendulum.json"))
         .expect("valid JSON")
 }
 

@@ -1,21 +1,15 @@
 //! The continuous adjoint (interpolating and backsolve) against the exact discrete adjoint.
 
-use odesens::models::{DoublePendulum, LotkaVolterra};
-use odesens::prelude::*;
-use odesens::sensitivity::{
+use odesens_models::compare::rel_diff_max_norm;
+use odesens_models::{DoublePendulum, LotkaVolterra};
+use odesens_sensitivity::{
     Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, SensitivityAlgorithm,
     SquaredNormAt, gradient,
 };
+use odesens_solver::*;
 
 fn rel_diff(a: &Gradient, b: &Gradient) -> f64 {
-    let x: Vec<f64> = a.to_vec();
-    let y: Vec<f64> = b.to_vec();
-    let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    x.iter()
-        .zip(&y)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0.0, f64::max)
-        / scale
+    rel_diff_max_norm(&a.to_vec(), &b.to_vec())
 }
 
 #[test]
@@ -56,7 +50,7 @@ fn continuous_adjoint_converges_to_the_discrete_one() {
 }
 
 /// Relative difference to the converged discrete gradient, continuous and discrete, per tolerance.
-fn convergence_table<M: OdeSystem, O: odesens::sensitivity::Objective>(
+fn convergence_table<M: OdeSystem, O: odesens_sensitivity::Objective>(
     name: &str,
     problem: &OdeProblem<M>,
     objective: &O,
@@ -109,7 +103,7 @@ fn continuous_adjoint_is_as_accurate_as_the_discrete_one() {
     )
     .unwrap();
     let data = ndarray::Array2::from_shape_vec((3, 2), vec![1.0, 2.0, 3.0, 0.5, 0.2, 1.0]).unwrap();
-    let observations = odesens::sensitivity::LeastSquares::new(vec![0.5, 1.25, 5.0], data).unwrap();
+    let observations = odesens_sensitivity::LeastSquares::new(vec![0.5, 1.25, 5.0], data).unwrap();
     let tables = [
         convergence_table("pendulum ‖u(2)‖²", &pendulum, &SquaredNormAt::new(2.0)),
         convergence_table("Lotka–Volterra ∫x²", &lv, &IntegralOfSquare::new(0)),
@@ -194,7 +188,7 @@ fn seminorm_counts<M: OdeSystem>(
 
 #[test]
 fn seminorm_counts_with_few_and_many_parameters() {
-    use odesens::models::DrivenDoublePendulum;
+    use odesens_models::DrivenDoublePendulum;
     let options = SolverOptions::default().tol(1e-8);
     let pendulum = DoublePendulum::standard_problem(2.0).unwrap();
     let (s, f) = seminorm_counts(
@@ -268,7 +262,7 @@ fn backsolve_drifts_on_the_chaotic_pendulum() {
 
 #[test]
 fn backward_solve_with_its_own_method_and_bad_settings() {
-    use odesens::sensitivity::{SensitivityError, hessian_vector_product};
+    use odesens_sensitivity::{SensitivityError, hessian_vector_product};
     let problem = DoublePendulum::standard_problem(2.0).unwrap();
     let objective = SquaredNormAt::new(2.0);
     let reference = gradient(
@@ -386,7 +380,7 @@ fn checkpointing_policies_give_the_same_continuous_adjoint() {
         if let Checkpointing::Binomial { snapshots } = policy {
             assert!(c.stats.peak_snapshots <= snapshots);
             // Revolve over the segments: t(l, s) segments recomputed, each of 16 steps.
-            let want = odesens::sensitivity::binomial_recomputations(segments, snapshots);
+            let want = odesens_sensitivity::binomial_recomputations(segments, snapshots);
             assert_eq!(c.stats.recomputed_steps, 16 * want, "{policy:?}");
         }
     }
@@ -401,6 +395,6 @@ fn checkpointing_policies_give_the_same_continuous_adjoint() {
     );
     assert!(matches!(
         tiny,
-        Err(odesens::sensitivity::SensitivityError::InvalidSetting { .. })
+        Err(odesens_sensitivity::SensitivityError::InvalidSetting { .. })
     ));
 }

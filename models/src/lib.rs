@@ -1,10 +1,18 @@
-//! Models with known behaviour, shared by tests, examples and benches.
+//! # odesens-models
 //!
-//! Each is an [`OdeSystem`](crate::OdeSystem) whose right-hand side is generic over the scalar, so every
-//! one can be differentiated exactly. Where a closed-form solution exists it is provided.
+//! Models with known behaviour, shared by the tests of every odesens crate, the examples and the
+//! benches (re-exported as `odesens::models`), and the comparison helpers those tests use
+//! ([`compare`]).
+//!
+//! Each is an [`OdeSystem`](odesens_solver::OdeSystem) whose right-hand side is generic over the
+//! scalar, so every one can be differentiated exactly. Where a closed-form solution exists it is
+//! provided.
+#![warn(missing_docs)]
+#![allow(clippy::excessive_precision)]
 
 mod arenstorf;
 mod brusselator;
+pub mod compare;
 mod double_pendulum;
 mod driven_pendulum;
 mod exp_sin_cos;

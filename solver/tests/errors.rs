@@ -1,8 +1,8 @@
 //! Every error variant is reachable from bad input, and none of them is a panic.
 
 use ndarray::{ArrayView1, ArrayViewMut1};
-use odesens::models::{DoublePendulum, ExponentialDecay, LotkaVolterra};
-use odesens::prelude::*;
+use odesens_models::{DoublePendulum, ExponentialDecay, LotkaVolterra};
+use odesens_solver::*;
 
 /// du/dt = u², whose solution 1/(1 − t) blows up at t = 1.
 struct BlowUp;

@@ -14,16 +14,16 @@
 
 use std::collections::BTreeMap;
 
-use odesens::models::{Brusselator2D, DoublePendulum, Robertson};
-use odesens::prelude::*;
-use odesens::sensitivity::{
+use odesens_models::{Brusselator2D, DoublePendulum, Robertson};
+use odesens_sensitivity::{
     Checkpointing, ContinuousSettings, LeastSquares, Objective, SensitivityAlgorithm,
     SquaredNormAt, WeightedSumAt, gradient, hessian_vector_product,
 };
+use odesens_solver::*;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/data/fixtures/redesign_bits.json"
+    "/../data/fixtures/redesign_bits.json"
 );
 
 /// The checkpoint policies, with a memory budget of `budget` bytes (a few checkpoints of the problem).
@@ -49,7 +49,7 @@ fn solution_bits(sol: &Solution) -> Vec<f64> {
     v
 }
 
-fn gradient_bits(g: &odesens::sensitivity::Gradient) -> Vec<f64> {
+fn gradient_bits(g: &odesens_sensitivity::Gradient) -> Vec<f64> {
     let mut v = vec![g.value];
     v.extend(g.to_vec());
     v

@@ -1,8 +1,8 @@
 //! Integrator features: tstops, save times, dense output, per-component atol, fixed steps, the step API,
 //! serialization.
 
-use odesens::models::{DoublePendulum, ExponentialDecay, Kepler, LinearOscillator};
-use odesens::prelude::*;
+use odesens_models::{DoublePendulum, ExponentialDecay, Kepler, LinearOscillator};
+use odesens_solver::*;
 
 fn kepler(t_end: f64) -> OdeProblem<Kepler> {
     OdeProblem::new(

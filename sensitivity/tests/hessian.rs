@@ -5,12 +5,13 @@
 
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::{DualNum, HyperDual64};
-use odesens::models::{DoublePendulum, LotkaVolterra};
-use odesens::prelude::*;
-use odesens::sensitivity::{
+use odesens_models::compare::rel_diff_max_norm;
+use odesens_models::{DoublePendulum, LotkaVolterra};
+use odesens_sensitivity::{
     Checkpointing, IntegralOfSquare, LeastSquares, Objective, SensitivityAlgorithm, SquaredNormAt,
     gradient, hessian_vector_product,
 };
+use odesens_solver::*;
 
 /// (∇G(θ + δv) − ∇G(θ − δv)) / 2δ with θ = (p, u0), by the discrete adjoint.
 fn fd_of_gradient<M: OdeSystem + Clone, O: Objective>(
@@ -51,15 +52,6 @@ fn fd_of_gradient<M: OdeSystem + Clone, O: Objective>(
         .collect()
 }
 
-fn max_rel(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
 #[test]
 fn hessian_vector_products_match_finite_differences_of_gradients() {
     let problem = DoublePendulum::standard_problem(2.0).unwrap();
@@ -80,12 +72,12 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
     let g: Vec<f64> = hv.gradient.to_vec();
     let gp: Vec<f64> = plain.to_vec();
     assert!(
-        max_rel(&g, &gp) < 1e-12,
+        rel_diff_max_norm(&g, &gp) < 1e-12,
         "the gradient part is the adjoint gradient"
     );
     assert_eq!(hv.gradient.value.to_bits(), plain.value.to_bits());
     let fd = fd_of_gradient(&problem, &fixed, &objective, &v, 2e-5);
-    let err = max_rel(&ours, &fd);
+    let err = rel_diff_max_norm(&ours, &fd);
     println!(
         "pendulum, fixed steps: H·v vs central differences of gradients (δ = 2e-5): {err:.1e}"
     );
@@ -95,7 +87,7 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
     let hv = hessian_vector_product(&problem, &tight, &objective, &v[..5], &v[5..]).unwrap();
     let ours: Vec<f64> = hv.to_vec();
     let fd = fd_of_gradient(&problem, &tight, &objective, &v, 2e-5);
-    let err = max_rel(&ours, &fd);
+    let err = rel_diff_max_norm(&ours, &fd);
     println!("pendulum, Vern9 1e-12: H·v vs central differences of gradients: {err:.1e}");
     assert!(err < 1e-6, "{err:e}");
     // With observations at several times and a running cost (Lotka–Volterra).
@@ -113,13 +105,13 @@ fn hessian_vector_products_match_finite_differences_of_gradients() {
         ("least squares", {
             let hv = hessian_vector_product(&lv, &tight, &ls, &w[..4], &w[4..]).unwrap();
             let ours: Vec<f64> = hv.to_vec();
-            max_rel(&ours, &fd_of_gradient(&lv, &tight, &ls, &w, 1e-4))
+            rel_diff_max_norm(&ours, &fd_of_gradient(&lv, &tight, &ls, &w, 1e-4))
         }),
         ("∫y²", {
             let obj = IntegralOfSquare::new(1);
             let hv = hessian_vector_product(&lv, &tight, &obj, &w[..4], &w[4..]).unwrap();
             let ours: Vec<f64> = hv.to_vec();
-            max_rel(&ours, &fd_of_gradient(&lv, &tight, &obj, &w, 1e-4))
+            rel_diff_max_norm(&ours, &fd_of_gradient(&lv, &tight, &obj, &w, 1e-4))
         }),
     ] {
         println!("Lotka–Volterra {name}: H·v vs central differences of gradients: {err:.1e}");
@@ -204,7 +196,7 @@ fn hessian_vector_products_equal_the_nested_forward_mode_hessian() {
         assert_eq!(hv.gradient.stats.forward.accepted_steps, steps);
         let col: Vec<f64> = hv.to_vec();
         let want: Vec<f64> = (0..6).map(|i| hessian[i][j]).collect();
-        worst = worst.max(max_rel(&col, &want));
+        worst = worst.max(rel_diff_max_norm(&col, &want));
     }
     println!("Lotka–Volterra, 400 fixed Tsit5 steps: H·e_j vs the hyper-dual Hessian: {worst:.1e}");
     assert!(worst < 1e-11, "{worst:e}");

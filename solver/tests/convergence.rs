@@ -2,8 +2,8 @@
 //! of the solution (order p) and the local error of the continuous extension (order q + 1 for an
 //! interpolant of order q). Each must be within ±0.2 of the claimed order.
 
-use odesens::models::{ExpSinCos, Kepler, LinearOscillator};
-use odesens::prelude::*;
+use odesens_models::{ExpSinCos, Kepler, LinearOscillator};
+use odesens_solver::*;
 
 /// Least-squares slope of log(err) against log(h).
 fn slope(points: &[(f64, f64)]) -> f64 {
