@@ -2,6 +2,11 @@
 
 /// max_i |a_i − b_i| / max_i |b_i|: the largest difference relative to the size of the reference `b`
 /// (0/0 = NaN for a zero reference).
+///
+/// ```
+/// use odesens_models::compare::rel_diff_max_norm;
+/// assert_eq!(rel_diff_max_norm(&[1.0, 2.5], &[1.0, 2.0]), 0.25);
+/// ```
 pub fn rel_diff_max_norm(a: &[f64], b: &[f64]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     a.iter()
