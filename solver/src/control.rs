@@ -10,7 +10,9 @@
 //! - [`PredictiveController`] (Gustafsson, "Control-theoretic techniques for stepsize selection in
 //!   implicit Runge–Kutta methods", ACM TOMS 20 (1994); RADAU5, Hairer & Wanner II §IV.8, eq. (8.21)):
 //!   q = min(q_I, q_G) with the I-controller q_I = fac · err_n^(−1/k), fac = min(safety,
-//!   safety·(2m + 1)/(m_n + 2m)) lowered when Newton needed many of its m iterations, and the predictive
+//!   safety·(2m + 1)/(m_n + 2m)) lowered when Newton needed many of its m iterations (Radau reports
+//!   its iterations, as RADAU5; the ESDIRKs report none, since a step sequence that jumps with an
+//!   integer count made finite-difference checks of their sensitivities noisy), and the predictive
 //!   q_G = safety · (h_n / h_{n−1}) · (err_{n−1} / err_n²)^(1/k), both clamped to [q_min, q_max]. It
 //!   anticipates a growing error instead of reacting to it, which cuts rejected steps of stiff solves.
 //!   The implicit methods' default.

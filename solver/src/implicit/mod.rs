@@ -534,6 +534,9 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     fn feedback(&self, err: f64, h: f64) -> StepFeedback {
         let (newton_iterations, newton_max) = match self.s.radau.as_ref() {
             Some(r) => (r.newt, self.s.newton.max_iterations),
+            // The ESDIRKs report no iteration count (see `crate::control`): with it the step sequence
+            // jumped with an integer count, and finite differences of Van der Pol μ = 1000 at tol 1e-10
+            // disagreed with the exact tangents by 6e-4 instead of 1e-5.
             None => (self.s.newton_last, 0),
         };
         StepFeedback {
