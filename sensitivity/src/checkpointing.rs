@@ -298,6 +298,7 @@ pub(crate) trait Reversal {
 pub(crate) struct ReversalCost {
     pub peak_snapshots: usize,
     pub recomputed_steps: usize,
+    pub peak_checkpoint_bytes: usize,
 }
 
 /// Runs the backward pass over `steps` forward steps from the checkpoints the forward pass kept
@@ -306,11 +307,10 @@ pub(crate) struct ReversalCost {
 pub(crate) fn reverse<R: Reversal>(
     r: &mut R,
     checkpointing: Checkpointing,
-    stored: &[<R::S as Stepper>::Checkpoint],
-    initial: <R::S as Stepper>::Checkpoint,
-    steps: usize,
-    snapshots: usize,
+    record: &mut ForwardRecord<<R::S as Stepper>::Checkpoint>,
 ) -> Result<ReversalCost, SensitivityError> {
+    let (steps, snapshots) = (record.steps, record.snapshots);
+    let stored = &record.stored;
     let mut recomputed_steps = 0;
     let peak_snapshots = match checkpointing {
         Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
@@ -342,7 +342,7 @@ pub(crate) fn reverse<R: Reversal>(
             stored.len() + every.min(steps.max(1)) - 1
         }
         Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
-            let mut st = Stack::new(initial, snapshots);
+            let mut st = Stack::new(std::mem::take(&mut record.initial), snapshots);
             let mut advance_from = |r: &mut R, slot: &<R::S as Stepper>::Checkpoint, n: usize| {
                 let replay = r.replay();
                 replay.restore(slot)?;
@@ -373,6 +373,7 @@ pub(crate) fn reverse<R: Reversal>(
     Ok(ReversalCost {
         peak_snapshots,
         recomputed_steps,
+        peak_checkpoint_bytes: peak_snapshots * record.checkpoint_bytes,
     })
 }
 

@@ -2,9 +2,7 @@
 //! evaluation along the steps, and the statistics.
 
 use ndarray::ArrayView1;
-use odesens_solver::{
-    AcceptedStep, OdeProblem, OdeSystem, SolverOptions, Statistics, StepStages, Stepper,
-};
+use odesens_solver::{OdeProblem, OdeSystem, SolverOptions, Statistics, StepStages, Stepper};
 use serde::Serialize;
 
 use crate::ad::derivatives::{ChunkDual, DerivativeCounts, ScalarGradient};
@@ -349,15 +347,6 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective>(
         steps += 1;
     }
     Ok((value, steps))
-}
-
-/// The time of stage with node c in `step` (exactly t_{n+1} for c = 1, as the integrator does).
-pub(crate) fn stage_time(c: f64, step: &AcceptedStep<'_>) -> f64 {
-    if c == 1.0 {
-        step.t_next
-    } else {
-        step.t + c * step.h
-    }
 }
 
 /// The jump of λ at an observation: if the next observation (counting back) is at `t`,

@@ -19,7 +19,7 @@ use crate::ad::derivatives::{Derivatives, VjpMode};
 use crate::checkpointing::{Checkpointing, Reversal, forward_with_checkpoints, reverse};
 use crate::common::{
     AdjointTrajectory, Gradient, ObjectiveTracker, SensitivityStats, check_objective,
-    derivative_options, observation_jump, stage_time, stats_since,
+    derivative_options, observation_jump, stats_since,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -122,7 +122,7 @@ fn adjoint_step<M: OdeSystem, O: Objective>(
             }
         }
         y_bar.iter_mut().for_each(|x| *x = 0.0);
-        let ti = stage_time(tab.c[i], step);
+        let ti = step.stage_time(i);
         let yi = step.stage_input(i);
         if kbar.iter().any(|&x| x != 0.0) {
             let kb: &[f64] = kbar;
@@ -207,7 +207,8 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
     let mut forward = Integrator::new(problem, &opts)?;
     let t0 = problem.t0();
     let u0 = problem.u0().to_vec();
-    let record = forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
+    let mut record =
+        forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
 
     let n_obs = objective.observation_times().len();
     let mut e = Engine {
@@ -228,17 +229,10 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
         },
     };
     let replay_start = e.replay.stats();
-    let cost = reverse(
-        &mut e,
-        checkpointing,
-        &record.stored,
-        record.initial,
-        record.steps,
-        record.snapshots,
-    )?;
+    let cost = reverse(&mut e, checkpointing, &mut record)?;
     e.stats.peak_snapshots = cost.peak_snapshots;
     e.stats.recomputed_steps = cost.recomputed_steps;
-    e.stats.peak_checkpoint_bytes = cost.peak_snapshots * record.checkpoint_bytes;
+    e.stats.peak_checkpoint_bytes = cost.peak_checkpoint_bytes;
     let mut back = e;
     // An observation at t0 adds ∂g/∂u0 directly.
     observation_jump(

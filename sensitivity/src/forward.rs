@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::ad::derivatives::Derivatives;
 use crate::common::{
     ChunkResult, Gradient, SensitivityStats, TangentRecord, add_directional, check_objective,
-    derivative_options, stage_time,
+    derivative_options,
 };
 use crate::cost_model::forward_blocks;
 use crate::error::{SensitivityError, check_finite, check_times};
@@ -123,7 +123,7 @@ impl Tangents {
                     *y += ha * k;
                 }
             }
-            let ti = stage_time(tab.c[i], step);
+            let ti = step.stage_time(i);
             der.jvp_block(
                 ti,
                 step.stage_input(i),
@@ -251,7 +251,7 @@ fn run_chunk<M: OdeSystem, O: Objective>(
             for i in 0..last {
                 let b = tab.b[i];
                 if b != 0.0 {
-                    let ti = stage_time(tab.c[i], &step);
+                    let ti = step.stage_time(i);
                     q += b * tr.running_gradient(ti, step.stage_input(i), &p)?;
                     let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
                     add_directional(tr, step.h * b, ydot, &tg.pdot, &mut rec.d_objective);

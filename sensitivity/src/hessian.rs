@@ -23,7 +23,7 @@ use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem
 use crate::ad::derivatives::Derivatives;
 use crate::ad::tape::{Recorder, Var};
 use crate::common::{
-    Gradient, SensitivityStats, check_objective, derivative_options, require_explicit, stage_time,
+    Gradient, SensitivityStats, check_objective, derivative_options, require_explicit,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -144,7 +144,7 @@ fn stage_tangents<M: OdeSystem>(
                 *y += h * a * k;
             }
         }
-        let ti = stage_time(tab.c[i], step);
+        let ti = step.stage_time(i);
         der.jvp(
             ti,
             step.stage_input(i),
@@ -237,7 +237,7 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
             for (i, &b) in tab.b.iter().enumerate() {
                 if b != 0.0 {
                     q += b * objective.running_cost::<f64>(
-                        stage_time(tab.c[i], &step),
+                        step.stage_time(i),
                         ArrayView1::from(step.stage_input(i)),
                         ArrayView1::from(&p[..]),
                     );
@@ -327,7 +327,7 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
             }
             y_bar.iter_mut().for_each(|x| *x = 0.0);
             y_bar_dot.iter_mut().for_each(|x| *x = 0.0);
-            let ti = stage_time(tab.c[i], &step);
+            let ti = step.stage_time(i);
             let yi = step.stage_input(i);
             let ydi = &ydot[i * n..(i + 1) * n];
             if kbar.iter().chain(&kbar_dot).any(|&x| x != 0.0) {

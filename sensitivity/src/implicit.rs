@@ -108,14 +108,6 @@ impl StepData {
     }
 }
 
-/// The weight b_i of stage i.
-fn weight(scheme: Scheme, i: usize) -> f64 {
-    match scheme {
-        Scheme::Esdirk(tab) => tab.b[i],
-        Scheme::Radau5 => radau::A[2][i],
-    }
-}
-
 /// The stopping rule of the preconditioned stage iterations: converged when the update is below
 /// [`LINEAR_TOL`] of the iterate, stalled when it is not finite or shrinks by less than half.
 struct Richardson {
@@ -483,7 +475,7 @@ pub(crate) fn forward<M: OdeSystem, O: Objective>(
         {
             let mut q = 0.0;
             for i in 0..s {
-                let b = weight(scheme, i);
+                let b = scheme.weight(i);
                 if b != 0.0 {
                     step.stage_value(i, &mut yi);
                     q += b * tr.running_gradient(step.stage_time(i), &yi, &p)?;
@@ -586,7 +578,7 @@ impl<M: OdeSystem, O: Objective> Engine<'_, '_, M, O> {
                     self.sigma[m] = h * acc;
                     self.c[m] = if i + 1 == s { self.lambda[m] } else { 0.0 };
                 }
-                let hb = h * weight(step.scheme, i);
+                let hb = h * step.scheme.weight(i);
                 if running && hb != 0.0 {
                     self.tracker.running_gradient(ti, &self.lin.y, p)?;
                     for (c, g) in self.c.iter_mut().zip(&self.tracker.g_u) {
@@ -796,7 +788,8 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());
     let mut forward = ImplicitIntegrator::new(problem, options)?;
     let scheme = forward.scheme();
-    let record = forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
+    let mut record =
+        forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
 
     let s = scheme.stages();
     let mut e = Engine {
@@ -819,14 +812,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
         trajectory: record_trajectory.then(Vec::new),
     };
     let replay_start = e.replay.stats();
-    let cost = reverse(
-        &mut e,
-        checkpointing,
-        &record.stored,
-        record.initial,
-        record.steps,
-        record.snapshots,
-    )?;
+    let cost = reverse(&mut e, checkpointing, &mut record)?;
     // An observation at t0 adds ∂g/∂u0 directly.
     observation_jump(
         &mut e.tracker,
@@ -850,7 +836,7 @@ pub(crate) fn adjoint<M: OdeSystem, O: Objective>(
             recomputation,
             recomputed_steps: cost.recomputed_steps,
             peak_snapshots: cost.peak_snapshots,
-            peak_checkpoint_bytes: cost.peak_snapshots * record.checkpoint_bytes,
+            peak_checkpoint_bytes: cost.peak_checkpoint_bytes,
             derivatives: e.der.counts,
             exact_stage_factorizations: e.lin.fallbacks,
         },

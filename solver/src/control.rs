@@ -311,7 +311,8 @@ impl StepController for Controller {
     }
 }
 
-fn in_range(
+/// `Ok` when `ok`, else [`SolverError::InvalidOption`] naming the setting and its valid range.
+pub(crate) fn in_range(
     name: &'static str,
     value: f64,
     ok: bool,

@@ -169,8 +169,8 @@ fn solve_implicit<M: OdeSystem>(
         Scheme::Radau5 => DenseKind::Radau,
     };
     let mut dense = options.dense.then(|| DenseOutput::with_kind(kind, n));
-    let mut k = vec![0.0; kind_stages(kind) * n];
-    let mut w = vec![0.0; kind_stages(kind)];
+    let mut k = vec![0.0; kind.stages() * n];
+    let mut w = vec![0.0; kind.stages()];
     let mut y = vec![0.0; n];
     let (mut times, mut states) = (
         Vec::with_capacity(save_at.len()),
@@ -245,11 +245,4 @@ fn solve_implicit<M: OdeSystem>(
         t_end,
         dense,
     })
-}
-
-fn kind_stages(kind: DenseKind) -> usize {
-    match kind {
-        DenseKind::Radau => 4,
-        _ => 3,
-    }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::{Controller, StepController};
+use crate::control::{Controller, StepController, in_range};
 use crate::error::SolverError;
 use crate::tableau::Method;
 
@@ -120,15 +120,8 @@ impl ImplicitConfig {
     /// # Errors
     /// [`SolverError::InvalidOption`] naming the setting and its valid range.
     pub fn validate(&self) -> Result<(), SolverError> {
-        let check = |name: &'static str, value: f64, ok: bool, valid: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(SolverError::InvalidOption { name, value, valid })
-            }
-        };
         if let Some(m) = self.newton_max_iterations {
-            check(
+            in_range(
                 "implicit.newton_max_iterations",
                 m as f64,
                 (1..=100).contains(&m),
@@ -136,21 +129,21 @@ impl ImplicitConfig {
             )?;
         }
         let kappa = self.newton_kappa;
-        check(
+        in_range(
             "implicit.newton_kappa",
             kappa,
             kappa > 0.0 && kappa < 1.0,
             "in (0, 1)",
         )?;
         let reuse = self.lu_reuse;
-        check(
+        in_range(
             "implicit.lu_reuse",
             reuse,
             (0.0..1.0).contains(&reuse),
             "in [0, 1)",
         )?;
         let rate = self.jacobian_refresh_rate;
-        check(
+        in_range(
             "implicit.jacobian_refresh_rate",
             rate,
             rate > 0.0 && !rate.is_nan(),

@@ -109,6 +109,16 @@ pub struct AcceptedStep<'b> {
 }
 
 impl AcceptedStep<'_> {
+    /// The time t_n + c_i h of stage i (t_{n+1} exactly for c_i = 1, as the integrator steps there).
+    pub fn stage_time(&self, i: usize) -> f64 {
+        let c = self.tab.c[i];
+        if c == 1.0 {
+            self.t_next
+        } else {
+            self.t + c * self.h
+        }
+    }
+
     /// Stage input Y_i (Y_1 = u_n; for FSAL methods Y_s = u_{n+1}).
     pub fn stage_input(&self, i: usize) -> &[f64] {
         stage_input(self.tab, self.u.len(), i, self.u, self.u_next, self.ys)
@@ -959,12 +969,7 @@ impl crate::stepper::StepStages for AcceptedStep<'_> {
         self.tab.stages
     }
     fn stage_time(&self, i: usize) -> f64 {
-        let c = self.tab.c[i];
-        if c == 1.0 {
-            self.t_next
-        } else {
-            self.t + c * self.h
-        }
+        AcceptedStep::stage_time(self, i)
     }
     fn stage_value(&self, i: usize) -> &[f64] {
         self.stage_input(i)

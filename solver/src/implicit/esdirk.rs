@@ -21,7 +21,6 @@ impl<M: OdeSystem> Core<'_, M> {
         for iteration in 0..self.newton.max_iterations {
             self.f(t, &y, &mut k[ki.clone()]);
             self.stats.newton_iterations += 1;
-            self.newton_last = self.newton_last.max(iteration + 1);
             if let Some(m) = k[ki.clone()].iter().position(|v| !v.is_finite()) {
                 self.non_finite.get_or_insert((t, m, k[i * n + m]));
                 break;
@@ -70,7 +69,6 @@ impl<M: OdeSystem> Core<'_, M> {
     ) -> Result<Option<f64>, SolverError> {
         let n = self.n;
         let hg = h * tab.gamma;
-        self.newton_last = 0;
         self.newton_rate = 0.0;
         self.factor(hg, h)?;
         for m in 0..n {

@@ -152,9 +152,6 @@ struct Core<'a, M: OdeSystem> {
     radau: Option<Box<RadauState>>,
     /// The first non-finite rhs value (t, component, value) met by the last attempt's Newton iteration.
     non_finite: Option<(f64, usize, f64)>,
-    /// ESDIRK: the most Newton iterations a stage of the last attempt took (the predictive controller
-    /// lowers its safety factor with it).
-    newton_last: usize,
     /// ESDIRK: the slowest contraction rate θ of the last attempt's Newton iterations.
     newton_rate: f64,
     /// The Newton and reuse settings.
@@ -427,7 +424,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             stats: Statistics::default(),
             radau,
             non_finite: None,
-            newton_last: 0,
             newton_rate: 0.0,
             newton: Newton {
                 max_iterations: options
@@ -537,7 +533,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             // The ESDIRKs report no iteration count (see `crate::control`): with it the step sequence
             // jumped with an integer count, and finite differences of Van der Pol μ = 1000 at tol 1e-10
             // disagreed with the exact tangents by 6e-4 instead of 1e-5.
-            None => (self.s.newton_last, 0),
+            None => (0, 0),
         };
         StepFeedback {
             err,
