@@ -21,6 +21,7 @@ use crate::discrete_adjoint::{AdjointSettings, adjoint_gradient};
 use crate::error::SensitivityError;
 use crate::forward::forward_gradient;
 use crate::objective::Objective;
+use crate::step_diff::{Capability, StepFamily};
 
 /// How [`gradient`] differentiates (see the module docs for the trade-offs).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -120,11 +121,13 @@ pub fn gradient<M: OdeSystem, O: Objective>(
             continuous_gradient(problem, options, objective, *settings, true)
         }
         SensitivityAlgorithm::Auto => {
-            let chosen = if options.method.is_implicit() {
-                SensitivityAlgorithm::adjoint(Checkpointing::KeepAll)
-            } else {
+            // Without the cost model's measurements (implicit methods for now) the adjoint is the
+            // safe choice: its cost does not grow with the number of parameters.
+            let chosen = if StepFamily::of(options.method).supports(Capability::CostModel) {
                 let directions = problem.n_states() + problem.model().n_params();
                 CostModel::measure(problem, options, objective)?.recommend(directions)
+            } else {
+                SensitivityAlgorithm::adjoint(Checkpointing::KeepAll)
             };
             gradient(problem, options, objective, &chosen)
         }

@@ -104,20 +104,6 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     Ok(options.clone().tstops(tstops).save_end_only().dense(false))
 }
 
-/// Rejects implicit methods for the computations that support only explicit ones.
-pub(crate) fn require_explicit(
-    options: &SolverOptions,
-    operation: &'static str,
-) -> Result<(), SensitivityError> {
-    if options.method.is_implicit() {
-        return Err(SensitivityError::UnsupportedMethod {
-            method: options.method,
-            operation,
-        });
-    }
-    Ok(())
-}
-
 /// Validates an objective for `problem`.
 pub(crate) fn check_objective<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,

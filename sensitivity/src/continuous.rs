@@ -36,11 +36,11 @@ use odesens_solver::{
 use crate::ad::derivatives::Derivatives;
 use crate::checkpointing::{Action, Checkpointing, Stack, revolve};
 use crate::common::{
-    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options,
-    forward_pass, require_explicit,
+    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, forward_pass,
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
+use crate::step_diff::{Capability, require};
 
 /// Settings of the backward solve.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -390,11 +390,7 @@ fn run<M: OdeSystem, O: Objective>(
     }
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let (t0, t_end) = (problem.t0(), problem.t_end());
-    require_explicit(
-        options,
-        "the continuous and backsolve adjoints (explicit methods only for now; use the discrete \
-         adjoint)",
-    )?;
+    require(options.method, Capability::ContinuousAdjoint)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let u0 = problem.u0().to_vec();

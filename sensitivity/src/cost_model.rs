@@ -29,9 +29,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::ad::derivatives::{CHUNK, Derivatives};
-use crate::common::{check_objective, derivative_options, require_explicit};
+use crate::common::{check_objective, derivative_options};
 use crate::error::SensitivityError;
 use crate::objective::Objective;
+use crate::step_diff::{Capability, require};
 
 /// Measured costs of one solve and of the derivative kernels, the inputs of the prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -147,7 +148,7 @@ impl CostModel {
         objective: &O,
     ) -> Result<Self, SensitivityError> {
         check_objective(problem, objective)?;
-        require_explicit(options, "the cost model (explicit methods only for now)")?;
+        require(options.method, Capability::CostModel)?;
         let opts = derivative_options(problem, options, &[objective.observation_times()])?;
         // States to evaluate the kernels at: every step's state (saving does not change the steps; this
         // solve also reports any solver error before the timings).

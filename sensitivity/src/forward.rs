@@ -1,17 +1,18 @@
 //! Forward sensitivities: tangents u̇ = ∂u/∂θ propagated stage by stage alongside the solution.
 //!
-//! For a direction θ with u̇_0 = ∂u0/∂θ and ṗ = ∂p/∂θ, each accepted step (t_n, h) of the forward solve is
-//! differentiated with the same tableau: Ẏ_i = u̇_n + h Σ_j a_ij K̇_j,
-//! K̇_i = f_u(t_i, Y_i) Ẏ_i + f_p(t_i, Y_i) ṗ, u̇_{n+1} = u̇_n + h Σ_i b_i K̇_i. With the step sequence frozen
-//! this is the exact derivative of the computed solution. Directions are split into balanced blocks of at
-//! most [`crate::ad::derivatives::CHUNK`], one per thread (rayon); each stage costs one `Lanes` pass per block (or the
-//! model's hand-written jvp per direction). By default the tangents are not part of the error control;
-//! [`ForwardSettings::tangent_error_control`] puts them in (all directions then share one block).
+//! For a direction θ with u̇_0 = ∂u0/∂θ and ṗ = ∂p/∂θ, each accepted step of the forward solve is
+//! differentiated by its scheme's [`StepDiff::tangent_step`] (explicit RK: Ẏ_i = u̇_n + h Σ_j a_ij K̇_j,
+//! K̇_i = f_u(t_i, Y_i) Ẏ_i + f_p(t_i, Y_i) ṗ, u̇_{n+1} = u̇_n + h Σ_i b_i K̇_i; implicit schemes solve their
+//! stage equations' tangents exactly). With the step sequence frozen this is the exact derivative of the
+//! computed solution. One driver for every stepper family. Explicit directions are split into balanced
+//! blocks of at most [`crate::ad::derivatives::CHUNK`], one per thread (rayon); each stage costs one
+//! `Lanes` pass per block (or the model's hand-written jvp per direction). Implicit directions share one
+//! block, which reuses the step's factorization for all of them. By default the tangents are not part of
+//! the error control; [`ForwardSettings::tangent_error_control`] puts them in (explicit methods; all
+//! directions then share one block).
 
 use ndarray::{Array1, Array2, Array3};
-use odesens_solver::{
-    AcceptedStep, ExplicitTableau, Integrator, OdeProblem, OdeSystem, SolverOptions,
-};
+use odesens_solver::{OdeProblem, OdeSystem, SolverOptions, StepStages};
 use rayon::prelude::*;
 
 use crate::ad::derivatives::Derivatives;
@@ -20,8 +21,11 @@ use crate::common::{
     derivative_options,
 };
 use crate::cost_model::forward_blocks;
-use crate::error::{SensitivityError, check_finite, check_times};
+use crate::error::{SensitivityError, check_times};
 use crate::objective::Objective;
+use crate::step_diff::{
+    Capability, StepDiff, StepFamily, Tangents, WithStepper, dispatch, require,
+};
 
 /// Which directions to differentiate along.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,94 +96,12 @@ pub struct ForwardSensitivities {
     pub stats: SensitivityStats,
 }
 
-/// Tangent state of one block of `c` directions (row-major (component, lane) layouts).
-struct Tangents {
-    c: usize,
-    udot: Vec<f64>,
-    pdot: Vec<f64>,
-    kdot: Vec<f64>,
-    /// Ẏ_i of every stage of the last step (the running cost's gradient needs them again).
-    ydot: Vec<f64>,
-    unew: Vec<f64>,
-}
-
-impl Tangents {
-    /// K̇_i for stages `0..last` of `step` (Ẏ_i = u̇_n + h Σ_j a_ij K̇_j), with u̇_n = `udot`.
-    fn stages<M: OdeSystem>(
-        &mut self,
-        der: &mut Derivatives<'_, M>,
-        step: &AcceptedStep<'_>,
-        p: &[f64],
-        last: usize,
-    ) {
-        let tab = step.tableau();
-        let (n, c, h) = (step.u.len(), self.c, step.h);
-        for i in 0..last {
-            let ydot = &mut self.ydot[i * n * c..(i + 1) * n * c];
-            ydot.copy_from_slice(&self.udot);
-            for &(j, a) in tab.a[i] {
-                let ha = h * a;
-                for (y, k) in ydot.iter_mut().zip(&self.kdot[j * n * c..(j + 1) * n * c]) {
-                    *y += ha * k;
-                }
-            }
-            let ti = step.stage_time(i);
-            der.jvp_block(
-                ti,
-                step.stage_input(i),
-                p,
-                ydot,
-                &self.pdot,
-                &mut self.kdot[i * n * c..(i + 1) * n * c],
-                c,
-            );
-        }
-    }
-
-    /// u̇_{n+1} = u̇_n + h Σ b_i K̇_i into `unew`.
-    fn advance(&mut self, tab: &ExplicitTableau, h: f64, n: usize) {
-        let c = self.c;
-        self.unew.copy_from_slice(&self.udot);
-        for (i, &b) in tab.b.iter().enumerate() {
-            if b != 0.0 {
-                let hb = h * b;
-                for (u, k) in self
-                    .unew
-                    .iter_mut()
-                    .zip(&self.kdot[i * n * c..(i + 1) * n * c])
-                {
-                    *u += hb * k;
-                }
-            }
-        }
-    }
-
-    /// Σ r² over the tangents' scaled error estimates h Σ b̃_i K̇_i (all stages computed).
-    fn error_sum(&self, tab: &ExplicitTableau, h: f64, n: usize, atol: &[f64], rtol: f64) -> f64 {
-        let c = self.c;
-        let mut sum = 0.0;
-        for (m, &atol_m) in atol.iter().enumerate().take(n) {
-            for lane in 0..c {
-                let mut e = 0.0;
-                for (i, &bt) in tab.btilde.iter().enumerate() {
-                    if bt != 0.0 {
-                        e += bt * self.kdot[(i * n + m) * c + lane];
-                    }
-                }
-                let (a, b) = (self.udot[m * c + lane].abs(), self.unew[m * c + lane].abs());
-                let r = h * e / (atol_m + rtol * a.max(b));
-                sum += r * r;
-            }
-        }
-        sum
-    }
-}
-
-/// Propagates one block of directions (columns `cols` of the seeds) along a fresh forward solve; with
-/// `error_control` the tangents' error estimates join the step-size control.
+/// Propagates one block of directions (columns `cols` of the seeds) along a fresh forward solve with the
+/// stepper `S` (one step's tangent by [`StepDiff::tangent_step`]); with `error_control` the tangents'
+/// error estimates join the step-size control.
 #[allow(clippy::too_many_arguments)]
-fn run_chunk<M: OdeSystem, O: Objective>(
-    problem: &OdeProblem<M>,
+fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
+    problem: &'a OdeProblem<M>,
     options: &SolverOptions,
     du0: &Array2<f64>,
     dp: &Array2<f64>,
@@ -189,83 +111,41 @@ fn run_chunk<M: OdeSystem, O: Objective>(
     error_control: bool,
 ) -> Result<ChunkResult, SensitivityError> {
     let (n, np) = (problem.n_states(), problem.model().n_params());
-    let c = cols.len();
     let p = problem.params().to_vec();
-    let tab = options.method.tableau();
-    let s = tab.stages;
-    let mut tg = Tangents {
-        c,
-        udot: vec![0.0; n * c],
-        pdot: vec![0.0; np * c],
-        kdot: vec![0.0; s * n * c],
-        ydot: vec![0.0; s * n * c],
-        unew: vec![0.0; n * c],
-    };
-    for (lane, col) in cols.clone().enumerate() {
-        for m in 0..n {
-            tg.udot[m * c + lane] = du0[[m, col]];
-        }
-        for m in 0..np {
-            tg.pdot[m * c + lane] = dp[[m, col]];
-        }
-    }
-    let mut integrator = Integrator::new(problem, options)?;
+    let mut stepper = S::start(problem, options)?;
+    let mut work = stepper.work(n, np);
+    let mut tg = Tangents::new(du0, dp, cols, stepper.stage_count());
     let mut der = Derivatives::new(problem.model());
-    let mut rec = TangentRecord::new(objective, save_times, (n, np), c);
+    let mut rec = TangentRecord::new(objective, save_times, (n, np), tg.c);
     rec.record(problem.t0(), &problem.u0().to_vec(), &p, &tg.udot, &tg.pdot)?;
-    let last = if tab.fsal { s - 1 } else { s };
-    while !integrator.is_finished() {
-        if error_control {
-            // Every stage (the FSAL one too: its b̃ is not zero), then let the tangents' errors vote.
-            let proposal = integrator.propose()?;
-            tg.stages(&mut der, &proposal.step, &p, last);
-            tg.advance(tab, proposal.step.h, n);
-            if tab.fsal {
-                // Ẏ_s = u̇_{n+1}: K̇_s at (t_{n+1}, u_{n+1}).
-                let (t_next, u_next) = (proposal.step.t_next, proposal.step.u_next);
-                der.jvp_block(
-                    t_next,
-                    u_next,
-                    &p,
-                    &tg.unew,
-                    &tg.pdot,
-                    &mut tg.kdot[(s - 1) * n * c..s * n * c],
-                    c,
-                );
-            }
-            let extra = tg.error_sum(tab, proposal.step.h, n, proposal.atol, proposal.rtol);
-            if integrator.decide(Some((extra, n * c)))? == odesens_solver::StepOutcome::Rejected {
-                continue;
-            }
-        } else {
-            let step = integrator.step_accepted()?;
-            tg.stages(&mut der, &step, &p, last);
-            tg.advance(tab, step.h, n);
-        }
-        let step = integrator.accepted_step().expect("accepted");
+    while !stepper.is_finished() {
+        let step = stepper.tangent_step(&mut work, &mut der, &mut tg, &p, error_control)?;
         if let Some(tr) = rec.tracker.as_mut()
             && tr.objective().has_running_cost()
         {
-            // Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
+            // h Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
             let mut q = 0.0;
-            for i in 0..last {
-                let b = tab.b[i];
+            for i in 0..step.stages() {
+                let b = step.weight(i);
                 if b != 0.0 {
-                    let ti = step.stage_time(i);
-                    q += b * tr.running_gradient(ti, step.stage_input(i), &p)?;
-                    let ydot = &tg.ydot[i * n * c..(i + 1) * n * c];
-                    add_directional(tr, step.h * b, ydot, &tg.pdot, &mut rec.d_objective);
+                    q += b * tr.running_gradient(step.stage_time(i), step.stage_value(i), &p)?;
+                    add_directional(
+                        tr,
+                        step.h() * b,
+                        tg.stage(i),
+                        &tg.pdot,
+                        &mut rec.d_objective,
+                    );
                 }
             }
-            rec.value += step.h * q;
+            rec.value += step.h() * q;
         }
-        std::mem::swap(&mut tg.udot, &mut tg.unew);
-        check_finite("tangent", step.t_next, &tg.udot)?;
-        rec.record(step.t_next, step.u_next, &p, &tg.udot, &tg.pdot)?;
+        rec.record(step.t_next(), step.u_next(), &p, &tg.udot, &tg.pdot)?;
     }
     let stats = SensitivityStats {
-        forward: integrator.stats(),
+        forward: stepper.stats(),
         derivatives: der.counts,
+        exact_stage_factorizations: S::exact_stage_factorizations(&work),
         ..Default::default()
     };
     Ok(ChunkResult {
@@ -287,38 +167,66 @@ fn run_all<M: OdeSystem, O: Objective>(
     objective: Option<&O>,
     error_control: bool,
 ) -> Result<Vec<(std::ops::Range<usize>, ChunkResult)>, SensitivityError> {
-    let nd = du0.ncols();
-    if options.method.is_implicit() {
-        // One block: the implicit tangents reuse the step's factorization for all directions.
-        let chunk = crate::implicit::forward(problem, options, du0, dp, save_times, objective)?;
-        return Ok(vec![(0..nd, chunk)]);
+    if error_control {
+        require(options.method, Capability::TangentErrorControl)?;
     }
-    // Balanced blocks, one per thread where possible, at most CHUNK directions each; with the
-    // tangents in the error control all directions share one block (one step sequence).
-    let block = if error_control {
-        nd.max(1)
-    } else {
-        forward_blocks(nd, rayon::current_num_threads()).0
-    };
-    let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(block).max(1))
-        .map(|c| c * block..((c + 1) * block).min(nd))
-        .collect();
-    ranges
-        .into_par_iter()
-        .map(|r| {
-            run_chunk(
-                problem,
-                options,
-                du0,
-                dp,
-                r.clone(),
-                save_times,
-                objective,
-                error_control,
-            )
-            .map(|res| (r, res))
-        })
-        .collect()
+    dispatch(
+        options.method,
+        Chunks {
+            problem,
+            options,
+            seeds: (du0, dp),
+            save_times,
+            objective,
+            error_control,
+        },
+    )
+}
+
+/// Forward tangents in blocks, written once over [`StepDiff`].
+struct Chunks<'a, 'j, M: OdeSystem, O: Objective> {
+    problem: &'a OdeProblem<M>,
+    options: &'j SolverOptions,
+    seeds: (&'j Array2<f64>, &'j Array2<f64>),
+    save_times: &'j [f64],
+    objective: Option<&'j O>,
+    error_control: bool,
+}
+
+impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Chunks<'a, '_, M, O> {
+    type Out = Result<Vec<(std::ops::Range<usize>, ChunkResult)>, SensitivityError>;
+
+    fn run<S: StepDiff<'a, M>>(self) -> Self::Out {
+        let (du0, dp) = self.seeds;
+        let nd = du0.ncols();
+        // Balanced blocks, one per thread where possible, at most CHUNK directions each. All directions
+        // share one block when the tangents are in the error control (one step sequence), and for the
+        // implicit family, whose tangents reuse the step's factorization for every direction.
+        let block = if self.error_control || S::FAMILY == StepFamily::Implicit {
+            nd.max(1)
+        } else {
+            forward_blocks(nd, rayon::current_num_threads()).0
+        };
+        let ranges: Vec<std::ops::Range<usize>> = (0..nd.div_ceil(block).max(1))
+            .map(|c| c * block..((c + 1) * block).min(nd))
+            .collect();
+        ranges
+            .into_par_iter()
+            .map(|r| {
+                run_chunk::<S, M, O>(
+                    self.problem,
+                    self.options,
+                    du0,
+                    dp,
+                    r.clone(),
+                    self.save_times,
+                    self.objective,
+                    self.error_control,
+                )
+                .map(|res| (r, res))
+            })
+            .collect()
+    }
 }
 
 fn add_stats(total: &mut SensitivityStats, s: &SensitivityStats) {

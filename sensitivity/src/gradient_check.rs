@@ -1,12 +1,13 @@
 //! Checking any gradient against central finite differences, for users' own models too.
 
 use ndarray::Array1;
-use odesens_solver::{Integrator, OdeProblem, OdeSystem, SolverOptions};
+use odesens_solver::{OdeProblem, OdeSystem, SolverOptions};
 use serde::Serialize;
 
 use crate::common::{Gradient, check_objective, derivative_options, forward_pass};
 use crate::error::SensitivityError;
 use crate::objective::Objective;
+use crate::step_diff::{StepDiff, WithStepper, dispatch};
 
 /// Finite-difference estimates and their comparison with a gradient.
 #[derive(Debug, Clone, Serialize)]
@@ -39,14 +40,35 @@ pub fn objective_value<M: OdeSystem, O: Objective>(
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());
     let span = (problem.t0(), &u0[..]);
-    let (value, _) = if opts.method.is_implicit() {
-        let mut it = odesens_solver::ImplicitIntegrator::new(problem, &opts)?;
-        forward_pass(&mut it, objective, &p, span, |_, _| {})?
-    } else {
-        let mut it = Integrator::new(problem, &opts)?;
-        forward_pass(&mut it, objective, &p, span, |_, _| {})?
-    };
-    Ok(value)
+    dispatch(
+        opts.method,
+        Value {
+            problem,
+            options: &opts,
+            objective,
+            span,
+            p: &p,
+        },
+    )
+}
+
+/// G along one forward pass, written once over the steppers.
+struct Value<'a, 'j, M: OdeSystem, O: Objective> {
+    problem: &'a OdeProblem<M>,
+    options: &'j SolverOptions,
+    objective: &'j O,
+    span: (f64, &'j [f64]),
+    p: &'j [f64],
+}
+
+impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Value<'a, '_, M, O> {
+    type Out = Result<f64, SensitivityError>;
+
+    fn run<S: StepDiff<'a, M>>(self) -> Self::Out {
+        let mut stepper = S::start(self.problem, self.options)?;
+        let (value, _) = forward_pass(&mut stepper, self.objective, self.p, self.span, |_, _| {})?;
+        Ok(value)
+    }
 }
 
 /// Compares `gradient` with central finite differences (G(θ + δ) − G(θ − δ)) / 2δ, one pair of solves per

@@ -22,11 +22,10 @@ use odesens_solver::{AcceptedStep, Checkpoint, Integrator, OdeProblem, OdeSystem
 
 use crate::ad::derivatives::Derivatives;
 use crate::ad::tape::{Recorder, Var};
-use crate::common::{
-    Gradient, SensitivityStats, check_objective, derivative_options, require_explicit,
-};
+use crate::common::{Gradient, SensitivityStats, check_objective, derivative_options};
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
+use crate::step_diff::{Capability, require};
 
 /// The nested scalar: a forward-mode dual of tape variables.
 type DualVar = Dual<Var>;
@@ -186,10 +185,7 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
             got: v_u0.len(),
         });
     }
-    require_explicit(
-        options,
-        "Hessian–vector products (explicit methods only for now)",
-    )?;
+    require(options.method, Capability::HessianVector)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());

@@ -16,7 +16,9 @@
 //!   directions.
 //!
 //! Forward and discrete adjoint differentiate the *computed* solution (the accepted step sequence frozen), so they agree
-//! with each other to round-off. All model derivatives come from [`derivatives`]: forward-mode AD
+//! with each other to round-off. Each stepper family differentiates its own step once (the tangent and
+//! the adjoint of one step, in `step_diff`: explicit RK, ESDIRK, Radau IIA); the forward, discrete-adjoint
+//! and checkpointing drivers are written once over it. All model derivatives come from [`derivatives`]: forward-mode AD
 //! through the model's generic `rhs` for tangents ([`lanes`]), reverse-mode AD on a tape for the
 //! adjoint's vector–Jacobian products ([`tape`]), or the model's hand-written `jvp`/`vjp`.
 //!
@@ -59,8 +61,8 @@ mod error;
 mod forward;
 mod gradient_check;
 mod hessian;
-mod implicit;
 mod objective;
+mod step_diff;
 
 pub use ad::derivatives::{self, DerivativeCounts, VjpMode};
 pub use ad::{lanes, tape};

@@ -278,6 +278,25 @@ fn computations_that_support_explicit_methods_only_say_so() {
             ..
         }
     ));
+    // Tangents in the error control were silently ignored for implicit methods before the StepDiff
+    // redesign; now the capability check says so.
+    for method in [Method::TrBdf2, Method::Kvaerno5, Method::RadauIIA5] {
+        let err = odesens_sensitivity::forward_sensitivities(
+            &problem,
+            &options(method, 1e-6),
+            &odesens_sensitivity::Directions::Parameters,
+            &[problem.t_end()],
+            odesens_sensitivity::ForwardSettings {
+                tangent_error_control: true,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("error control"), "{err}");
+        assert!(matches!(
+            err,
+            odesens_sensitivity::SensitivityError::UnsupportedMethod { method: m, .. } if m == method
+        ));
+    }
 }
 
 #[test]

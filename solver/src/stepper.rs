@@ -32,6 +32,37 @@ pub trait StepStages {
     fn weight(&self, i: usize) -> f64;
 }
 
+/// A borrowed step is viewed like the step itself.
+impl<T: StepStages + ?Sized> StepStages for &T {
+    fn t(&self) -> f64 {
+        (**self).t()
+    }
+    fn h(&self) -> f64 {
+        (**self).h()
+    }
+    fn t_next(&self) -> f64 {
+        (**self).t_next()
+    }
+    fn u(&self) -> &[f64] {
+        (**self).u()
+    }
+    fn u_next(&self) -> &[f64] {
+        (**self).u_next()
+    }
+    fn stages(&self) -> usize {
+        (**self).stages()
+    }
+    fn stage_time(&self, i: usize) -> f64 {
+        (**self).stage_time(i)
+    }
+    fn stage_value(&self, i: usize) -> &[f64] {
+        (**self).stage_value(i)
+    }
+    fn weight(&self, i: usize) -> f64 {
+        (**self).weight(i)
+    }
+}
+
 /// An integrator advanced one accepted step at a time, with checkpoints: what forward sensitivities and
 /// adjoints drive ([`crate::Integrator`] for explicit methods, [`crate::ImplicitIntegrator`] for the
 /// implicit ones).

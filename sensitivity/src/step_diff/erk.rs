@@ -1,0 +1,235 @@
+//! The tangent and adjoint of an explicit Runge–Kutta step.
+//!
+//! With stages Y_i = u_n + h Σ_{j<i} a_ij K_j, K_i = f(t_i, Y_i, p), u_{n+1} = u_n + h Σ_i b_i K_i:
+//!
+//! - **tangent**: Ẏ_i = u̇_n + h Σ_j a_ij K̇_j, K̇_i = f_u(t_i, Y_i) Ẏ_i + f_p(t_i, Y_i) ṗ,
+//!   u̇_{n+1} = u̇_n + h Σ_i b_i K̇_i;
+//! - **adjoint** (A. Sandu, "On the properties of Runge–Kutta discrete adjoints", 2006; W. Hager 2000):
+//!   given λ = ∂G/∂u_{n+1}, for i = s … 1: K̄_i = h b_i λ + h Σ_{j>i} a_ji Ȳ_j, Ȳ_i = f_u(Y_i)ᵀ K̄_i
+//!   (+ h b_i ∂r/∂u for an integral term), p̄ += f_p(Y_i)ᵀ K̄_i (+ h b_i ∂r/∂p); then λ_n = λ + Σ_i Ȳ_i.
+//!
+//! The FSAL stage of a step (weight 0, no later stage) has K̄ = 0 and is skipped; the next step's first
+//! stage is differentiated as f(t_{n+1}, u_{n+1}), which it equals bit for bit.
+
+use odesens_solver::{
+    AcceptedStep, ExplicitTableau, Integrator, OdeProblem, OdeSystem, SolverError, SolverOptions,
+    StepOutcome,
+};
+
+use super::{AdjointState, StepDiff, StepFamily, Tangents};
+use crate::ad::derivatives::Derivatives;
+use crate::error::{SensitivityError, check_finite};
+use crate::objective::Objective;
+
+/// The explicit adjoint's buffers.
+pub(crate) struct ErkWork {
+    /// K̄_i of every stage (s × n), accumulated from the later stages.
+    acc: Vec<f64>,
+    y_bar: Vec<f64>,
+    sum_y: Vec<f64>,
+}
+
+/// The stages that are differentiated: all but a FSAL stage.
+fn differentiated_stages(tab: &ExplicitTableau) -> usize {
+    if tab.fsal { tab.stages - 1 } else { tab.stages }
+}
+
+/// K̇_i for stages `0..last` of `step` (Ẏ_i = u̇_n + h Σ_j a_ij K̇_j), with u̇_n = `tg.udot`.
+fn stage_tangents<M: OdeSystem>(
+    tg: &mut Tangents,
+    der: &mut Derivatives<'_, M>,
+    step: &AcceptedStep<'_>,
+    p: &[f64],
+    last: usize,
+) {
+    let tab = step.tableau();
+    let (n, c, h) = (step.u.len(), tg.c, step.h);
+    for i in 0..last {
+        let ydot = &mut tg.ydot[i * n * c..(i + 1) * n * c];
+        ydot.copy_from_slice(&tg.udot);
+        for &(j, a) in tab.a[i] {
+            let ha = h * a;
+            for (y, k) in ydot.iter_mut().zip(&tg.kdot[j * n * c..(j + 1) * n * c]) {
+                *y += ha * k;
+            }
+        }
+        der.jvp_block(
+            step.stage_time(i),
+            step.stage_input(i),
+            p,
+            ydot,
+            &tg.pdot,
+            &mut tg.kdot[i * n * c..(i + 1) * n * c],
+            c,
+        );
+    }
+}
+
+/// u̇_{n+1} = u̇_n + h Σ b_i K̇_i into `tg.next`.
+fn advance(tg: &mut Tangents, tab: &ExplicitTableau, h: f64, n: usize) {
+    let c = tg.c;
+    tg.next.copy_from_slice(&tg.udot);
+    for (i, &b) in tab.b.iter().enumerate() {
+        if b != 0.0 {
+            let hb = h * b;
+            for (u, k) in tg.next.iter_mut().zip(&tg.kdot[i * n * c..(i + 1) * n * c]) {
+                *u += hb * k;
+            }
+        }
+    }
+}
+
+/// Σ r² over the tangents' scaled error estimates h Σ b̃_i K̇_i (all stages computed).
+fn error_sum(tg: &Tangents, tab: &ExplicitTableau, h: f64, atol: &[f64], rtol: f64) -> f64 {
+    let c = tg.c;
+    let n = tg.udot.len() / c;
+    let mut sum = 0.0;
+    for (m, &atol_m) in atol.iter().enumerate().take(n) {
+        for lane in 0..c {
+            let mut e = 0.0;
+            for (i, &bt) in tab.btilde.iter().enumerate() {
+                if bt != 0.0 {
+                    e += bt * tg.kdot[(i * n + m) * c + lane];
+                }
+            }
+            let (a, b) = (tg.udot[m * c + lane].abs(), tg.next[m * c + lane].abs());
+            let r = h * e / (atol_m + rtol * a.max(b));
+            sum += r * r;
+        }
+    }
+    sum
+}
+
+impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
+    const FAMILY: StepFamily = StepFamily::ExplicitRk;
+    type Work = ErkWork;
+    type View<'w>
+        = AcceptedStep<'w>
+    where
+        Self: 'w;
+
+    fn start(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
+        Integrator::new(problem, options)
+    }
+
+    fn stage_count(&self) -> usize {
+        self.options().method.tableau().stages
+    }
+
+    fn work(&self, n: usize, _np: usize) -> ErkWork {
+        ErkWork {
+            acc: vec![0.0; self.options().method.tableau().stages * n],
+            y_bar: vec![0.0; n],
+            sum_y: vec![0.0; n],
+        }
+    }
+
+    fn exact_stage_factorizations(_: &ErkWork) -> usize {
+        0
+    }
+
+    fn tangent_step<'w>(
+        &'w mut self,
+        _work: &'w mut ErkWork,
+        der: &mut Derivatives<'_, M>,
+        tg: &mut Tangents,
+        p: &[f64],
+        error_control: bool,
+    ) -> Result<AcceptedStep<'w>, SensitivityError> {
+        let tab = self.options().method.tableau();
+        let (s, c) = (tab.stages, tg.c);
+        let n = tg.udot.len() / c;
+        let last = differentiated_stages(tab);
+        if error_control {
+            // Every stage (the FSAL one too: its b̃ is not zero), then let the tangents' errors vote.
+            loop {
+                let proposal = self.propose()?;
+                stage_tangents(tg, der, &proposal.step, p, last);
+                advance(tg, tab, proposal.step.h, n);
+                if tab.fsal {
+                    // Ẏ_s = u̇_{n+1}: K̇_s at (t_{n+1}, u_{n+1}).
+                    let (t_next, u_next) = (proposal.step.t_next, proposal.step.u_next);
+                    der.jvp_block(
+                        t_next,
+                        u_next,
+                        p,
+                        &tg.next,
+                        &tg.pdot,
+                        &mut tg.kdot[(s - 1) * n * c..s * n * c],
+                        c,
+                    );
+                }
+                let extra = error_sum(tg, tab, proposal.step.h, proposal.atol, proposal.rtol);
+                if self.decide(Some((extra, n * c)))? != StepOutcome::Rejected {
+                    break;
+                }
+            }
+        } else {
+            let step = self.step_accepted()?;
+            stage_tangents(tg, der, &step, p, last);
+            advance(tg, tab, step.h, n);
+        }
+        std::mem::swap(&mut tg.udot, &mut tg.next);
+        let step = self.accepted_step().expect("a step was just accepted");
+        check_finite("tangent", step.t_next, &tg.udot)?;
+        Ok(step)
+    }
+
+    fn adjoint_step<O: Objective>(
+        &mut self,
+        work: &mut ErkWork,
+        der: &mut Derivatives<'_, M>,
+        st: &mut AdjointState<'_, O>,
+    ) -> Result<(), SensitivityError> {
+        let step = self.step_accepted()?;
+        st.enter(step.t_next, step.u_next)?;
+        let n = st.lambda.len();
+        let tab = step.tableau();
+        let h = step.h;
+        let last = differentiated_stages(tab);
+        let ErkWork { acc, y_bar, sum_y } = work;
+        acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
+        sum_y.iter_mut().for_each(|x| *x = 0.0);
+        let running = st.tracker.objective().has_running_cost();
+        for i in (0..last).rev() {
+            // K̄_i = h b_i λ + Σ_{j>i} h a_ji Ȳ_j (accumulated in acc_i).
+            let hb = h * tab.b[i];
+            let kbar = &mut acc[i * n..(i + 1) * n];
+            if hb != 0.0 {
+                for (k, l) in kbar.iter_mut().zip(st.lambda.iter()) {
+                    *k += hb * l;
+                }
+            }
+            y_bar.iter_mut().for_each(|x| *x = 0.0);
+            let ti = step.stage_time(i);
+            let yi = step.stage_input(i);
+            if kbar.iter().any(|&x| x != 0.0) {
+                let kb: &[f64] = kbar;
+                der.vjp_add(ti, yi, &st.p, kb, y_bar, &mut st.p_bar);
+            }
+            if running && hb != 0.0 {
+                st.tracker.running_gradient(ti, yi, &st.p)?;
+                for (y, g) in y_bar.iter_mut().zip(&st.tracker.g_u) {
+                    *y += hb * g;
+                }
+                for (pb, g) in st.p_bar.iter_mut().zip(&st.tracker.g_p) {
+                    *pb += hb * g;
+                }
+            }
+            // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j.
+            for &(j, a) in tab.a[i] {
+                let ha = h * a;
+                for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
+                    *x += ha * y;
+                }
+            }
+            for (sy, y) in sum_y.iter_mut().zip(y_bar.iter()) {
+                *sy += y;
+            }
+        }
+        for (l, sy) in st.lambda.iter_mut().zip(sum_y.iter()) {
+            *l += sy;
+        }
+        st.leave(step.t)
+    }
+}
