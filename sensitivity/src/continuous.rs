@@ -363,13 +363,13 @@ fn load_segment<M: OdeSystem, O: Objective>(
     spare: &mut Option<DenseOutput>,
     len: usize,
 ) -> Result<(), SensitivityError> {
-    replay.record_dense(true);
+    let mut dense = spare.take().unwrap_or_else(|| replay.new_dense_output());
+    dense.clear();
     for _ in 0..len {
         replay.step_accepted()?;
+        replay.push_dense(&mut dense)?;
     }
-    replay.record_dense(false);
-    let filled = replay.swap_dense(spare.take());
-    *spare = system.set_dense(filled);
+    *spare = system.set_dense(Some(dense));
     Ok(())
 }
 
@@ -484,7 +484,7 @@ fn run<M: OdeSystem, O: Objective>(
     if backsolve {
         bw.run_to(t0)?;
     } else {
-        let mut replay = Integrator::new(problem, &opts.clone().dense(true))?;
+        let mut replay = Integrator::new(problem, &opts)?;
         let mut spare: Option<DenseOutput> = None;
         let len = |j: usize| (steps - j * seg).min(seg);
         if keep_all {

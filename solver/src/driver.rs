@@ -1,14 +1,16 @@
 //! The solve driver: [`solve`] runs a problem to the end with any method and collects the saved
-//! output; [`Method::AutoTsit5Radau5`] joins an explicit and an implicit run.
+//! output — every step, the end, or `save_at` times by the method's continuous extension — and the dense
+//! output, once for every [`Stepper`]; [`Method::AutoTsit5Radau5`] joins an explicit and an implicit run.
 
 use ndarray::{Array1, Array2};
 
 use crate::erk::Integrator;
 use crate::error::SolverError;
-use crate::implicit::{ImplicitIntegrator, Scheme};
+use crate::implicit::ImplicitIntegrator;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
-use crate::solution::{DenseKind, DenseOutput, Solution, Statistics};
+use crate::solution::{Solution, Statistics};
+use crate::stepper::Stepper;
 use crate::system::OdeSystem;
 use crate::tableau::Method;
 
@@ -42,14 +44,14 @@ pub fn solve<M: OdeSystem>(
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
     if options.method.is_implicit() {
-        return solve_implicit(problem, options);
+        let mut it = ImplicitIntegrator::new(problem, options)?;
+        return drive(&mut it, problem, options, |_| false);
     }
     if options.method == Method::AutoTsit5Radau5 {
         return solve_auto(problem, options);
     }
-    let mut integrator = Integrator::new(problem, options)?;
-    integrator.run()?;
-    Ok(integrator.into_solution())
+    let mut it = Integrator::new(problem, options)?;
+    drive(&mut it, problem, options, |_| false)
 }
 
 /// [`Method::AutoTsit5Radau5`]: Tsit5 until its stiffness test fires, then Radau IIA5 from that point on,
@@ -65,17 +67,16 @@ fn solve_auto<M: OdeSystem>(
                         choose a fixed method",
         });
     }
-    let mut it = Integrator::new(problem, &options.clone().method(Method::Tsit5))?;
-    while !it.is_finished() && it.stats().stiffness_detected_at.is_none() {
-        it.step_accepted()?;
-    }
+    let explicit = options.clone().method(Method::Tsit5);
+    let mut it = Integrator::new(problem, &explicit)?;
+    let mut first = drive(&mut it, problem, &explicit, |it| {
+        it.stats().stiffness_detected_at.is_some()
+    })?;
     if it.is_finished() {
-        let mut sol = it.into_solution();
-        sol.method = Method::AutoTsit5Radau5;
-        return Ok(sol);
+        first.method = Method::AutoTsit5Radau5;
+        return Ok(first);
     }
     let (t_switch, u_switch) = (it.t(), it.u().to_vec());
-    let first = it.into_solution();
     let dir = (problem.t_end() - problem.t0()).signum();
     let after = |times: &[f64]| -> Vec<f64> {
         times
@@ -104,7 +105,8 @@ fn solve_auto<M: OdeSystem>(
         problem.params().to_vec(),
         (t_switch, problem.t_end()),
     )?;
-    let second = solve_implicit(&sub, &rest)?;
+    let mut implicit = ImplicitIntegrator::new(&sub, &rest)?;
+    let second = drive(&mut implicit, &sub, &rest, |_| false)?;
     // Join: the implicit part's first row repeats the switch point when every step is saved.
     let skip = usize::from(matches!(options.saving, Saving::EveryStep));
     let n = problem.n_states();
@@ -139,99 +141,71 @@ fn solve_auto<M: OdeSystem>(
     })
 }
 
-/// Solves `problem` with an implicit method ([`Method::TrBdf2`], [`Method::Kvaerno5`]); called by
-/// [`solve`].
-///
-/// Supported options: tolerances, `h0`, `h_max`, `max_steps`, `tstops`, saving every step, at the end,
-/// or at `save_at` times (by the method's continuous extension, as for explicit methods: ESDIRK cubic
-/// Hermite, Radau its collocation polynomial), `fixed_step`, `dense(true)`.
+/// Runs `stepper` (built for `problem` and `options`) until the end of the span or until `pause` says
+/// so after a step, saving as `options.saving` asks — every step, the end only, or `save_at` times, which
+/// inside a step come from the method's continuous extension (explicit pairs: their interpolants; ESDIRK:
+/// cubic Hermite; Radau: the collocation polynomial) and at a step's end are the step's value — and
+/// recording the dense output with `options.dense`. The one solve loop for every stepper.
 ///
 /// # Errors
-/// As [`solve`]; [`SolverError::SingularMatrix`] when the iteration matrix I − hγJ is singular
-/// (naming t and h); [`SolverError::NewtonFailed`] when Newton keeps failing as h shrinks;
-fn solve_implicit<M: OdeSystem>(
+/// The stepper's errors; [`SolverError::TimeOutsideSpan`] / [`SolverError::UnsortedTimes`] for bad save
+/// times.
+fn drive<S: Stepper, M: OdeSystem>(
+    stepper: &mut S,
     problem: &OdeProblem<M>,
     options: &SolverOptions,
+    pause: impl Fn(&S) -> bool,
 ) -> Result<Solution, SolverError> {
     let n = problem.n_states();
     let (t0, t_end) = (problem.t0(), problem.t_end());
-    let save_at: Vec<f64> = match &options.saving {
+    let save_at: &[f64] = match &options.saving {
         Saving::At(times) => {
             check_times("save_at", times, t0, t_end, true)?;
-            times.clone()
+            times
         }
-        _ => Vec::new(),
+        _ => &[],
     };
     let dir = (t_end - t0).signum();
-    let mut it = ImplicitIntegrator::new(problem, options)?;
-    let kind = match it.scheme() {
-        Scheme::Esdirk(_) => DenseKind::Hermite,
-        Scheme::Radau5 => DenseKind::Radau,
-    };
-    let mut dense = options.dense.then(|| DenseOutput::with_kind(kind, n));
-    let mut k = vec![0.0; kind.stages() * n];
-    let mut w = vec![0.0; kind.stages()];
+    let mut dense = options.dense.then(|| stepper.new_dense_output());
     let mut y = vec![0.0; n];
-    let (mut times, mut states) = (
-        Vec::with_capacity(save_at.len()),
-        Vec::with_capacity(save_at.len() * n),
-    );
+    let rows = match options.saving {
+        Saving::At(_) => save_at.len(),
+        Saving::EndOnly => 1,
+        Saving::EveryStep => 256,
+    };
+    let (mut times, mut states) = (Vec::with_capacity(rows), Vec::with_capacity(rows * n));
     let save_every = matches!(options.saving, Saving::EveryStep);
     let mut next_save = 0;
-    if save_every || save_at.first() == Some(&t0) {
-        times.push(t0);
-        states.extend_from_slice(it.u());
-        next_save = usize::from(save_at.first() == Some(&t0));
+    if save_every || save_at.first() == Some(&stepper.t()) {
+        times.push(stepper.t());
+        states.extend_from_slice(stepper.u());
+        next_save = usize::from(save_at.first() == Some(&stepper.t()));
     }
-    while !it.is_finished() {
-        it.step_accepted()?;
-        let step = it.last_step();
-        let (t, h, t_next) = (step.t, step.h, step.t_next);
-        // Save times inside the step come from the method's continuous extension (as for explicit
-        // methods); one at the step's end takes the step's value.
-        let inside = save_at
-            .get(next_save)
-            .is_some_and(|&ts| dir * (ts - t_next) <= 0.0);
-        if dense.is_some() || inside {
-            let last = step.scheme.stages() - 1;
-            for m in 0..n {
-                let delta = (step.u_next[m] - step.u[m]) / h;
-                match kind {
-                    DenseKind::Hermite => {
-                        k[m] = step.stages[m];
-                        k[n + m] = step.stages[last * n + m];
-                        k[2 * n + m] = delta;
-                    }
-                    _ => k[m] = delta,
-                }
+    while !stepper.is_finished() && !pause(stepper) {
+        stepper.step_accepted()?;
+        let t_next = stepper.t();
+        // Save times inside the step come from the continuous extension; one at its end takes the
+        // step's value.
+        while let Some(&ts) = save_at.get(next_save) {
+            if dir * (ts - t_next) >= 0.0 {
+                break;
             }
-            if let (DenseKind::Radau, Some(cont)) = (kind, it.collocation()) {
-                for (x, c) in k[n..].iter_mut().zip(cont) {
-                    *x = c / h;
-                }
-            }
-            let step = it.last_step();
-            while let Some(&ts) = save_at.get(next_save) {
-                if dir * (ts - t_next) >= 0.0 {
-                    break;
-                }
-                kind.eval_step((t, h, ts), step.u, &k, &mut y, &mut w);
-                times.push(ts);
-                states.extend_from_slice(&y);
-                next_save += 1;
-            }
-            if let Some(d) = dense.as_mut() {
-                d.push(t, h, step.u, &k);
-            }
+            stepper.interpolate(ts, &mut y)?;
+            times.push(ts);
+            states.extend_from_slice(&y);
+            next_save += 1;
+        }
+        if let Some(d) = dense.as_mut() {
+            stepper.push_dense(d)?;
         }
         let at_save = save_at.get(next_save) == Some(&t_next);
         if at_save {
             next_save += 1;
         }
-        if save_every || at_save || (it.is_finished() && matches!(options.saving, Saving::EndOnly))
-        {
+        let at_end = stepper.is_finished() && matches!(options.saving, Saving::EndOnly);
+        if save_every || at_save || at_end {
             times.push(t_next);
-            states.extend_from_slice(it.u());
+            states.extend_from_slice(stepper.u());
         }
     }
     let rows = times.len();
@@ -239,8 +213,8 @@ fn solve_implicit<M: OdeSystem>(
         method: options.method,
         times: Array1::from(times),
         states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
-        u_end: Array1::from(it.u().to_vec()),
-        stats: it.stats(),
+        u_end: Array1::from(stepper.u().to_vec()),
+        stats: stepper.stats(),
         t0,
         t_end,
         dense,

@@ -150,7 +150,8 @@ impl DenseOutput {
         self.k.extend_from_slice(k);
     }
 
-    pub(crate) fn clear(&mut self) {
+    /// Removes every step (keeping the buffers), to record another segment into.
+    pub fn clear(&mut self) {
         self.t.clear();
         self.h.clear();
         self.u.clear();

@@ -8,7 +8,7 @@
 //! method.
 
 use crate::error::SolverError;
-use crate::solution::Statistics;
+use crate::solution::{DenseOutput, Statistics};
 
 /// An accepted step's times, states and stages.
 pub trait StepStages {
@@ -97,6 +97,19 @@ pub trait Stepper {
     fn restore(&mut self, cp: &Self::Checkpoint) -> Result<(), SolverError>;
     /// Bytes a checkpoint holds (for memory budgets).
     fn checkpoint_bytes(cp: &Self::Checkpoint) -> usize;
+    /// u at `t` in [t_n, t_{n+1}] of the step just accepted, by the method's continuous extension.
+    ///
+    /// # Errors
+    /// [`SolverError::Misuse`] unless a step was just accepted (and no attempt started since);
+    /// [`SolverError::NonFiniteRhs`] from an extra interpolation stage.
+    fn interpolate(&mut self, t: f64, out: &mut [f64]) -> Result<(), SolverError>;
+    /// Appends the step just accepted to `dense` (made by [`Stepper::new_dense_output`]).
+    ///
+    /// # Errors
+    /// As [`Stepper::interpolate`].
+    fn push_dense(&mut self, dense: &mut DenseOutput) -> Result<(), SolverError>;
+    /// An empty dense output for this method's steps.
+    fn new_dense_output(&self) -> DenseOutput;
 
     /// A new checkpoint of the current point.
     fn checkpoint(&self) -> Self::Checkpoint {

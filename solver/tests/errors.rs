@@ -294,6 +294,32 @@ fn calls_out_of_order_are_misuse_not_a_value_out_of_range() {
         Err(SolverError::Misuse { call, .. }) => assert!(call.contains("decide"), "{call}"),
         other => panic!("expected Misuse, got {other:?}"),
     }
+    // A step's continuous extension exists only between its acceptance and the next attempt.
+    let mut out = [0.0];
+    match Stepper::interpolate(&mut integrator, 0.5, &mut out) {
+        Err(SolverError::Misuse { call, .. }) => assert!(call.contains("interpolate"), "{call}"),
+        other => panic!("expected Misuse, got {other:?}"),
+    }
+    integrator.propose().unwrap();
+    assert!(matches!(
+        integrator.interpolate(0.01, &mut out),
+        Err(SolverError::Misuse { .. })
+    ));
+    let kvaerno = SolverOptions::default().method(Method::Kvaerno5);
+    let mut implicit = ImplicitIntegrator::new(&p, &kvaerno).unwrap();
+    let mut dense = implicit.new_dense_output();
+    match implicit.push_dense(&mut dense) {
+        Err(SolverError::Misuse { call, .. }) => assert!(call.contains("push_dense"), "{call}"),
+        other => panic!("expected Misuse, got {other:?}"),
+    }
+    let (t, t_next) = {
+        let step = implicit.step_accepted().unwrap();
+        (step.t, step.t_next)
+    };
+    implicit.interpolate(t_next, &mut out).unwrap();
+    assert_eq!(out[0], implicit.u()[0]);
+    implicit.interpolate(0.5 * (t + t_next), &mut out).unwrap();
+    assert!(out[0] < 1.0 && out[0] > implicit.u()[0]);
     // The automatic method cannot join dense outputs: the method says what it does not support.
     let auto = SolverOptions::default()
         .method(Method::AutoTsit5Radau5)

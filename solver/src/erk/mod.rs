@@ -1,9 +1,9 @@
-//! The explicit Runge–Kutta integrator: step control, tstops, saving, statistics, errors
-//! ([`kernels`]: the step itself; [`replay`]: steps replayed from checkpoints).
+//! The explicit Runge–Kutta integrator: step control, tstops, statistics, errors, and the continuous
+//! extension of the last accepted step ([`kernels`]: the step itself; [`replay`]: steps replayed from
+//! checkpoints). Saving and dense output are the driver's ([`crate::solve`]).
 //!
 //! [`Integrator`] owns every buffer of a solve; they are allocated in [`Integrator::new`] and the step
-//! loop allocates nothing (saving every step or storing dense output appends to growing buffers, which
-//! reallocate amortized; saving at given times does not).
+//! loop allocates nothing.
 
 mod kernels;
 mod replay;
@@ -11,13 +11,12 @@ mod replay;
 pub use replay::StepReplay;
 
 use kernels::{combine, eval, main_stages, rms_scaled, sparse, stage_input};
-use ndarray::{Array1, Array2};
 
 use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
 use crate::error::SolverError;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
-use crate::solution::{DenseOutput, Solution, Statistics};
+use crate::solution::{DenseOutput, Statistics};
 use crate::system::OdeSystem;
 use crate::tableau::{ExplicitTableau, Method};
 
@@ -165,10 +164,6 @@ pub struct Integrator<'a, M: OdeSystem> {
     pending: Option<Pending>,
     /// Steps attempted (accepted + rejected) since t0, for `max_steps`; restored with checkpoints.
     steps_taken: usize,
-    /// Whether steps store outputs (off for replays from checkpoints).
-    recording: bool,
-    /// Whether accepted steps feed the dense output even when not recording (replayed segments).
-    record_dense: bool,
     /// Components in the error norm (the first `norm_n`).
     norm_n: usize,
     /// Rejections of steps whose error estimate was not finite since a step of that size last succeeded,
@@ -184,18 +179,17 @@ pub struct Integrator<'a, M: OdeSystem> {
     weights: Vec<f64>,
     /// The controller's memory.
     memory: ControllerMemory,
+    /// Whether k[0] holds f(t, u) (after the pending copy below).
     k1_fresh: bool,
+    /// The stage slot whose value f(t_{n+1}, u_{n+1}) becomes k[0] before the next step (FSAL, or an
+    /// interpolation stage at the end point): copied lazily, so that the last step's stages stay intact
+    /// for its continuous extension until then.
+    k1_from: Option<usize>,
     extras_fresh: bool,
     last_rejected: bool,
     finished: bool,
     tstops: Vec<f64>,
     next_tstop: usize,
-    save_at: Vec<f64>,
-    next_save: usize,
-    // Output.
-    times: Vec<f64>,
-    states: Vec<f64>,
-    dense: Option<DenseOutput>,
     stats: Statistics,
 }
 
@@ -216,13 +210,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         let (t0, t_end) = (problem.t0(), problem.t_end());
         let dir = (t_end - t0).signum();
         check_times("tstop", &options.tstops, t0, t_end, false)?;
-        let save_at = match &options.saving {
-            Saving::At(times) => {
-                check_times("save_at", times, t0, t_end, true)?;
-                times.clone()
-            }
-            _ => Vec::new(),
-        };
+        if let Saving::At(times) = &options.saving {
+            check_times("save_at", times, t0, t_end, true)?;
+        }
         let mut tstops = options.tstops.clone();
         if tstops.last() != Some(&t_end) {
             tstops.push(t_end);
@@ -237,14 +227,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             .map(<[f64]>::to_vec)
             .unwrap_or_else(|| problem.u0().to_vec());
 
-        let (times, states) = match &options.saving {
-            Saving::At(times) => (
-                Vec::with_capacity(times.len()),
-                Vec::with_capacity(times.len() * n),
-            ),
-            Saving::EndOnly => (Vec::with_capacity(1), Vec::with_capacity(n)),
-            Saving::EveryStep => (Vec::with_capacity(256), Vec::with_capacity(256 * n)),
-        };
         let mut integrator = Self {
             problem,
             tab,
@@ -267,8 +249,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             last_accepted: None,
             pending: None,
             steps_taken: 0,
-            recording: true,
-            record_dense: false,
             norm_n: options.error_norm_components.unwrap_or(n),
             non_finite_rejections: 0,
             non_finite_h: 0.0,
@@ -279,30 +259,16 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             weights: vec![0.0; total],
             memory: controller.initial_memory(k_err),
             k1_fresh: false,
+            k1_from: None,
             extras_fresh: false,
             last_rejected: false,
             finished: false,
             tstops,
             next_tstop: 0,
-            save_at,
-            next_save: 0,
-            times,
-            states,
-            dense: options.dense.then(|| DenseOutput::new(tab, n)),
             stats: Statistics::default(),
         };
-        match integrator.options.saving {
-            Saving::EveryStep => integrator.push_output(t0, true),
-            Saving::At(_) => {
-                if integrator.save_at.first() == Some(&t0) {
-                    integrator.push_output(t0, true);
-                    integrator.next_save = 1;
-                }
-            }
-            Saving::EndOnly => {}
-        }
         integrator.eval_stage(0, t0, Source::U);
-        if let Some(e) = integrator.non_finite_stage(0..1, 0.0, t0) {
+        if let Some(e) = integrator.non_finite_stage(0..1, (t0, 0.0, t0)) {
             return Err(e);
         }
         integrator.k1_fresh = true;
@@ -369,7 +335,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         cp.u.extend_from_slice(&self.u);
         cp.k1.clear();
         if self.k1_fresh {
-            cp.k1.extend_from_slice(&self.k[..self.n]);
+            let slot = self.k1_from.unwrap_or(0);
+            cp.k1
+                .extend_from_slice(&self.k[slot * self.n..(slot + 1) * self.n]);
         }
         cp.h_abs = self.h_abs;
         cp.controller = self.memory;
@@ -386,9 +354,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         cp
     }
 
-    /// Resumes from a checkpoint taken by an integrator of the same problem and options. From then on the
-    /// integrator only steps (no outputs are stored): the steps it takes are bit for bit those of the
-    /// original solve. Statistics keep accumulating, so they count the recomputation.
+    /// Resumes from a checkpoint taken by an integrator of the same problem and options: the steps it
+    /// takes from then on are bit for bit those of the original solve. Statistics keep accumulating, so
+    /// they count the recomputation.
     ///
     /// # Errors
     /// [`SolverError::DimensionMismatch`] if the checkpoint's state has the wrong length.
@@ -404,6 +372,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.t = cp.t;
         self.u.copy_from_slice(&cp.u);
         self.k1_fresh = !cp.k1.is_empty();
+        self.k1_from = None;
         if self.k1_fresh {
             self.k[..n].copy_from_slice(&cp.k1);
         }
@@ -416,7 +385,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.last_accepted = None;
         self.pending = None;
         self.extras_fresh = false;
-        self.recording = false;
         Ok(())
     }
 
@@ -431,36 +399,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             }
         }
         Ok(self.accepted_step().expect("the last step was accepted"))
-    }
-
-    /// Whether replayed steps (after [`Integrator::restore`]) are added to the dense output. Needs an
-    /// integrator built with `dense(true)`; used to rebuild the dense output of a segment of a solve
-    /// from a checkpoint (e.g. for continuous adjoints), with [`Integrator::clear_dense`] between
-    /// segments.
-    pub fn record_dense(&mut self, on: bool) {
-        self.record_dense = on;
-    }
-
-    /// Empties the dense output (keeping its buffers).
-    pub fn clear_dense(&mut self) {
-        if let Some(d) = self.dense.as_mut() {
-            d.clear();
-        }
-    }
-
-    /// The dense output recorded so far (`None` unless built with `dense(true)`).
-    pub fn dense_output(&self) -> Option<&DenseOutput> {
-        self.dense.as_ref()
-    }
-
-    /// Takes the recorded dense output, leaving `spare` (emptied) in its place to record into: two
-    /// buffers can alternate without allocating. `None` (and `spare` dropped) unless built with
-    /// `dense(true)`.
-    pub fn swap_dense(&mut self, spare: Option<DenseOutput>) -> Option<DenseOutput> {
-        let current = self.dense.as_ref()?;
-        let mut next = spare.unwrap_or_else(|| DenseOutput::with_kind(current.kind, current.n));
-        next.clear();
-        self.dense.replace(next)
     }
 
     /// Replaces the current state u by `u` (e.g. a jump at an event), keeping t, the step size and the
@@ -479,6 +417,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         crate::problem::check_finite("state", u)?;
         self.u.copy_from_slice(u);
         self.k1_fresh = false;
+        self.k1_from = None;
         self.extras_fresh = false;
         self.last_accepted = None;
         self.pending = None;
@@ -496,29 +435,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         Ok(())
     }
 
-    /// Turns the finished (or partial) integration into a [`Solution`].
-    pub fn into_solution(self) -> Solution {
-        let n = self.n;
-        let rows = self.times.len();
-        Solution {
-            method: self.options.method,
-            times: Array1::from(self.times),
-            states: Array2::from_shape_vec((rows, n), self.states).expect("rows × n values"),
-            u_end: Array1::from(self.u),
-            stats: self.stats,
-            t0: self.problem.t0(),
-            t_end: self.problem.t_end(),
-            dense: self.dense,
-        }
-    }
-
-    fn push_output(&mut self, t: f64, from_u: bool) {
-        self.times.push(t);
-        let src = if from_u { &self.u } else { &self.y };
-        self.states.extend_from_slice(src);
-    }
-
-    /// Evaluates stage `i`: K_i = f(t, x) with x = u, u_new or y.
+    /// Evaluates stage `i`: K_i = f(t, x) with x = u or y.
     ///
     /// No finiteness test here (it would cost a pass over K_i per stage): a NaN or ∞ anywhere reaches the
     /// error norm or u_{n+1}, which are tested once per step, and [`Self::non_finite_stage`] then finds it.
@@ -527,7 +444,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         let n = self.n;
         let x: &[f64] = match source {
             Source::U => &self.u,
-            Source::UNew => &self.u_new,
             Source::Y => &self.y,
         };
         eval(
@@ -540,20 +456,19 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.stats.rhs_evaluations += 1;
     }
 
-    /// The error for the first non-finite value among stages `stages` (evaluated at `t + c_i h`, or at
-    /// `t_new` for c_i = 1), if any.
+    /// The error for the first non-finite value among stages `stages` of the step (t_n, h, t_new)
+    /// (evaluated at `t_n + c_i h`, or at `t_new` for c_i = 1), if any.
     fn non_finite_stage(
         &self,
         stages: std::ops::Range<usize>,
-        h: f64,
-        t_new: f64,
+        (t_n, h, t_new): (f64, f64, f64),
     ) -> Option<SolverError> {
         let n = self.n;
         for i in stages {
             let k = &self.k[i * n..(i + 1) * n];
             if let Some(component) = k.iter().position(|v| !v.is_finite()) {
                 let c = self.tab.c[i];
-                let t = if c == 1.0 { t_new } else { self.t + c * h };
+                let t = if c == 1.0 { t_new } else { t_n + c * h };
                 return Some(SolverError::NonFiniteRhs {
                     t,
                     component,
@@ -567,7 +482,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// The error for a step whose error norm or new state is not finite: the first non-finite stage, or
     /// else the first non-finite component of u_{n+1} (an overflow in the stage sums).
     fn non_finite_error(&self, h: f64, t_new: f64) -> SolverError {
-        self.non_finite_stage(0..self.tab.stages, h, t_new)
+        self.non_finite_stage(0..self.tab.stages, (self.t, h, t_new))
             .unwrap_or_else(|| {
                 let component = self.u_new.iter().position(|v| !v.is_finite()).unwrap_or(0);
                 SolverError::NonFiniteRhs {
@@ -621,27 +536,88 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         Ok((100.0 * h0).min(h1).min(span))
     }
 
-    /// Evaluates the extra stages of the continuous extension for the step just accepted
-    /// (from `u` = u_n with step `h`), once.
-    fn ensure_extras(&mut self, h: f64, t_new: f64) -> Result<(), SolverError> {
+    /// The last accepted step's (t_n, h), unless another step has been attempted since.
+    fn last_step(&self, call: &'static str) -> Result<(f64, f64), SolverError> {
+        match (self.last_accepted, self.pending) {
+            (Some(step), None) => Ok(step),
+            _ => Err(SolverError::Misuse {
+                call,
+                expected: "called after a step was accepted and before the next attempt",
+            }),
+        }
+    }
+
+    /// Evaluates the extra stages of the continuous extension of the step just accepted (t_n, h), once.
+    /// The integrator has advanced: `u_new` holds u_n, `u` holds u_{n+1} and t = t_{n+1}.
+    fn ensure_extras(&mut self, (t_n, h): (f64, f64)) -> Result<(), SolverError> {
         if self.extras_fresh || !self.tab.has_extra_stages() {
             return Ok(());
         }
-        let n = self.n;
+        let (n, t_new) = (self.n, self.t);
         for i in self.tab.stages..self.tab.total_stages() {
             if Some(i) == self.tab.end_stage {
-                self.eval_stage(i, t_new, Source::UNew);
+                self.eval_stage(i, t_new, Source::U);
             } else {
-                combine(&mut self.y, &self.u, h, self.tab.a[i], &self.k, n);
-                self.eval_stage(i, self.t + self.tab.c[i] * h, Source::Y);
+                combine(&mut self.y, &self.u_new, h, self.tab.a[i], &self.k, n);
+                self.eval_stage(i, t_n + self.tab.c[i] * h, Source::Y);
             }
             self.stats.interpolation_rhs_evaluations += 1;
         }
-        if let Some(e) = self.non_finite_stage(self.tab.stages..self.tab.total_stages(), h, t_new) {
+        let extras = self.tab.stages..self.tab.total_stages();
+        if let Some(e) = self.non_finite_stage(extras, (t_n, h, t_new)) {
             return Err(e);
         }
         self.extras_fresh = true;
+        if let (false, Some(e)) = (self.k1_fresh, self.tab.end_stage) {
+            // The end-point stage is f(t_{n+1}, u_{n+1}): the next step's first stage for free.
+            self.k1_from = Some(e);
+            self.k1_fresh = true;
+        }
         Ok(())
+    }
+
+    /// u at `t` in [t_n, t_{n+1}] of the step just accepted, by the method's continuous extension
+    /// (u_{n+1} itself at t_{n+1}); evaluates the extra stages of the Verner pairs once per step.
+    ///
+    /// # Errors
+    /// [`SolverError::Misuse`] unless a step was just accepted; [`SolverError::NonFiniteRhs`] from an
+    /// extra stage.
+    pub fn interpolate(&mut self, t: f64, out: &mut [f64]) -> Result<(), SolverError> {
+        let (t_n, h) = self.last_step("Integrator::interpolate")?;
+        if t == self.t {
+            out.copy_from_slice(&self.u);
+            return Ok(());
+        }
+        self.ensure_extras((t_n, h))?;
+        let theta = (t - t_n) / h;
+        self.tab.dense_weights(theta, &mut self.weights);
+        let n = self.n;
+        out.copy_from_slice(&self.u_new);
+        for (i, &w) in self.weights.iter().enumerate() {
+            if w != 0.0 {
+                let hw = h * w;
+                for (o, &kv) in out.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
+                    *o += hw * kv;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the step just accepted to `dense` (made by [`Integrator::new_dense_output`]).
+    ///
+    /// # Errors
+    /// As [`Integrator::interpolate`].
+    pub fn push_dense(&mut self, dense: &mut DenseOutput) -> Result<(), SolverError> {
+        let (t_n, h) = self.last_step("Integrator::push_dense")?;
+        self.ensure_extras((t_n, h))?;
+        dense.push(t_n, h, &self.u_new, &self.k);
+        Ok(())
+    }
+
+    /// An empty dense output for this method's steps.
+    pub fn new_dense_output(&self) -> DenseOutput {
+        DenseOutput::new(self.tab, self.n)
     }
 
     /// Computes the step's main stages and u_new for a step of signed size `h` ending at `t_new`.
@@ -745,6 +721,10 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 t: self.t,
                 max_steps: self.options.max_steps,
             });
+        }
+        if let Some(slot) = self.k1_from.take() {
+            let n = self.n;
+            self.k.copy_within(slot * n..(slot + 1) * n, 0);
         }
         if !self.k1_fresh {
             self.eval_stage(0, self.t, Source::U);
@@ -866,42 +846,17 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.last_accepted = Some((self.t, h));
         self.stiffness_test(h);
 
-        // Outputs inside (t, t_new], dense output of the step.
-        if self.recording {
-            self.save_in_step(h, t_new)?;
-        }
-        if (self.recording || self.record_dense) && self.dense.is_some() {
-            self.ensure_extras(h, t_new)?;
-            if let Some(d) = self.dense.as_mut() {
-                d.push(self.t, h, &self.u, &self.k);
-            }
-        }
-
-        // Advance.
-        let n = self.n;
+        // Advance. The stages stay for the step's continuous extension; a FSAL stage becomes the next
+        // step's first when that step starts.
         self.t = t_new;
         std::mem::swap(&mut self.u, &mut self.u_new);
-        if self.tab.fsal {
-            let s = self.tab.stages;
-            self.k.copy_within((s - 1) * n..s * n, 0);
-            self.k1_fresh = true;
-        } else if let (true, Some(e)) = (self.extras_fresh, self.tab.end_stage) {
-            self.k.copy_within(e * n..(e + 1) * n, 0);
-            self.k1_fresh = true;
-        } else {
-            self.k1_fresh = false;
-        }
+        self.k1_from = self.tab.fsal.then_some(self.tab.stages - 1);
+        self.k1_fresh = self.tab.fsal;
         if hits_stop {
             self.next_tstop += 1;
             if self.next_tstop == self.tstops.len() {
                 self.finished = true;
             }
-        }
-        if self.recording
-            && (matches!(self.options.saving, Saving::EveryStep)
-                || (self.finished && matches!(self.options.saving, Saving::EndOnly)))
-        {
-            self.push_output(self.t, true);
         }
         Ok(if self.finished {
             StepOutcome::Finished
@@ -909,43 +864,12 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             StepOutcome::Accepted
         })
     }
-
-    /// Stores the requested save times inside the accepted step (t, t_new] (`u` still holds u_n).
-    fn save_in_step(&mut self, h: f64, t_new: f64) -> Result<(), SolverError> {
-        while let Some(&ts) = self.save_at.get(self.next_save) {
-            if self.dir * (ts - t_new) > 0.0 {
-                break;
-            }
-            if ts == t_new {
-                self.times.push(ts);
-                self.states.extend_from_slice(&self.u_new);
-            } else {
-                self.ensure_extras(h, t_new)?;
-                let theta = (ts - self.t) / h;
-                self.tab.dense_weights(theta, &mut self.weights);
-                let n = self.n;
-                self.y.copy_from_slice(&self.u);
-                for (i, &w) in self.weights.iter().enumerate() {
-                    if w != 0.0 {
-                        let hw = h * w;
-                        for (o, &kv) in self.y.iter_mut().zip(&self.k[i * n..(i + 1) * n]) {
-                            *o += hw * kv;
-                        }
-                    }
-                }
-                self.push_output(ts, false);
-            }
-            self.next_save += 1;
-        }
-        Ok(())
-    }
 }
 
 /// Which buffer a stage is evaluated at.
 #[derive(Clone, Copy)]
 enum Source {
     U,
-    UNew,
     Y,
 }
 
@@ -1009,5 +933,14 @@ impl<M: OdeSystem> crate::stepper::Stepper for Integrator<'_, M> {
     }
     fn checkpoint_bytes(cp: &Checkpoint) -> usize {
         cp.bytes()
+    }
+    fn interpolate(&mut self, t: f64, out: &mut [f64]) -> Result<(), SolverError> {
+        Integrator::interpolate(self, t, out)
+    }
+    fn push_dense(&mut self, dense: &mut DenseOutput) -> Result<(), SolverError> {
+        Integrator::push_dense(self, dense)
+    }
+    fn new_dense_output(&self) -> DenseOutput {
+        Integrator::new_dense_output(self)
     }
 }

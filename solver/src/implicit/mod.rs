@@ -37,7 +37,7 @@ use crate::error::SolverError;
 use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu};
 use crate::options::SolverOptions;
 use crate::problem::{OdeProblem, check_times};
-use crate::solution::Statistics;
+use crate::solution::{DenseKind, DenseOutput, Statistics};
 use crate::system::OdeSystem;
 use crate::tableau::EsdirkTableau;
 use crate::tableau::radau5 as radau;
@@ -77,6 +77,14 @@ impl Scheme {
         match self {
             Scheme::Esdirk(tab) => tab.c[i],
             Scheme::Radau5 => radau::C[i],
+        }
+    }
+
+    /// The continuous extension of the scheme's steps (ESDIRK: cubic Hermite; Radau: collocation).
+    pub(crate) fn dense_kind(self) -> DenseKind {
+        match self {
+            Scheme::Esdirk(_) => DenseKind::Hermite,
+            Scheme::Radau5 => DenseKind::Radau,
         }
     }
 
@@ -322,6 +330,14 @@ pub struct ImplicitIntegrator<'a, M: OdeSystem> {
     fsal_pending: bool,
     t_prev: f64,
     h_last: f64,
+    /// Whether a step was accepted and no attempt has started since (its continuous extension is
+    /// available), and whether `dense_k` holds that extension's coefficients.
+    has_step: bool,
+    dense_ready: bool,
+    /// The continuous extension of the last step (ESDIRK: cubic Hermite from K_0, K_s and the secant;
+    /// Radau: the collocation polynomial), and the weights of one evaluation.
+    dense_k: Vec<f64>,
+    dense_w: Vec<f64>,
     /// Attempts in a row whose Newton iteration met a non-finite rhs value.
     non_finite_failures: usize,
 }
@@ -331,7 +347,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// (the saving options are ignored).
     ///
     /// # Errors
-    /// Invalid tolerances or times, an explicit method, `dense(true)`, a non-finite f(t0, u0).
+    /// Invalid tolerances or times, an explicit method, a non-finite f(t0, u0).
     pub fn new(problem: &'a OdeProblem<M>, options: &SolverOptions) -> Result<Self, SolverError> {
         let n = problem.n_states();
         let mut atol = options.validated_atol(n)?;
@@ -474,6 +490,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             Scheme::Radau5 => 4.0,
         };
         let controller = options.controller.resolve(true);
+        let dense_kind = scheme.dense_kind();
         Ok(Self {
             k_err,
             controller,
@@ -491,6 +508,10 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             fsal_pending: false,
             t_prev: t0,
             h_last: 0.0,
+            has_step: false,
+            dense_ready: false,
+            dense_k: vec![0.0; dense_kind.stages() * n],
+            dense_w: vec![0.0; dense_kind.stages()],
             non_finite_failures: 0,
         })
     }
@@ -513,12 +534,6 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// Counters so far.
     pub fn stats(&self) -> Statistics {
         self.s.stats
-    }
-
-    /// Radau: the collocation polynomial of the last accepted step (3 × n, radau5's divided-difference
-    /// form), for dense output; `None` for ESDIRKs.
-    pub(crate) fn collocation(&self) -> Option<&[f64]> {
-        self.s.radau.as_ref().map(|r| &r.cont[..])
     }
 
     /// The scheme.
@@ -556,6 +571,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             return Err(SolverError::AlreadyFinished { t: self.s.t });
         }
         let (n, stages) = (self.s.n, self.s.scheme.stages());
+        self.has_step = false;
         if self.fsal_pending {
             // FSAL: the last stage is f(t_{n+1}, u_{n+1}).
             self.s.k.copy_within((stages - 1) * n..stages * n, 0);
@@ -663,8 +679,84 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 }
             }
             self.last_rejected = false;
+            self.has_step = true;
+            self.dense_ready = false;
             return Ok(self.last_step());
         }
+    }
+
+    /// The kind of continuous extension of this scheme's steps.
+    fn dense_kind(&self) -> DenseKind {
+        self.s.scheme.dense_kind()
+    }
+
+    /// The coefficients of the last accepted step's continuous extension into `dense_k`, once per step.
+    fn ensure_dense(&mut self, call: &'static str) -> Result<(), SolverError> {
+        if !self.has_step {
+            return Err(SolverError::Misuse {
+                call,
+                expected: "called after a step was accepted and before the next attempt",
+            });
+        }
+        if self.dense_ready {
+            return Ok(());
+        }
+        let kind = self.dense_kind();
+        let (n, h) = (self.s.n, self.h_last);
+        let last = self.s.scheme.stages() - 1;
+        let k = &mut self.dense_k;
+        for m in 0..n {
+            let delta = (self.s.u[m] - self.s.u_new[m]) / h;
+            match kind {
+                DenseKind::Hermite => {
+                    k[m] = self.s.k[m];
+                    k[n + m] = self.s.k[last * n + m];
+                    k[2 * n + m] = delta;
+                }
+                _ => k[m] = delta,
+            }
+        }
+        if let Some(r) = self.s.radau.as_ref() {
+            for (x, c) in k[n..].iter_mut().zip(&r.cont) {
+                *x = c / h;
+            }
+        }
+        self.dense_ready = true;
+        Ok(())
+    }
+
+    /// u at `t` in [t_n, t_{n+1}] of the step just accepted, by the scheme's continuous extension
+    /// (ESDIRK: cubic Hermite; Radau: the collocation polynomial).
+    ///
+    /// # Errors
+    /// [`SolverError::Misuse`] unless a step was just accepted.
+    pub fn interpolate(&mut self, t: f64, out: &mut [f64]) -> Result<(), SolverError> {
+        self.ensure_dense("ImplicitIntegrator::interpolate")?;
+        let kind = self.dense_kind();
+        let (t_n, h) = (self.t_prev, self.h_last);
+        kind.eval_step(
+            (t_n, h, t),
+            &self.s.u_new,
+            &self.dense_k,
+            out,
+            &mut self.dense_w,
+        );
+        Ok(())
+    }
+
+    /// Appends the step just accepted to `dense` (made by [`ImplicitIntegrator::new_dense_output`]).
+    ///
+    /// # Errors
+    /// As [`ImplicitIntegrator::interpolate`].
+    pub fn push_dense(&mut self, dense: &mut DenseOutput) -> Result<(), SolverError> {
+        self.ensure_dense("ImplicitIntegrator::push_dense")?;
+        dense.push(self.t_prev, self.h_last, &self.s.u_new, &self.dense_k);
+        Ok(())
+    }
+
+    /// An empty dense output for this scheme's steps.
+    pub fn new_dense_output(&self) -> DenseOutput {
+        DenseOutput::with_kind(self.dense_kind(), self.s.n)
     }
 
     /// The last accepted step.
@@ -801,6 +893,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.next_stop = cp.next_stop;
         self.steps = cp.steps;
         self.fsal_pending = false;
+        self.has_step = false;
         // The factorizations the next step will use (the same J and h give the same LU bits).
         self.s.factored_hg = 0.0;
         if cp.factored_hg != 0.0 {
@@ -883,5 +976,14 @@ impl<M: OdeSystem> crate::stepper::Stepper for ImplicitIntegrator<'_, M> {
     }
     fn checkpoint_bytes(cp: &ImplicitCheckpoint) -> usize {
         cp.bytes()
+    }
+    fn interpolate(&mut self, t: f64, out: &mut [f64]) -> Result<(), SolverError> {
+        ImplicitIntegrator::interpolate(self, t, out)
+    }
+    fn push_dense(&mut self, dense: &mut DenseOutput) -> Result<(), SolverError> {
+        ImplicitIntegrator::push_dense(self, dense)
+    }
+    fn new_dense_output(&self) -> DenseOutput {
+        ImplicitIntegrator::new_dense_output(self)
     }
 }
