@@ -29,6 +29,7 @@ mod implicit;
 pub mod linalg;
 mod options;
 mod problem;
+mod schedule;
 mod solution;
 mod stepper;
 mod system;

@@ -208,13 +208,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
                 der.vjp_add(ti, yi, &st.p, kb, y_bar, &mut st.p_bar);
             }
             if running && hb != 0.0 {
-                st.tracker.running_gradient(ti, yi, &st.p)?;
-                for (y, g) in y_bar.iter_mut().zip(&st.tracker.g_u) {
-                    *y += hb * g;
-                }
-                for (pb, g) in st.p_bar.iter_mut().zip(&st.tracker.g_p) {
-                    *pb += hb * g;
-                }
+                st.add_running((ti, yi), hb, y_bar)?;
             }
             // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j.
             for &(j, a) in tab.a[i] {

@@ -193,6 +193,24 @@ impl<'o, O: Objective> AdjointState<'o, O> {
         Ok(())
     }
 
+    /// The running cost's term of a stage with weight h b_i = `hb` at (t, y): `into` += hb ∂r/∂u,
+    /// p̄ += hb ∂r/∂p.
+    pub fn add_running(
+        &mut self,
+        (t, y): (f64, &[f64]),
+        hb: f64,
+        into: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        self.tracker.running_gradient(t, y, &self.p)?;
+        for (x, g) in into.iter_mut().zip(&self.tracker.g_u) {
+            *x += hb * g;
+        }
+        for (pb, g) in self.p_bar.iter_mut().zip(&self.tracker.g_p) {
+            *pb += hb * g;
+        }
+        Ok(())
+    }
+
     /// The observation due at t (if any): λ += ∂g_k/∂u(u), p̄ += ∂g_k/∂p.
     pub fn observe(&mut self, t: f64, u: &[f64]) -> Result<(), SensitivityError> {
         observation_jump(

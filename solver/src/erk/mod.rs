@@ -16,14 +16,10 @@ use crate::control::{Controller, ControllerMemory, StepController, StepFeedback}
 use crate::error::SolverError;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
+use crate::schedule::{Attempt, Landing, Refusal, Schedule};
 use crate::solution::{DenseOutput, Statistics};
 use crate::system::OdeSystem;
 use crate::tableau::{ExplicitTableau, Method};
-
-/// Rejections of non-finite trial steps (each shrinking h by `q_min`, by 5¹⁰ ≈ 1e7 in all with the
-/// default controller) with no success at the failing size in between, before a model that stays
-/// NaN/∞ is reported as [`SolverError::NonFiniteRhs`].
-const MAX_NON_FINITE_REJECTIONS: usize = 10;
 
 /// What [`Integrator::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +30,6 @@ pub enum StepOutcome {
     Rejected,
     /// A step was accepted and reached t_end.
     Finished,
-}
-
-/// A step attempt awaiting its decision.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    h: f64,
-    h_abs: f64,
-    t_new: f64,
-    hits_stop: bool,
 }
 
 /// A step attempt computed by [`Integrator::propose`]: its stages, and the tolerances with which the
@@ -161,15 +148,13 @@ pub struct Integrator<'a, M: OdeSystem> {
     /// t_n and h of the last accepted step, if the last step was accepted.
     last_accepted: Option<(f64, f64)>,
     /// The step proposed by `propose`, awaiting `decide`.
-    pending: Option<Pending>,
-    /// Steps attempted (accepted + rejected) since t0, for `max_steps`; restored with checkpoints.
-    steps_taken: usize,
+    pending: Option<Attempt>,
+    /// tstops, `max_steps` and non-finite retries (positions restored with checkpoints).
+    schedule: Schedule,
+    /// (h, t_new) of the last attempt, if it was rejected for NaN/∞ (its stages are still in `k`).
+    non_finite_attempt: Option<(f64, f64)>,
     /// Components in the error norm (the first `norm_n`).
     norm_n: usize,
-    /// Rejections of steps whose error estimate was not finite since a step of that size last succeeded,
-    /// and the size of the last such step.
-    non_finite_rejections: usize,
-    non_finite_h: f64,
     /// 0.95 × the method's real stability boundary, and which of the last 20 accepted steps were
     /// stability-limited (one bit each).
     stiff_threshold: f64,
@@ -187,9 +172,6 @@ pub struct Integrator<'a, M: OdeSystem> {
     k1_from: Option<usize>,
     extras_fresh: bool,
     last_rejected: bool,
-    finished: bool,
-    tstops: Vec<f64>,
-    next_tstop: usize,
     stats: Statistics,
 }
 
@@ -208,14 +190,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         let n = problem.n_states();
         let atol = options.validated_atol(n)?;
         let (t0, t_end) = (problem.t0(), problem.t_end());
-        let dir = (t_end - t0).signum();
-        check_times("tstop", &options.tstops, t0, t_end, false)?;
+        let schedule = Schedule::new(options, (t0, t_end), Landing::Stretch)?;
         if let Saving::At(times) = &options.saving {
             check_times("save_at", times, t0, t_end, true)?;
-        }
-        let mut tstops = options.tstops.clone();
-        if tstops.last() != Some(&t_end) {
-            tstops.push(t_end);
         }
         let tab = options.method.tableau();
         let total = tab.total_stages();
@@ -232,7 +209,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             tab,
             options: options.clone(),
             n,
-            dir,
+            dir: schedule.dir(),
             atol,
             controller,
             k_err,
@@ -248,10 +225,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             y: vec![0.0; n],
             last_accepted: None,
             pending: None,
-            steps_taken: 0,
+            schedule,
+            non_finite_attempt: None,
             norm_n: options.error_norm_components.unwrap_or(n),
-            non_finite_rejections: 0,
-            non_finite_h: 0.0,
             stiff_threshold: 0.95 * options.method.stability_boundary(),
             stiff_window: 0,
             err: vec![0.0; n],
@@ -262,9 +238,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             k1_from: None,
             extras_fresh: false,
             last_rejected: false,
-            finished: false,
-            tstops,
-            next_tstop: 0,
             stats: Statistics::default(),
         };
         integrator.eval_stage(0, t0, Source::U);
@@ -303,7 +276,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
 
     /// Whether t_end has been reached.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        self.schedule.is_finished()
     }
 
     /// The step just accepted (after [`Integrator::step`] returned `Accepted` or `Finished`): t_n, h,
@@ -342,9 +315,8 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         cp.h_abs = self.h_abs;
         cp.controller = self.memory;
         cp.last_rejected = self.last_rejected;
-        cp.next_tstop = self.next_tstop;
-        cp.steps_taken = self.steps_taken;
-        cp.finished = self.finished;
+        (cp.next_tstop, cp.steps_taken) = self.schedule.position();
+        cp.finished = self.schedule.is_finished();
     }
 
     /// A new [`Checkpoint`] of the current point.
@@ -379,12 +351,11 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.h_abs = cp.h_abs;
         self.memory = cp.controller;
         self.last_rejected = cp.last_rejected;
-        self.next_tstop = cp.next_tstop;
-        self.steps_taken = cp.steps_taken;
-        self.finished = cp.finished;
+        self.schedule.restore((cp.next_tstop, cp.steps_taken));
         self.last_accepted = None;
         self.pending = None;
         self.extras_fresh = false;
+        self.non_finite_attempt = None;
         Ok(())
     }
 
@@ -421,6 +392,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         self.extras_fresh = false;
         self.last_accepted = None;
         self.pending = None;
+        self.non_finite_attempt = None;
         Ok(())
     }
 
@@ -429,7 +401,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// # Errors
     /// As [`crate::solve`].
     pub fn run(&mut self) -> Result<(), SolverError> {
-        while !self.finished {
+        while !self.is_finished() {
             self.step()?;
         }
         Ok(())
@@ -713,15 +685,23 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// # Errors
     /// As [`Integrator::step`].
     pub fn propose(&mut self) -> Result<ProposedStep<'_>, SolverError> {
-        if self.finished {
+        if self.is_finished() {
             return Err(SolverError::AlreadyFinished { t: self.t });
         }
-        if self.steps_taken >= self.options.max_steps {
-            return Err(SolverError::MaxStepsReached {
-                t: self.t,
-                max_steps: self.options.max_steps,
-            });
-        }
+        let attempt =
+            self.schedule
+                .attempt(self.t, self.h_abs)
+                .map_err(|refusal| match refusal {
+                    Refusal::MaxSteps => SolverError::MaxStepsReached {
+                        t: self.t,
+                        max_steps: self.schedule.max_steps(),
+                    },
+                    // Approaching a point past which the model is NaN/∞: report that, not the step size.
+                    Refusal::TooSmall { h } => match self.non_finite_attempt {
+                        Some((h, t_new)) => self.non_finite_error(h, t_new),
+                        None => SolverError::StepSizeTooSmall { t: self.t, h },
+                    },
+                })?;
         if let Some(slot) = self.k1_from.take() {
             let n = self.n;
             self.k.copy_within(slot * n..(slot + 1) * n, 0);
@@ -730,32 +710,9 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             self.eval_stage(0, self.t, Source::U);
             self.k1_fresh = true;
         }
-        let stop = self.tstops[self.next_tstop];
-        let remaining = (stop - self.t).abs();
-        let mut h_abs = self.h_abs.min(self.options.h_max);
-        let hits_stop = h_abs * 1.01 >= remaining;
-        if hits_stop {
-            h_abs = remaining;
-        }
-        let t_new = if hits_stop {
-            stop
-        } else {
-            self.t + self.dir * h_abs
-        };
-        let h = t_new - self.t;
-        if h == 0.0 || h_abs < f64::MIN_POSITIVE {
-            return Err(SolverError::StepSizeTooSmall {
-                t: self.t,
-                h: self.dir * h_abs,
-            });
-        }
+        let Attempt { h, t_new, .. } = attempt;
         self.compute_stages(h, t_new);
-        self.pending = Some(Pending {
-            h,
-            h_abs,
-            t_new,
-            hits_stop,
-        });
+        self.pending = Some(attempt);
         Ok(ProposedStep {
             step: AcceptedStep {
                 t: self.t,
@@ -778,18 +735,16 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// # Errors
     /// As [`Integrator::step`]; [`SolverError::InvalidOption`] if no step was proposed.
     pub fn decide(&mut self, extra: Option<(f64, usize)>) -> Result<StepOutcome, SolverError> {
-        let Some(Pending {
-            h,
-            h_abs,
-            t_new,
-            hits_stop,
-        }) = self.pending.take()
-        else {
+        let Some(attempt) = self.pending.take() else {
             return Err(SolverError::Misuse {
                 call: "Integrator::decide without a pending Integrator::propose",
                 expected: "decide called once after each propose",
             });
         };
+        let Attempt {
+            h, h_abs, t_new, ..
+        } = attempt;
+        let mut non_finite = false;
         let accept = match self.options.fixed_step {
             Some(_) => true,
             None => {
@@ -799,11 +754,10 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 if !err.is_finite() {
                     // A trial step too large for a stiff or fast-growing model can overflow: reject it
                     // and shrink h; a model that stays non-finite however small h gets is an error.
-                    self.non_finite_rejections += 1;
-                    self.non_finite_h = h_abs;
-                    if self.non_finite_rejections > MAX_NON_FINITE_REJECTIONS {
+                    if self.schedule.non_finite() {
                         return Err(self.non_finite_error(h, t_new));
                     }
+                    non_finite = true;
                     self.h_abs = h_abs * self.controller.q_min();
                     false
                 } else {
@@ -825,8 +779,8 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
                 }
             }
         };
-        self.steps_taken += 1;
         if !accept {
+            self.non_finite_attempt = non_finite.then_some((h, t_new));
             self.stats.rejected_steps += 1;
             self.last_rejected = true;
             self.last_accepted = None;
@@ -838,10 +792,8 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             return Err(self.non_finite_error(h, t_new));
         }
         self.stats.accepted_steps += 1;
-        // Recovered once a step as large as the one that overflowed succeeds.
-        if h.abs() >= self.non_finite_h {
-            self.non_finite_rejections = 0;
-        }
+        self.schedule.accepted(&attempt);
+        self.non_finite_attempt = None;
         self.extras_fresh = false;
         self.last_accepted = Some((self.t, h));
         self.stiffness_test(h);
@@ -852,13 +804,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         std::mem::swap(&mut self.u, &mut self.u_new);
         self.k1_from = self.tab.fsal.then_some(self.tab.stages - 1);
         self.k1_fresh = self.tab.fsal;
-        if hits_stop {
-            self.next_tstop += 1;
-            if self.next_tstop == self.tstops.len() {
-                self.finished = true;
-            }
-        }
-        Ok(if self.finished {
+        Ok(if self.is_finished() {
             StepOutcome::Finished
         } else {
             StepOutcome::Accepted

@@ -36,7 +36,8 @@ use crate::control::{Controller, ControllerMemory, StepController, StepFeedback}
 use crate::error::SolverError;
 use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu};
 use crate::options::SolverOptions;
-use crate::problem::{OdeProblem, check_times};
+use crate::problem::OdeProblem;
+use crate::schedule::{Landing, Refusal, Schedule};
 use crate::solution::{DenseKind, DenseOutput, Statistics};
 use crate::system::OdeSystem;
 use crate::tableau::EsdirkTableau;
@@ -106,9 +107,6 @@ impl Scheme {
 
 /// The ESDIRKs' default Newton iteration limit.
 const NEWTON_MAX: usize = 8;
-/// Attempts in a row (each with a smaller h or a fresh Jacobian) whose Newton iteration met NaN/∞ from
-/// the model, before that is reported as [`SolverError::NonFiniteRhs`].
-const MAX_NON_FINITE_FAILURES: usize = 10;
 /// Radau: Newton iterations allowed (radau5's NIT) and the rate below which the Jacobian is kept (THET).
 pub(crate) const RADAU_NIT: usize = 7;
 /// What the ESDIRK and Radau code reads of [`crate::ImplicitConfig`], resolved for the method.
@@ -312,13 +310,10 @@ impl ImplicitCheckpoint {
 /// iteration matrix (J frozen at some earlier point).
 pub struct ImplicitIntegrator<'a, M: OdeSystem> {
     s: Core<'a, M>,
-    stops: Vec<f64>,
-    next_stop: usize,
-    dir: f64,
+    /// tstops, `max_steps` and non-finite retries (positions restored with checkpoints).
+    schedule: Schedule,
     fixed_step: Option<f64>,
     h_max: f64,
-    max_steps: usize,
-    steps: usize,
     /// The step-size controller (resolved), its memory, and k = the error estimate's order + 1.
     controller: Controller,
     memory: ControllerMemory,
@@ -338,8 +333,6 @@ pub struct ImplicitIntegrator<'a, M: OdeSystem> {
     /// Radau: the collocation polynomial), and the weights of one evaluation.
     dense_k: Vec<f64>,
     dense_w: Vec<f64>,
-    /// Attempts in a row whose Newton iteration met a non-finite rhs value.
-    non_finite_failures: usize,
 }
 
 impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
@@ -371,12 +364,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             rtol = mapped;
         }
         let (t0, t_end) = (problem.t0(), problem.t_end());
-        let dir = (t_end - t0).signum();
-        check_times("tstop", &options.tstops, t0, t_end, false)?;
-        let mut stops: Vec<f64> = options.tstops.clone();
-        stops.push(t_end);
-        stops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
-        stops.dedup();
+        let schedule = Schedule::new(options, (t0, t_end), Landing::Reach)?;
         let stages = scheme.stages();
         let pattern = choose_pattern(problem, options.implicit.linear_solver)?;
         let (lu, lu2, colors) = match pattern {
@@ -496,13 +484,9 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             controller,
             memory: controller.initial_memory(k_err),
             s,
-            stops,
-            next_stop: 0,
-            dir,
+            schedule,
             fixed_step: options.fixed_step,
             h_max: options.h_max,
-            max_steps: options.max_steps,
-            steps: 0,
             h_abs,
             last_rejected: false,
             fsal_pending: false,
@@ -512,13 +496,12 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             dense_ready: false,
             dense_k: vec![0.0; dense_kind.stages() * n],
             dense_w: vec![0.0; dense_kind.stages()],
-            non_finite_failures: 0,
         })
     }
 
     /// Whether the end of the span has been reached.
     pub fn is_finished(&self) -> bool {
-        self.next_stop == self.stops.len()
+        self.schedule.is_finished()
     }
 
     /// Current time.
@@ -580,28 +563,26 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         let radau = self.s.scheme == Scheme::Radau5;
         let mut newton_failed = false;
         loop {
-            if self.steps >= self.max_steps {
-                return Err(SolverError::MaxStepsReached {
-                    t: self.s.t,
-                    max_steps: self.max_steps,
-                });
-            }
-            let stop = self.stops[self.next_stop];
-            let remaining = (stop - self.s.t).abs();
-            let hits = self.h_abs >= remaining * (1.0 - 1e-12)
-                || (self.fixed_step.is_some() && self.h_abs >= remaining * 0.99);
-            let h = self.dir * if hits { remaining } else { self.h_abs };
-            if h.abs() <= 16.0 * f64::EPSILON * self.s.t.abs().max(1.0) {
-                if let (true, Some(e)) = (newton_failed, self.s.non_finite_error()) {
-                    return Err(e);
+            let attempt = match self.schedule.attempt(self.s.t, self.h_abs) {
+                Ok(attempt) => attempt,
+                Err(Refusal::MaxSteps) => {
+                    return Err(SolverError::MaxStepsReached {
+                        t: self.s.t,
+                        max_steps: self.schedule.max_steps(),
+                    });
                 }
-                return Err(if newton_failed {
-                    SolverError::NewtonFailed { t: self.s.t, h }
-                } else {
-                    SolverError::StepSizeTooSmall { t: self.s.t, h }
-                });
-            }
-            self.steps += 1;
+                Err(Refusal::TooSmall { h }) => {
+                    if let (true, Some(e)) = (newton_failed, self.s.non_finite_error()) {
+                        return Err(e);
+                    }
+                    return Err(if newton_failed {
+                        SolverError::NewtonFailed { t: self.s.t, h }
+                    } else {
+                        SolverError::StepSizeTooSmall { t: self.s.t, h }
+                    });
+                }
+            };
+            let (h, hits) = (attempt.h, attempt.hits_stop);
             if let Some(r) = self.s.radau.as_mut() {
                 r.reject = self.last_rejected;
             }
@@ -614,10 +595,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 if let Some(e) = self.s.non_finite_error() {
                     // A model that returns NaN/∞: shrinking h helps only if the trial step was too
                     // large for it; a fixed step cannot shrink, and a run of such failures is the model's.
-                    self.non_finite_failures += 1;
-                    if self.fixed_step.is_some()
-                        || self.non_finite_failures > MAX_NON_FINITE_FAILURES
-                    {
+                    if self.schedule.non_finite() || self.fixed_step.is_some() {
                         return Err(e);
                     }
                 }
@@ -646,16 +624,13 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
                 continue;
             }
             // Accept.
-            self.non_finite_failures = 0;
+            self.schedule.accepted(&attempt);
             self.s.stats.accepted_steps += 1;
             self.t_prev = self.s.t;
             self.h_last = h;
-            self.s.t = if hits { stop } else { self.s.t + h };
+            self.s.t = attempt.t_new;
             std::mem::swap(&mut self.s.u, &mut self.s.u_new);
             self.s.jac_fresh = false;
-            if hits {
-                self.next_stop += 1;
-            }
             let feedback = self.feedback(err, h);
             let h_new = self.controller.accepted(&mut self.memory, &feedback);
             if radau {
@@ -850,8 +825,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         cp.h_abs = self.h_abs;
         cp.controller = self.memory;
         cp.last_rejected = self.last_rejected;
-        cp.next_stop = self.next_stop;
-        cp.steps = self.steps;
+        (cp.next_stop, cp.steps) = self.schedule.position();
         cp.radau.clear();
         if let Some(r) = self.s.radau.as_ref() {
             cp.radau.extend_from_slice(&r.cont);
@@ -890,8 +864,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.h_abs = cp.h_abs;
         self.memory = cp.controller;
         self.last_rejected = cp.last_rejected;
-        self.next_stop = cp.next_stop;
-        self.steps = cp.steps;
+        self.schedule.restore((cp.next_stop, cp.steps));
         self.fsal_pending = false;
         self.has_step = false;
         // The factorizations the next step will use (the same J and h give the same LU bits).

@@ -130,7 +130,6 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
     let n = st.lambda.len();
     let step = &w.step;
     let (h, s) = (step.h, step.scheme.stages());
-    let p = &st.p[..];
     let running = st.tracker.objective().has_running_cost();
     let tab = tableau(step);
     let hg = h * tab.gamma;
@@ -148,20 +147,14 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
         }
         let hb = h * step.scheme.weight(i);
         if running && hb != 0.0 {
-            st.tracker.running_gradient(ti, &w.lin.y, p)?;
-            for (c, g) in w.c.iter_mut().zip(&st.tracker.g_u) {
-                *c += hb * g;
-            }
-            for (pb, g) in st.p_bar.iter_mut().zip(&st.tracker.g_p) {
-                *pb += hb * g;
-            }
+            st.add_running((ti, &w.lin.y), hb, &mut w.c)?;
         }
         let mu = &mut w.mu[i * n..(i + 1) * n];
         if i == 0 {
             // Y_0 = u_n is explicit: μ_0 = c_0 + J_0ᵀ σ_0, p̄ += f_pᵀ σ_0.
             mu.copy_from_slice(&w.c);
             if w.sigma.iter().any(|&x| x != 0.0) {
-                der.vjp_add(ti, &w.lin.y, p, &w.sigma, mu, &mut st.p_bar);
+                der.vjp_add(ti, &w.lin.y, &st.p, &w.sigma, mu, &mut st.p_bar);
             }
             continue;
         }
@@ -174,7 +167,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
                 w.g[m] = w.sigma[m] + hg * mu[m];
             }
             w.lin.col.copy_from_slice(&w.c);
-            der.vjp_add(ti, &w.lin.y, p, &w.g, &mut w.lin.col, &mut w.p_scratch);
+            der.vjp_add(ti, &w.lin.y, &st.p, &w.g, &mut w.lin.col, &mut w.p_scratch);
             for m in 0..n {
                 w.lin.col[m] -= mu[m];
             }
@@ -190,8 +183,8 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
             }
         }
         if !converged {
-            let jac = w.lin.factor_exact(der, ti, p, hg, h)?;
-            let cols = n + p.len();
+            let jac = w.lin.factor_exact(der, ti, &st.p, hg, h)?;
+            let cols = n + st.p.len();
             for m in 0..n {
                 let mut acc = w.c[m];
                 for r in 0..n {
@@ -210,7 +203,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
             w.g[m] = w.sigma[m] + hg * mu[m];
         }
         w.lin.col.iter_mut().for_each(|x| *x = 0.0);
-        der.vjp_add(ti, &w.lin.y, p, &w.g, &mut w.lin.col, &mut st.p_bar);
+        der.vjp_add(ti, &w.lin.y, &st.p, &w.g, &mut w.lin.col, &mut st.p_bar);
     }
     Ok(())
 }

@@ -157,7 +157,6 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
     let n = st.lambda.len();
     let step = &w.step;
     let h = step.h;
-    let p = &st.p[..];
     let stage_time = |i: usize| step.scheme.stage_time(i, step.t, h, step.t_next);
     let (cvec, resid) = (&mut w.c3, &mut w.r3);
     cvec.iter_mut().for_each(|x| *x = 0.0);
@@ -166,13 +165,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
         for j in 0..3 {
             let hb = h * radau::A[2][j];
             step.copy_stage(j, &mut w.lin.y);
-            st.tracker.running_gradient(stage_time(j), &w.lin.y, p)?;
-            for (x, g) in cvec[j * n..(j + 1) * n].iter_mut().zip(&st.tracker.g_u) {
-                *x += hb * g;
-            }
-            for (pb, g) in st.p_bar.iter_mut().zip(&st.tracker.g_p) {
-                *pb += hb * g;
-            }
+            st.add_running((stage_time(j), &w.lin.y), hb, &mut cvec[j * n..(j + 1) * n])?;
         }
     }
     w.mu.copy_from_slice(cvec);
@@ -190,7 +183,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
             step.copy_stage(j, &mut w.lin.y);
             let r = &mut resid[j * n..(j + 1) * n];
             r.copy_from_slice(&cvec[j * n..(j + 1) * n]);
-            der.vjp_add(stage_time(j), &w.lin.y, p, &w.g, r, &mut w.p_scratch);
+            der.vjp_add(stage_time(j), &w.lin.y, &st.p, &w.g, r, &mut w.p_scratch);
             for (x, mu) in r.iter_mut().zip(&w.mu[j * n..(j + 1) * n]) {
                 *x -= mu;
             }
@@ -207,7 +200,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
         }
     }
     if !converged {
-        w.lin.factor_exact_radau(der, step, p)?;
+        w.lin.factor_exact_radau(der, step, &st.p)?;
         w.mu.copy_from_slice(cvec);
         w.lin
             .exact3
@@ -225,7 +218,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
         der.vjp_add(
             stage_time(j),
             &w.lin.y,
-            p,
+            &st.p,
             &w.g,
             &mut w.lin.col,
             &mut st.p_bar,
