@@ -182,7 +182,7 @@ fn drive<S: Stepper, M: OdeSystem>(
         next_save = usize::from(save_at.first() == Some(&stepper.t()));
     }
     while !stepper.is_finished() && !pause(stepper) {
-        stepper.step_accepted()?;
+        stepper.advance()?;
         let t_next = stepper.t();
         // Save times inside the step come from the continuous extension; one at its end takes the
         // step's value.

@@ -87,6 +87,14 @@ pub trait Stepper {
     /// # Errors
     /// The integrator's errors ([`SolverError::AlreadyFinished`] after the end).
     fn step_accepted(&mut self) -> Result<Self::Step<'_>, SolverError>;
+    /// Takes steps until one is accepted, like [`Stepper::step_accepted`] without the view of the step
+    /// (the solve loop's hot path).
+    ///
+    /// # Errors
+    /// As [`Stepper::step_accepted`].
+    fn advance(&mut self) -> Result<(), SolverError> {
+        self.step_accepted().map(|_| ())
+    }
     /// Writes the current point into `cp`, reusing its buffers.
     fn checkpoint_into(&self, cp: &mut Self::Checkpoint);
     /// Resumes from a checkpoint of an integrator of the same problem and options.

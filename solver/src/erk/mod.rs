@@ -871,6 +871,11 @@ impl<M: OdeSystem> crate::stepper::Stepper for Integrator<'_, M> {
     fn step_accepted(&mut self) -> Result<AcceptedStep<'_>, SolverError> {
         Integrator::step_accepted(self)
     }
+    #[inline]
+    fn advance(&mut self) -> Result<(), SolverError> {
+        while self.step()? == StepOutcome::Rejected {}
+        Ok(())
+    }
     fn checkpoint_into(&self, cp: &mut Checkpoint) {
         Integrator::checkpoint_into(self, cp)
     }
