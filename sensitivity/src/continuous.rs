@@ -29,8 +29,8 @@ use std::sync::Mutex;
 
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use odesens_solver::{
-    Checkpoint, DenseOutput, Integrator, Method, OdeProblem, OdeSystem, Scalar, SolverOptions,
-    Statistics,
+    DenseOutput, Integrator, Method, OdeProblem, OdeSystem, Scalar, SolverOptions, Statistics,
+    Stepper,
 };
 
 use crate::ad::derivatives::Derivatives;
@@ -40,7 +40,7 @@ use crate::common::{
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
-use crate::step_diff::{Capability, require};
+use crate::step_diff::{Capability, StepDiff, WithStepper, dispatch, require};
 
 /// Settings of the backward solve.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -286,7 +286,8 @@ fn backward_options(
 /// # Errors
 /// Solver errors of either solve; objective errors; [`SensitivityError::InvalidSetting`] for
 /// `segment_steps` = 0; [`SensitivityError::NonFiniteDerivative`] if λ or q becomes NaN/∞;
-/// [`SensitivityError::UnsupportedMethod`] for implicit methods (not yet).
+/// [`SensitivityError::UnsupportedMethod`] for an implicit backward method (not yet; the forward solve may be
+/// implicit).
 pub(crate) fn continuous_gradient<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
@@ -357,8 +358,8 @@ impl<M: OdeSystem, O: Objective> Backward<'_, '_, '_, '_, M, O> {
 
 /// The forward segment of `len` steps from the replay's current point, with dense output, installed in
 /// the adjoint system.
-fn load_segment<M: OdeSystem, O: Objective>(
-    replay: &mut Integrator<'_, M>,
+fn load_segment<S: Stepper, M: OdeSystem, O: Objective>(
+    replay: &mut S,
     system: &AdjointSystem<'_, '_, M, O>,
     spare: &mut Option<DenseOutput>,
     len: usize,
@@ -388,17 +389,70 @@ fn run<M: OdeSystem, O: Objective>(
             valid: ">= 1",
         });
     }
+    // The forward segments replay with any stepper; the backward solve is explicit for now.
+    require(
+        settings.method.unwrap_or(options.method),
+        Capability::ContinuousAdjoint,
+    )?;
+    let opts = derivative_options(problem, options, &[objective.observation_times()])?;
+    dispatch(
+        opts.method,
+        Job {
+            problem,
+            options,
+            opts: &opts,
+            objective,
+            settings,
+            backsolve,
+        },
+    )
+}
+
+/// The continuous adjoint, written once over the forward stepper.
+struct Job<'a, 'j, M: OdeSystem, O: Objective> {
+    problem: &'a OdeProblem<M>,
+    /// The user's options (tolerances and tstops of the backward solve) and the derivative options of
+    /// the forward solve.
+    options: &'j SolverOptions,
+    opts: &'j SolverOptions,
+    objective: &'j O,
+    settings: ContinuousSettings,
+    backsolve: bool,
+}
+
+impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
+    type Out = Result<Gradient, SensitivityError>;
+
+    fn run<S: StepDiff<'a, M>>(self) -> Self::Out {
+        let Job {
+            problem,
+            options,
+            opts,
+            objective,
+            settings,
+            backsolve,
+        } = self;
+        continuous::<S, M, O>(problem, (options, opts), objective, settings, backsolve)
+    }
+}
+
+/// The continuous adjoint with forward stepper `S` (see [`continuous_gradient`]).
+fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
+    problem: &'a OdeProblem<M>,
+    (options, opts): (&SolverOptions, &SolverOptions),
+    objective: &O,
+    settings: ContinuousSettings,
+    backsolve: bool,
+) -> Result<Gradient, SensitivityError> {
     let (n, np) = (problem.n_states(), problem.model().n_params());
     let (t0, t_end) = (problem.t0(), problem.t_end());
-    require(options.method, Capability::ContinuousAdjoint)?;
-    let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let u0 = problem.u0().to_vec();
 
     // Segments of `seg` forward steps; which of their starting checkpoints the forward pass keeps.
-    let mut forward = Integrator::new(problem, &opts)?;
+    let mut forward = S::start(problem, opts)?;
     let initial = forward.checkpoint();
-    let cp_bytes = initial.bytes();
+    let cp_bytes = S::checkpoint_bytes(&initial);
     let snapshots = settings.checkpointing.snapshots(cp_bytes)?;
     let (seg, keep_all) = match settings.checkpointing {
         Checkpointing::Uniform { every } => (every, true),
@@ -407,7 +461,7 @@ fn run<M: OdeSystem, O: Objective>(
             (settings.segment_steps.unwrap_or(32), false)
         }
     };
-    let mut stored: Vec<Checkpoint> = Vec::new();
+    let mut stored: Vec<S::Checkpoint> = Vec::new();
     let mut starts: Vec<f64> = Vec::new();
     let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integ, k| {
         if !backsolve && k.is_multiple_of(seg) {
@@ -484,7 +538,7 @@ fn run<M: OdeSystem, O: Objective>(
     if backsolve {
         bw.run_to(t0)?;
     } else {
-        let mut replay = Integrator::new(problem, &opts)?;
+        let mut replay = S::start(problem, opts)?;
         let mut spare: Option<DenseOutput> = None;
         let len = |j: usize| (steps - j * seg).min(seg);
         if keep_all {

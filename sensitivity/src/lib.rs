@@ -1,8 +1,9 @@
 //! # odesens-sensitivity
 //!
 //! Derivatives of ODE solutions computed by `odesens-solver`'s methods (forward sensitivities, the
-//! discrete adjoint and gradient checks for explicit and implicit methods alike; the continuous
-//! adjoint, H·v and the cost model for explicit ones):
+//! discrete adjoint, the continuous adjoints' forward segments and gradient checks for explicit and
+//! implicit methods alike; the continuous adjoints' backward solve, H·v and the cost model with explicit
+//! methods):
 //!
 //! - [`gradient`]`(&problem, &options, &objective, &algorithm)`: the one entry point for ∇G with respect
 //!   to every parameter and initial value; the [`SensitivityAlgorithm`] is a value — forward

@@ -59,7 +59,8 @@ pub(crate) enum Capability {
     TangentErrorControl,
     /// Hessian–vector products (forward-over-adjoint of the explicit stages).
     HessianVector,
-    /// The interpolating and backsolve continuous adjoints.
+    /// The backward solve of the interpolating and backsolve continuous adjoints (their forward
+    /// segments replay with any stepper).
     ContinuousAdjoint,
     /// The cost model's kernel measurements.
     CostModel,
@@ -74,8 +75,9 @@ impl Capability {
             }
             Capability::HessianVector => "Hessian–vector products (explicit methods only for now)",
             Capability::ContinuousAdjoint => {
-                "the continuous and backsolve adjoints (explicit methods only for now; use the \
-                 discrete adjoint)"
+                "the continuous adjoints' backward solve (explicit methods only for now: after an \
+                 implicit forward solve choose an explicit ContinuousSettings::method such as Tsit5, \
+                 or use the discrete adjoint)"
             }
             Capability::CostModel => "the cost model (explicit methods only for now)",
         }
