@@ -19,7 +19,9 @@ use crate::tableau::Method;
 /// # Errors
 /// Invalid settings ([`SolverError::InvalidTolerance`], [`SolverError::InvalidOption`],
 /// [`SolverError::TimeOutsideSpan`], [`SolverError::UnsortedTimes`], ...) before the first step; during the
-/// solve [`SolverError::NonFiniteRhs`], [`SolverError::StepSizeTooSmall`], [`SolverError::MaxStepsReached`].
+/// solve [`SolverError::NonFiniteRhs`], [`SolverError::StepSizeTooSmall`], [`SolverError::MaxStepsReached`];
+/// implicit methods also [`SolverError::SingularMatrix`] when the iteration matrix is singular (naming t
+/// and h) and [`SolverError::NewtonFailed`] when Newton keeps failing as h shrinks.
 ///
 /// # Example
 /// ```

@@ -34,7 +34,7 @@ use radau_iia::{RadauState, complex_pattern, transform, transform_t};
 
 use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
 use crate::error::SolverError;
-use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu};
+use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
 use crate::options::SolverOptions;
 use crate::problem::OdeProblem;
 use crate::schedule::{Landing, Refusal, Schedule};
@@ -522,6 +522,16 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// The scheme.
     pub fn scheme(&self) -> Scheme {
         self.s.scheme
+    }
+
+    /// The sparsity pattern of the iteration matrix and the column colouring of its Jacobian, when the
+    /// solve factors it by sparse LU (`None`: dense LU). Derivative code uses them for the exact stage
+    /// matrices, so that a sparse problem never meets a dense n × n matrix.
+    pub fn sparsity(&self) -> Option<(&SparsityPattern, &[usize], usize)> {
+        match (&self.s.lu, &self.s.colors) {
+            (Lu::Sparse(lu), Some((colors, count))) => Some((lu.pattern(), colors, *count)),
+            _ => None,
+        }
     }
 
     /// What the controller is told about an attempt with error norm `err` and step size `h`.

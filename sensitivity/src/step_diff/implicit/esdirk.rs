@@ -89,7 +89,25 @@ pub(super) fn tangent<M: OdeSystem>(
                 break;
             }
         }
-        if !converged {
+        if !converged && lin.sparse.is_some() {
+            // Sparse: Ẏ = M_i⁻¹(r + hγ f_p ṗ), f_p ṗ by jvps with zero state directions.
+            let zeros = &mut lin.sparse.as_mut().expect("sparse").zeros;
+            zeros.resize(nc, 0.0);
+            der.jvp_block(ti, &lin.y, p, zeros, &tg.pdot, &mut tg.out, c);
+            lin.factor_sparse(der, (ti, p), hg, h)?;
+            let lu = lin.sparse.as_mut().and_then(|sp| sp.lu.as_mut());
+            let lu = lu.expect("factored");
+            for lane in 0..c {
+                for m in 0..n {
+                    let x = m * c + lane;
+                    lin.col[m] = tg.next[x] + hg * tg.out[x];
+                }
+                lu.solve_in_place(&mut lin.col);
+                for m in 0..n {
+                    tg.ydot[i * nc + m * c + lane] = lin.col[m];
+                }
+            }
+        } else if !converged {
             // Factor M_i exactly: Ẏ = M_i⁻¹(r + hγ f_p ṗ).
             let jac = lin.factor_exact(der, ti, p, hg, h)?;
             let cols = n + np;
@@ -182,7 +200,14 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
                 break;
             }
         }
-        if !converged {
+        if !converged && w.lin.sparse.is_some() {
+            // Sparse: μ = M_i⁻ᵀ(c + J_iᵀ σ), J_iᵀ σ by a vjp.
+            mu.copy_from_slice(&w.c);
+            der.vjp_add(ti, &w.lin.y, &st.p, &w.sigma, mu, &mut w.p_scratch);
+            w.lin.factor_sparse(der, (ti, &st.p), hg, h)?;
+            let lu = w.lin.sparse.as_mut().and_then(|sp| sp.lu.as_mut());
+            lu.expect("factored").solve_transpose_in_place(mu);
+        } else if !converged {
             let jac = w.lin.factor_exact(der, ti, &st.p, hg, h)?;
             let cols = n + st.p.len();
             for m in 0..n {

@@ -12,7 +12,7 @@
 mod esdirk;
 mod radau;
 
-use odesens_solver::linalg::{DenseLu, LinearSolver};
+use odesens_solver::linalg::{DenseLu, LinearSolver, SparseLu, SparsityPattern};
 use odesens_solver::{
     ImplicitIntegrator, OdeProblem, OdeSystem, Scheme, SolverError, SolverOptions, StepStages,
 };
@@ -136,6 +136,38 @@ fn max_abs(v: &[f64]) -> f64 {
     v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
 }
 
+/// The exact stage matrices of a problem solved with sparse LU, on the iteration matrix's pattern: the
+/// stage Jacobians by compressed forward mode ([`Derivatives::sparse_jacobian`]) and sparse LU, so that
+/// no dense n × n (or n × p) matrix is ever formed.
+struct SparseExact {
+    pattern: SparsityPattern,
+    colors: Vec<usize>,
+    n_colors: usize,
+    /// f_u at the stage point(s) on `pattern` (Radau: the three stages' in turn).
+    vals: Vec<f64>,
+    /// ESDIRK: the LU of I − hγ J_i; Radau: the LU of the 3n matrix I − h(A ⊗ I) blockdiag(J_j) on the
+    /// pattern of every block (both allocated on first use).
+    lu: Option<SparseLu>,
+    lu3: Option<SparseLu>,
+    /// Where each column of the 3n pattern starts.
+    starts3: Vec<usize>,
+    /// Zero state directions, for f_p ṗ products by jvps (n × lanes).
+    zeros: Vec<f64>,
+}
+
+impl SparseExact {
+    /// The 3n pattern of Radau's coupled stage matrix: J's pattern in each of the 3 × 3 blocks.
+    fn radau_pattern(&self) -> SparsityPattern {
+        let n = self.pattern.n();
+        let entries = (0..n).flat_map(|q| {
+            self.pattern.col_rows(q).iter().flat_map(move |&i| {
+                (0..3).flat_map(move |bi| (0..3).map(move |bj| (bi * n + i, bj * n + q)))
+            })
+        });
+        SparsityPattern::new(3 * n, entries).expect("entries inside the 3n matrix")
+    }
+}
+
 /// Buffers and the exact-matrix fallback shared by tangents and adjoints.
 struct StageLinear {
     n: usize,
@@ -149,10 +181,12 @@ struct StageLinear {
     col3: Vec<f64>,
     jacs: Vec<f64>,
     exact3: Option<DenseLu>,
+    /// The sparse route (problems solved with sparse LU).
+    sparse: Option<SparseExact>,
 }
 
 impl StageLinear {
-    fn new(n: usize) -> Self {
+    fn new(n: usize, sparsity: Option<(&SparsityPattern, &[usize], usize)>) -> Self {
         Self {
             n,
             y: vec![0.0; n],
@@ -162,7 +196,43 @@ impl StageLinear {
             col3: vec![0.0; 3 * n],
             jacs: Vec::new(),
             exact3: None,
+            sparse: sparsity.map(|(pattern, colors, n_colors)| SparseExact {
+                pattern: pattern.clone(),
+                colors: colors.to_vec(),
+                n_colors,
+                vals: Vec::new(),
+                lu: None,
+                lu3: None,
+                starts3: Vec::new(),
+                zeros: Vec::new(),
+            }),
         }
+    }
+
+    /// Sparse route: factors M_i = I − hγ J_i with J_i at (t, Y_i = `self.y`) on the pattern.
+    fn factor_sparse<M: OdeSystem>(
+        &mut self,
+        der: &mut Derivatives<'_, M>,
+        (t, p): (f64, &[f64]),
+        hg: f64,
+        h: f64,
+    ) -> Result<(), SensitivityError> {
+        let sp = self.sparse.as_mut().expect("the sparse route");
+        sp.vals.resize(sp.pattern.nnz(), 0.0);
+        der.sparse_jacobian(
+            (t, &self.y, p),
+            &sp.pattern,
+            (&sp.colors, sp.n_colors),
+            &mut sp.vals,
+        );
+        self.fallbacks += 1;
+        let vals = &sp.vals;
+        let lu = sp
+            .lu
+            .get_or_insert_with(|| SparseLu::new(sp.pattern.clone()));
+        lu.factor(&mut |i, j, k| f64::from(u8::from(i == j)) - hg * vals[k])
+            .map_err(|pivot| SolverError::SingularMatrix { t, h, pivot })?;
+        Ok(())
     }
 
     /// Factors M_i = I − hγ J_i with J_i by AD at (t, Y_i = `self.y`); returns [f_u f_p] row-major.
@@ -221,7 +291,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
         let scheme = self.scheme();
         ImplicitWork {
             step: StepData::new(scheme, n),
-            lin: StageLinear::new(n),
+            lin: StageLinear::new(n, self.sparsity()),
             mu: vec![0.0; scheme.stages() * n],
             sigma: vec![0.0; n],
             c: vec![0.0; n],
