@@ -204,14 +204,8 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
                 eps[..width].copy_from_slice(&w[m * lanes + start..m * lanes + start + width]);
                 *x = ChunkDual::new(p[m], eps);
             }
-            self.model.rhs(
-                ChunkDual::constant(t),
-                ArrayView1::from(&self.ul[..]),
-                ArrayView1::from(&self.pl[..]),
-                ArrayViewMut1::from(&mut self.fl[..]),
-            );
+            self.lanes_rhs(t);
             self.counts.jvp += width;
-            self.counts.dual_passes += 1;
             for (m, f) in self.fl.iter().enumerate() {
                 out[m * lanes + start..m * lanes + start + width].copy_from_slice(&f.eps[..width]);
             }
@@ -238,13 +232,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
             for (m, x) in self.pl.iter_mut().enumerate() {
                 *x = seed(n + m, p[m]);
             }
-            self.model.rhs(
-                ChunkDual::constant(t),
-                ArrayView1::from(&self.ul[..]),
-                ArrayView1::from(&self.pl[..]),
-                ArrayViewMut1::from(&mut self.fl[..]),
-            );
-            self.counts.dual_passes += 1;
+            self.lanes_rhs(t);
             let width = CHUNK.min(cols - start);
             for (row, f) in self.fl.iter().enumerate() {
                 self.jac[row * cols + start..row * cols + start + width]
@@ -253,6 +241,17 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
             start += CHUNK;
         }
         &self.jac
+    }
+
+    /// One [`Lanes`] pass: `fl` = f(t, `ul`, `pl`) with every lane's derivative.
+    fn lanes_rhs(&mut self, t: f64) {
+        self.model.rhs(
+            ChunkDual::constant(t),
+            ArrayView1::from(&self.ul[..]),
+            ArrayView1::from(&self.pl[..]),
+            ArrayViewMut1::from(&mut self.fl[..]),
+        );
+        self.counts.dual_passes += 1;
     }
 
     /// The values of f_u(t, u, p) on `pattern` (CSC positions), by compressed forward mode: columns of
@@ -279,13 +278,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
                 }
                 *x = ChunkDual::new(u[m], eps);
             }
-            self.model.rhs(
-                ChunkDual::constant(t),
-                ArrayView1::from(&self.ul[..]),
-                ArrayView1::from(&self.pl[..]),
-                ArrayViewMut1::from(&mut self.fl[..]),
-            );
-            self.counts.dual_passes += 1;
+            self.lanes_rhs(t);
             for (j, &c) in colors.iter().enumerate() {
                 if (start..start + width).contains(&c) {
                     for (k, &i) in pattern.col_range(j).zip(pattern.col_rows(j)) {
