@@ -598,6 +598,7 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         peak_checkpoint_bytes: peak_snapshots * cp_bytes,
         derivatives: inner.der.counts,
         exact_stage_factorizations: 0,
+        krylov_stage_solves: 0,
     };
     Ok(Gradient {
         value,

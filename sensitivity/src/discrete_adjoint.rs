@@ -141,6 +141,7 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
             peak_checkpoint_bytes: cost.peak_checkpoint_bytes,
             derivatives: e.der.counts,
             exact_stage_factorizations: S::exact_stage_factorizations(&e.work),
+            krylov_stage_solves: S::krylov_stage_solves(&e.work),
         };
         Ok(Gradient {
             value: record.value,

@@ -146,6 +146,7 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         forward: stepper.stats(),
         derivatives: der.counts,
         exact_stage_factorizations: S::exact_stage_factorizations(&work),
+        krylov_stage_solves: S::krylov_stage_solves(&work),
         ..Default::default()
     };
     Ok(ChunkResult {
@@ -239,6 +240,7 @@ fn add_stats(total: &mut SensitivityStats, s: &SensitivityStats) {
     total.derivatives.dual_passes += s.derivatives.dual_passes;
     total.derivatives.tape_sweeps += s.derivatives.tape_sweeps;
     total.exact_stage_factorizations += s.exact_stage_factorizations;
+    total.krylov_stage_solves += s.krylov_stage_solves;
 }
 
 /// Settings of [`forward_sensitivities`].

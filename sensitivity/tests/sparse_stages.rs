@@ -47,9 +47,10 @@ fn sparse_exact_stage_systems_match_the_dense_route() {
         .unwrap();
         let rel = max_rel_diff(&sparse.to_vec(), &dense.to_vec());
         println!(
-            "{}: sparse vs dense {rel:.1e}; exact stage factorizations {} sparse, {} dense",
+            "{}: sparse vs dense {rel:.1e}; exact stage factorizations {} sparse ({} by GMRES), {} dense",
             method.name(),
             sparse.stats.exact_stage_factorizations,
+            sparse.stats.krylov_stage_solves,
             dense.stats.exact_stage_factorizations
         );
         assert!(rel < 1e-9, "{}: {rel:e}", method.name());
@@ -80,5 +81,47 @@ fn sparse_exact_stage_systems_match_the_dense_route() {
             method.name()
         );
         assert!(rel < 1e-9, "{}: {rel:e}", method.name());
+    }
+}
+
+#[test]
+fn robertson_on_the_sparse_route_matches_the_dense_route() {
+    // Robertson forced onto sparse LU (its 3 × 3 pattern is full): the stiff stage systems that the
+    // frozen-Jacobian iteration does not settle go to GMRES, and to sparse LU where GMRES fails.
+    let problem = odesens_models::Robertson::problem(1e5).unwrap();
+    let objective = SquaredNormAt::new(1e5);
+    for method in [Method::Kvaerno5, Method::TrBdf2] {
+        let options = |kind| {
+            SolverOptions::default()
+                .method(method)
+                .rtol(1e-6)
+                .atol(1e-10)
+                .linear_solver(kind)
+        };
+        let adjoint = SensitivityAlgorithm::adjoint(Checkpointing::KeepAll);
+        let sparse = gradient(
+            &problem,
+            &options(LinearSolverKind::Sparse),
+            &objective,
+            &adjoint,
+        )
+        .unwrap();
+        let dense = gradient(
+            &problem,
+            &options(LinearSolverKind::Dense),
+            &objective,
+            &adjoint,
+        )
+        .unwrap();
+        let rel = max_rel_diff(&sparse.to_vec(), &dense.to_vec());
+        println!(
+            "{}: sparse vs dense {rel:.1e}; sparse route: {} by GMRES, {} by sparse LU; dense: {}",
+            method.name(),
+            sparse.stats.krylov_stage_solves,
+            sparse.stats.exact_stage_factorizations,
+            dense.stats.exact_stage_factorizations
+        );
+        assert!(rel < 1e-9, "{}: {rel:e}", method.name());
+        assert!(sparse.stats.krylov_stage_solves + sparse.stats.exact_stage_factorizations > 0);
     }
 }

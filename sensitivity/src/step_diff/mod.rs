@@ -250,6 +250,10 @@ pub(crate) trait StepDiff<'a, M: OdeSystem + 'a>: Stepper + Sized {
     fn work(&self, n: usize, np: usize) -> Self::Work;
     /// Stage systems solved with exactly factored stage Jacobians so far.
     fn exact_stage_factorizations(work: &Self::Work) -> usize;
+    /// Stage systems solved by a Krylov method so far (sparse implicit problems).
+    fn krylov_stage_solves(_work: &Self::Work) -> usize {
+        0
+    }
 
     /// Takes the next accepted step and maps `tg.udot` = u̇_n to u̇_{n+1}; afterwards `tg.ydot` holds
     /// Ẏ_i for every stage of nonzero weight. With `error_control` the tangents' error estimates join

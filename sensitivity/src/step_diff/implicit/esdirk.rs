@@ -15,7 +15,7 @@
 use odesens_solver::linalg::LinearSolver;
 use odesens_solver::{EsdirkTableau, ImplicitIntegrator, OdeSystem, Scheme};
 
-use super::{ImplicitWork, LINEAR_MAX, Richardson, StepData, max_abs};
+use super::{ImplicitWork, KRYLOV, LINEAR_MAX, Richardson, StepData, max_abs};
 use crate::ad::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -90,10 +90,46 @@ pub(super) fn tangent<M: OdeSystem>(
             }
         }
         if !converged && lin.sparse.is_some() {
-            // Sparse: Ẏ = M_i⁻¹(r + hγ f_p ṗ), f_p ṗ by jvps with zero state directions.
-            let zeros = &mut lin.sparse.as_mut().expect("sparse").zeros;
-            zeros.resize(nc, 0.0);
-            der.jvp_block(ti, &lin.y, p, zeros, &tg.pdot, &mut tg.out, c);
+            // Sparse: M_i Ẏ = r + hγ f_p ṗ, f_p ṗ by jvps with zero state directions; by GMRES
+            // preconditioned by the step's factorization, else by sparse LU of M_i.
+            let sp = lin.sparse.as_mut().expect("sparse");
+            sp.prepare(nc, np);
+            der.jvp_block(ti, &lin.y, p, &sp.zeros, &tg.pdot, &mut tg.out, c);
+            let mut solved = true;
+            for lane in 0..c {
+                for m in 0..n {
+                    let x = m * c + lane;
+                    sp.b[m] = tg.next[x] + hg * tg.out[x];
+                    sp.x[m] = tg.ydot[i * nc + x];
+                }
+                let y = &lin.y;
+                let zeros_p = &sp.zeros_p;
+                let apply = |v: &[f64], out: &mut [f64]| {
+                    der.jvp_block(ti, y, p, v, zeros_p, out, 1);
+                    for (o, v) in out.iter_mut().zip(v) {
+                        *o = v - hg * *o;
+                    }
+                };
+                let precond = |z: &mut [f64]| it.solve_iteration_matrix(z);
+                if sp
+                    .gmres
+                    .solve(&sp.b, &mut sp.x, KRYLOV, apply, precond)
+                    .is_none()
+                {
+                    solved = false;
+                    break;
+                }
+                sp.krylov += 1;
+                for m in 0..n {
+                    tg.ydot[i * nc + m * c + lane] = sp.x[m];
+                }
+            }
+            if solved {
+                for x in 0..nc {
+                    tg.kdot[i * nc + x] = (tg.ydot[i * nc + x] - tg.next[x]) / hg;
+                }
+                continue;
+            }
             lin.factor_sparse(der, (ti, p), hg, h)?;
             let lu = lin.sparse.as_mut().and_then(|sp| sp.lu.as_mut());
             let lu = lu.expect("factored");
@@ -201,12 +237,35 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
             }
         }
         if !converged && w.lin.sparse.is_some() {
-            // Sparse: μ = M_i⁻ᵀ(c + J_iᵀ σ), J_iᵀ σ by a vjp.
-            mu.copy_from_slice(&w.c);
-            der.vjp_add(ti, &w.lin.y, &st.p, &w.sigma, mu, &mut w.p_scratch);
-            w.lin.factor_sparse(der, (ti, &st.p), hg, h)?;
-            let lu = w.lin.sparse.as_mut().and_then(|sp| sp.lu.as_mut());
-            lu.expect("factored").solve_transpose_in_place(mu);
+            // Sparse: M_iᵀ μ = c + J_iᵀ σ (J_iᵀ σ by a vjp), by GMRES preconditioned by the step's
+            // factorization, else by sparse LU of M_i.
+            let sp = w.lin.sparse.as_mut().expect("sparse");
+            sp.prepare(n, st.p.len());
+            sp.b.copy_from_slice(&w.c);
+            der.vjp_add(ti, &w.lin.y, &st.p, &w.sigma, &mut sp.b, &mut w.p_scratch);
+            sp.x.copy_from_slice(mu);
+            let (y, p, scratch) = (&w.lin.y, &st.p, &mut w.p_scratch);
+            let apply = |v: &[f64], out: &mut [f64]| {
+                out.iter_mut().for_each(|o| *o = 0.0);
+                der.vjp_add(ti, y, p, v, out, scratch);
+                for (o, v) in out.iter_mut().zip(v) {
+                    *o = v - hg * *o;
+                }
+            };
+            let precond = |z: &mut [f64]| it.solve_iteration_matrix_transpose(z);
+            if sp
+                .gmres
+                .solve(&sp.b, &mut sp.x, KRYLOV, apply, precond)
+                .is_some()
+            {
+                sp.krylov += 1;
+                mu.copy_from_slice(&sp.x);
+            } else {
+                mu.copy_from_slice(&sp.b);
+                w.lin.factor_sparse(der, (ti, &st.p), hg, h)?;
+                let lu = w.lin.sparse.as_mut().and_then(|sp| sp.lu.as_mut());
+                lu.expect("factored").solve_transpose_in_place(mu);
+            }
         } else if !converged {
             let jac = w.lin.factor_exact(der, ti, &st.p, hg, h)?;
             let cols = n + st.p.len();

@@ -10,6 +10,7 @@
 //! matrix is built from J_i by AD and factored (counted in `exact_stage_factorizations`).
 
 mod esdirk;
+mod gmres;
 mod radau;
 
 use odesens_solver::linalg::{DenseLu, LinearSolver, SparseLu, SparsityPattern};
@@ -26,6 +27,11 @@ use crate::objective::Objective;
 const LINEAR_TOL: f64 = 1e-13;
 /// Iterations before a stage's exact matrix is factored instead.
 const LINEAR_MAX: usize = 12;
+/// Sparse problems, when the iteration above stalls: GMRES's relative residual and iteration limit
+/// before the sparse LU of the exact stage matrix.
+const KRYLOV: (f64, usize) = (1e-12, 40);
+/// GMRES's restart length.
+const KRYLOV_RESTART: usize = 20;
 
 /// A copy of one accepted step (the integrator is needed mutably while the step is differentiated).
 pub(crate) struct StepData {
@@ -151,11 +157,29 @@ struct SparseExact {
     lu3: Option<SparseLu>,
     /// Where each column of the 3n pattern starts.
     starts3: Vec<usize>,
-    /// Zero state directions, for f_p ṗ products by jvps (n × lanes).
+    /// Zero state directions, for f_p ṗ products by jvps (n × lanes), and zero parameter directions
+    /// (np), for J v by jvps.
     zeros: Vec<f64>,
+    zeros_p: Vec<f64>,
+    /// GMRES for one column of a stage system: its buffers, right-hand side and iterate.
+    gmres: gmres::Gmres,
+    b: Vec<f64>,
+    x: Vec<f64>,
+    /// Stage systems solved by GMRES.
+    krylov: usize,
 }
 
 impl SparseExact {
+    /// Sizes the zero directions for `lanes_n` = n × lanes and `np` parameters (no allocation once
+    /// they are large enough).
+    fn prepare(&mut self, lanes_n: usize, np: usize) {
+        if self.zeros.len() < lanes_n {
+            self.zeros.resize(lanes_n, 0.0);
+        }
+        self.zeros.truncate(lanes_n);
+        self.zeros_p.resize(np, 0.0);
+    }
+
     /// The 3n pattern of Radau's coupled stage matrix: J's pattern in each of the 3 × 3 blocks.
     fn radau_pattern(&self) -> SparsityPattern {
         let n = self.pattern.n();
@@ -205,6 +229,11 @@ impl StageLinear {
                 lu3: None,
                 starts3: Vec::new(),
                 zeros: Vec::new(),
+                zeros_p: Vec::new(),
+                gmres: gmres::Gmres::new(n, KRYLOV_RESTART),
+                b: vec![0.0; n],
+                x: vec![0.0; n],
+                krylov: 0,
             }),
         }
     }
@@ -304,6 +333,10 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
 
     fn exact_stage_factorizations(work: &ImplicitWork) -> usize {
         work.lin.fallbacks
+    }
+
+    fn krylov_stage_solves(work: &ImplicitWork) -> usize {
+        work.lin.sparse.as_ref().map_or(0, |sp| sp.krylov)
     }
 
     fn tangent_step<'w>(
