@@ -65,7 +65,7 @@ pub struct Derivatives<'m, M: OdeSystem> {
     ul: Vec<ChunkDual>,
     pl: Vec<ChunkDual>,
     fl: Vec<ChunkDual>,
-    /// [f_u f_p], row-major n × (n + np).
+    /// [f_u f_p], row-major n × (n + np) (empty until first asked for).
     jac: Vec<f64>,
     /// One direction of a block (v, w) and its product.
     v1: Vec<f64>,
@@ -99,7 +99,9 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
             ul: vec![ChunkDual::constant(0.0); n],
             pl: vec![ChunkDual::constant(0.0); np],
             fl: vec![ChunkDual::constant(0.0); n],
-            jac: vec![0.0; n * (n + np)],
+            // Allocated by the first `jacobian` call: large models never ask for the dense matrix, and
+            // n (n + np) values would not fit in memory for them.
+            jac: Vec::new(),
             v1: vec![0.0; n],
             w1: vec![0.0; np],
             o1: vec![0.0; n],
@@ -217,6 +219,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
     pub fn jacobian(&mut self, t: f64, u: &[f64], p: &[f64]) -> &[f64] {
         let (n, np) = (self.n, self.np);
         let cols = n + np;
+        self.jac.resize(n * cols, 0.0);
         let mut start = 0;
         while start < cols {
             let seed = |c: usize, x: f64| {
@@ -421,5 +424,48 @@ impl ScalarGradient {
             }
         }
         value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::ArrayView1;
+    use odesens_solver::Scalar;
+
+    /// u' = −u, one parameter per state: n = np = 10⁵, as a large sparse model.
+    struct Big;
+    impl OdeSystem for Big {
+        fn n_states(&self) -> usize {
+            100_000
+        }
+        fn n_params(&self) -> usize {
+            100_000
+        }
+        fn rhs<S: Scalar>(
+            &self,
+            _t: S,
+            u: ArrayView1<S>,
+            p: ArrayView1<S>,
+            mut du: ArrayViewMut1<S>,
+        ) {
+            for i in 0..u.len() {
+                du[i] = -p[i] * u[i];
+            }
+        }
+    }
+
+    #[test]
+    fn large_models_do_not_reserve_a_dense_jacobian() {
+        // The dense [f_u f_p] would be 10⁵ × 2·10⁵ values (160 GB): it must not be reserved up front.
+        let mut der = Derivatives::new(&Big);
+        assert!(der.jac.capacity() == 0);
+        let (u, p) = (vec![2.0; 100_000], vec![3.0; 100_000]);
+        let (mut ub, mut pb) = (vec![0.0; 100_000], vec![0.0; 100_000]);
+        let mut lambda = vec![0.0; 100_000];
+        lambda[7] = 1.0;
+        der.vjp_add(0.0, &u, &p, &lambda, &mut ub, &mut pb);
+        assert_eq!((ub[7], pb[7], ub[8]), (-3.0, -2.0, 0.0));
+        assert!(der.jac.capacity() == 0);
     }
 }
