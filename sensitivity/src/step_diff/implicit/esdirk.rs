@@ -15,7 +15,7 @@
 use odesens_solver::linalg::LinearSolver;
 use odesens_solver::{EsdirkTableau, ImplicitIntegrator, OdeSystem, Scheme};
 
-use super::{ImplicitWork, KRYLOV, LINEAR_MAX, Richardson, StepData, max_abs};
+use super::{ImplicitWork, KRYLOV, LINEAR_MAX, Richardson, StepData, krylov_ok, max_abs};
 use crate::ad::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
@@ -111,11 +111,7 @@ pub(super) fn tangent<M: OdeSystem>(
                     }
                 };
                 let precond = |z: &mut [f64]| it.solve_iteration_matrix(z);
-                if sp
-                    .gmres
-                    .solve(&sp.b, &mut sp.x, KRYLOV, apply, precond)
-                    .is_none()
-                {
+                if !krylov_ok(sp.gmres.solve(&sp.b, &mut sp.x, KRYLOV, apply, precond)) {
                     solved = false;
                     break;
                 }
@@ -253,11 +249,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
                 }
             };
             let precond = |z: &mut [f64]| it.solve_iteration_matrix_transpose(z);
-            if sp
-                .gmres
-                .solve(&sp.b, &mut sp.x, KRYLOV, apply, precond)
-                .is_some()
-            {
+            if krylov_ok(sp.gmres.solve(&sp.b, &mut sp.x, KRYLOV, apply, precond)) {
                 sp.krylov += 1;
                 mu.copy_from_slice(&sp.x);
             } else {

@@ -45,8 +45,8 @@ impl Gmres {
 
     /// Solves A x = b from the initial guess in `x`, with A v by `apply(v, out)` and the right
     /// preconditioner z ← P⁻¹ z by `precond`. Converged when the residual's 2-norm is at most
-    /// `tol` · ‖b‖; returns the iterations taken, or `None` after `max_iters` without convergence (or on a
-    /// non-finite value), leaving the best iterate in `x`.
+    /// `tol` · ‖b‖: returns the iterations taken. After `max_iters` without convergence returns the
+    /// relative residual ‖b − A x‖ / ‖b‖ of the last iterate, left in `x` (∞ on a non-finite value).
     pub fn solve(
         &mut self,
         b: &[f64],
@@ -54,9 +54,10 @@ impl Gmres {
         (tol, max_iters): (f64, usize),
         mut apply: impl FnMut(&[f64], &mut [f64]),
         mut precond: impl FnMut(&mut [f64]),
-    ) -> Option<usize> {
+    ) -> Result<usize, f64> {
         let (n, m) = (self.n, self.m);
-        let target = tol * dot(b, b).sqrt();
+        let b_norm = dot(b, b).sqrt();
+        let target = tol * b_norm;
         let mut iters = 0;
         loop {
             // r = b − A x into v_0.
@@ -66,13 +67,13 @@ impl Gmres {
             }
             let beta = dot(&self.v[..n], &self.v[..n]).sqrt();
             if !beta.is_finite() {
-                return None;
+                return Err(f64::INFINITY);
             }
             if beta <= target {
-                return Some(iters);
+                return Ok(iters);
             }
             if iters >= max_iters {
-                return None;
+                return Err(beta / b_norm);
             }
             self.v[..n].iter_mut().for_each(|v| *v /= beta);
             self.g.iter_mut().for_each(|g| *g = 0.0);
@@ -106,7 +107,7 @@ impl Gmres {
                 }
                 let r = col[k].hypot(col[k + 1]);
                 if r == 0.0 || !r.is_finite() {
-                    return None;
+                    return Err(f64::INFINITY);
                 }
                 (self.cs[k], self.sn[k]) = (col[k] / r, col[k + 1] / r);
                 col[k] = r;
@@ -190,6 +191,7 @@ mod tests {
         // Not enough iterations: reported, not hidden.
         let mut gm = Gmres::new(n, 2);
         let mut x = vec![0.0; n];
-        assert!(gm.solve(&b, &mut x, (1e-14, 3), apply, |_| {}).is_none());
+        let residual = gm.solve(&b, &mut x, (1e-14, 3), apply, |_| {}).unwrap_err();
+        assert!(residual > 1e-14 && residual < 1.0, "{residual:e}");
     }
 }

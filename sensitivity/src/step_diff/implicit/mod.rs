@@ -27,11 +27,22 @@ use crate::objective::Objective;
 const LINEAR_TOL: f64 = 1e-13;
 /// Iterations before a stage's exact matrix is factored instead.
 const LINEAR_MAX: usize = 12;
-/// Sparse problems, when the iteration above stalls: GMRES's relative residual and iteration limit
-/// before the sparse LU of the exact stage matrix.
+/// Sparse problems, when the iteration above stalls: GMRES's relative residual and iteration limit.
 const KRYLOV: (f64, usize) = (1e-12, 40);
+/// The residual still accepted when GMRES stagnates above its target (round-off in the jvps or vjps of a
+/// stiff stage: 9 of 98 stage systems of the Brusselator N = 64 stalled between 1e-12 and 1e-10) before
+/// the sparse LU of the exact stage matrix.
+const KRYLOV_ACCEPT: f64 = 1e-10;
 /// GMRES's restart length.
 const KRYLOV_RESTART: usize = 20;
+
+/// Whether a GMRES result is good enough: converged, or stagnated within [`KRYLOV_ACCEPT`].
+fn krylov_ok(result: Result<usize, f64>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(residual) => residual <= KRYLOV_ACCEPT,
+    }
+}
 
 /// A copy of one accepted step (the integrator is needed mutably while the step is differentiated).
 pub(crate) struct StepData {
