@@ -4,7 +4,7 @@
 
 use odesens_models::Brusselator2D;
 use odesens_sensitivity::{
-    Checkpointing, Directions, SensitivityAlgorithm, SquaredNormAt,
+    Checkpointing, Directions, Gradient, SensitivityAlgorithm, SquaredNormAt,
     forward_directional_derivatives, gradient,
 };
 use odesens_solver::*;
@@ -17,34 +17,33 @@ fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+fn tolerances(method: Method, (rtol, atol): (f64, f64), kind: LinearSolverKind) -> SolverOptions {
+    SolverOptions::default()
+        .method(method)
+        .rtol(rtol)
+        .atol(atol)
+        .linear_solver(kind)
+}
+
+/// The keep-all discrete adjoint with sparse, then dense LU.
+fn sparse_and_dense<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    objective: &SquaredNormAt,
+    options: impl Fn(LinearSolverKind) -> SolverOptions,
+) -> (Gradient, Gradient) {
+    let adjoint = SensitivityAlgorithm::adjoint(Checkpointing::KeepAll);
+    let run = |kind| gradient(problem, &options(kind), objective, &adjoint).unwrap();
+    (run(LinearSolverKind::Sparse), run(LinearSolverKind::Dense))
+}
+
 #[test]
 fn sparse_exact_stage_systems_match_the_dense_route() {
     // N = 6: 72 states, 144 parameters; the benchmark's tolerances.
     let problem = Brusselator2D::problem(6).unwrap();
     let objective = SquaredNormAt::new(1.0);
     for method in [Method::Kvaerno5, Method::RadauIIA5] {
-        let options = |kind| {
-            SolverOptions::default()
-                .method(method)
-                .rtol(1e-7)
-                .atol(1e-5)
-                .linear_solver(kind)
-        };
-        let adjoint = SensitivityAlgorithm::adjoint(Checkpointing::KeepAll);
-        let sparse = gradient(
-            &problem,
-            &options(LinearSolverKind::Sparse),
-            &objective,
-            &adjoint,
-        )
-        .unwrap();
-        let dense = gradient(
-            &problem,
-            &options(LinearSolverKind::Dense),
-            &objective,
-            &adjoint,
-        )
-        .unwrap();
+        let options = |kind| tolerances(method, (1e-7, 1e-5), kind);
+        let (sparse, dense) = sparse_and_dense(&problem, &objective, options);
         let rel = max_rel_diff(&sparse.to_vec(), &dense.to_vec());
         println!(
             "{}: sparse vs dense {rel:.1e}; exact stage factorizations {} sparse ({} by GMRES), {} dense",
@@ -91,28 +90,9 @@ fn robertson_on_the_sparse_route_matches_the_dense_route() {
     let problem = odesens_models::Robertson::problem(1e5).unwrap();
     let objective = SquaredNormAt::new(1e5);
     for method in [Method::Kvaerno5, Method::TrBdf2] {
-        let options = |kind| {
-            SolverOptions::default()
-                .method(method)
-                .rtol(1e-6)
-                .atol(1e-10)
-                .linear_solver(kind)
-        };
-        let adjoint = SensitivityAlgorithm::adjoint(Checkpointing::KeepAll);
-        let sparse = gradient(
-            &problem,
-            &options(LinearSolverKind::Sparse),
-            &objective,
-            &adjoint,
-        )
-        .unwrap();
-        let dense = gradient(
-            &problem,
-            &options(LinearSolverKind::Dense),
-            &objective,
-            &adjoint,
-        )
-        .unwrap();
+        let (sparse, dense) = sparse_and_dense(&problem, &objective, |kind| {
+            tolerances(method, (1e-6, 1e-10), kind)
+        });
         let rel = max_rel_diff(&sparse.to_vec(), &dense.to_vec());
         println!(
             "{}: sparse vs dense {rel:.1e}; sparse route: {} by GMRES, {} by sparse LU; dense: {}",

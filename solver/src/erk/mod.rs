@@ -123,7 +123,6 @@ pub struct Integrator<'a, M: OdeSystem> {
     tab: &'static ExplicitTableau,
     options: SolverOptions,
     n: usize,
-    dir: f64,
     atol: Vec<f64>,
     /// The step-size controller (resolved) and k = embedded order + 1.
     controller: Controller,
@@ -209,7 +208,6 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
             tab,
             options: options.clone(),
             n,
-            dir: schedule.dir(),
             atol,
             controller,
             k_err,
@@ -469,7 +467,7 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
     /// h0 = 0.01 ‖u0‖/‖f0‖, one explicit Euler step to estimate ‖f'‖, h1 = (0.01 / max(‖f0‖, ‖f'‖))^{1/(p+1)},
     /// h = min(100 h0, h1). Uses stage slot 1 as scratch; costs one rhs evaluation.
     fn initial_step(&mut self) -> Result<f64, SolverError> {
-        let n = self.n;
+        let (n, dir) = (self.n, self.schedule.dir());
         for i in 0..n {
             self.scale[i] = self.atol[i] + self.options.rtol * self.u[i].abs();
         }
@@ -484,11 +482,11 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         };
         h0 = h0.min(span).min(self.options.h_max);
         for i in 0..n {
-            self.y[i] = self.u[i] + self.dir * h0 * self.k[i];
+            self.y[i] = self.u[i] + dir * h0 * self.k[i];
         }
-        self.eval_stage(1, self.t + self.dir * h0, Source::Y);
+        self.eval_stage(1, self.t + dir * h0, Source::Y);
         if let Some(component) = self.k[n..2 * n].iter().position(|v| !v.is_finite()) {
-            let t = self.t + self.dir * h0;
+            let t = self.t + dir * h0;
             return Err(SolverError::NonFiniteRhs {
                 t,
                 component,

@@ -20,7 +20,7 @@ use odesens_solver::{
 
 use super::{AdjointState, StepDiff, StepFamily, Tangents};
 use crate::ad::derivatives::Derivatives;
-use crate::error::SensitivityError;
+use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
 
 /// Relative change at which a stage's linear iteration has converged.
@@ -369,6 +369,12 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
         } else {
             esdirk::tangent(self, work, der, tg, p)?;
         }
+        // Both schemes are stiffly accurate: u̇_{n+1} = Ẏ of the last stage.
+        let nc = tg.udot.len();
+        let last = work.step.scheme.stages() - 1;
+        tg.udot
+            .copy_from_slice(&tg.ydot[last * nc..(last + 1) * nc]);
+        check_finite("tangent", work.step.t_next, &tg.udot)?;
         Ok(&work.step)
     }
 
