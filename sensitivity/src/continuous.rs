@@ -28,9 +28,10 @@
 use std::sync::Mutex;
 
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
+use odesens_solver::linalg::SparsityPattern;
 use odesens_solver::{
-    DenseOutput, Integrator, Method, OdeProblem, OdeSystem, Scalar, SolverOptions, Statistics,
-    Stepper,
+    DenseOutput, ImplicitIntegrator, Integrator, LinearSolverKind, Method, OdeProblem, OdeSystem,
+    Scalar, SolverError, SolverOptions, Statistics, StepStages, Stepper,
 };
 
 use crate::ad::derivatives::Derivatives;
@@ -40,19 +41,24 @@ use crate::common::{
 };
 use crate::error::{SensitivityError, check_finite};
 use crate::objective::Objective;
-use crate::step_diff::{Capability, StepDiff, WithStepper, dispatch, require};
+use crate::step_diff::{Capability, StepDiff, StepFamily, WithStepper, dispatch, require};
 
 /// Settings of the backward solve.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ContinuousSettings {
-    /// Method of the backward solve (`None`: the forward one).
+    /// Method of the backward solve (`None`: the forward one). Explicit or implicit: an implicit method
+    /// solves λ' = −f_uᵀλ − r_uᵀ with Newton on the iteration matrix I − hγ(−f_uᵀ) (the transposed
+    /// Jacobian, sparse when the forward problem's is: its pattern transposed, its values by the
+    /// forward problem's colouring) and integrates q outside Newton by the method's own quadrature,
+    /// q_{n+1} = q_n + h Σ_i b_i (−f_pᵀλ − r_pᵀ)(t_i, Λ_i), one vjp per stage (CVODES' `CVodeQuadB`
+    /// idea). The user's [`SolverOptions::implicit`] settings apply to it.
     pub method: Option<Method>,
     /// Relative tolerance of the backward solve (`None`: the forward one).
     pub rtol: Option<f64>,
     /// Absolute tolerance of the backward solve (`None`: the forward one's scalar atol, or 1e-6).
     pub atol: Option<f64>,
     /// Put the quadrature q (one component per parameter) in the error norm too (default: no, the
-    /// seminorm).
+    /// seminorm). Explicit backward methods only: an implicit one integrates q outside its error norm.
     pub quadrature_in_error_norm: bool,
     /// Forward steps per segment (`None`: 32); every segment start is a tstop of the backward solve,
     /// and one segment's dense output is held at a time.
@@ -67,10 +73,56 @@ pub struct ContinuousSettings {
 /// The backward solve's counters, beside the gradient.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct BackwardStats {
-    /// The backward integrator's steps and rhs evaluations (one vjp each).
+    /// The backward integrator's steps, rhs evaluations (one vjp each), and for an implicit method its
+    /// Jacobians (each one sparse or dense f_u at u(t), transposed) and factorizations.
     pub backward: Statistics,
     /// Checkpointed segments.
     pub segments: usize,
+}
+
+/// What the backward integrator's state holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// [λ, q]: an explicit backward method, u from the forward segments' dense output.
+    Joint,
+    /// [u, λ, q]: the backsolve adjoint.
+    Backsolve,
+    /// [λ] alone: an implicit backward method; q is integrated outside Newton from the stages.
+    LambdaOnly,
+}
+
+/// The model's Jacobian pattern, its colouring, and its transpose: the sparse path of −f_uᵀ.
+struct Transposed {
+    model: SparsityPattern,
+    colors: (Vec<usize>, usize),
+    transposed: SparsityPattern,
+    /// Position in `transposed` of each entry of `model` (in `model`'s CSC order).
+    map: Vec<usize>,
+}
+
+impl Transposed {
+    fn new(model: SparsityPattern) -> Self {
+        let n = model.n();
+        let entries = (0..n).flat_map(|j| model.col_rows(j).iter().map(move |&i| (j, i)));
+        let transposed = SparsityPattern::new(n, entries.collect::<Vec<_>>())
+            .expect("a transposed n × n pattern stays inside n × n");
+        let mut map = vec![0; model.nnz()];
+        for j in 0..n {
+            for (k, &i) in model.col_range(j).zip(model.col_rows(j)) {
+                // Entry (i, j) of f_u is entry (j, i) of f_uᵀ: column i, row j.
+                let rows = transposed.col_rows(i);
+                let at = rows.binary_search(&j).expect("every entry is transposed");
+                map[k] = transposed.col_range(i).start + at;
+            }
+        }
+        let colors = model.column_colors();
+        Self {
+            model,
+            colors,
+            transposed,
+            map,
+        }
+    }
 }
 
 /// Where the adjoint system gets u(t).
@@ -78,7 +130,6 @@ enum Source {
     /// Dense output of the current forward segment, recomputed from a checkpoint.
     Segment {
         dense: Option<DenseOutput>,
-        u: Vec<f64>,
         scratch: Vec<f64>,
     },
     /// u is the first n components of the backward state.
@@ -87,24 +138,71 @@ enum Source {
 
 struct Inner<'a, 'o, M: OdeSystem, O: Objective> {
     source: Source,
+    /// u(t) interpolated from the segment.
+    u: Vec<f64>,
     der: Derivatives<'a, M>,
     tracker: ObjectiveTracker<'o, O>,
     p: Vec<f64>,
     u_bar: Vec<f64>,
     p_bar: Vec<f64>,
+    /// The values of f_u on the model's pattern (sparse implicit backward solve).
+    jac_values: Vec<f64>,
     running: bool,
     /// The first failure inside the rhs (reported after the step).
     error: Option<SensitivityError>,
 }
 
-/// The adjoint ODE as an [`OdeSystem`] for the solver: state [λ, q] (or [u, λ, q] for backsolve).
+impl<M: OdeSystem, O: Objective> Inner<'_, '_, M, O> {
+    /// u(t) from the installed segment into `self.u` (the initial-step probe may look past the segment:
+    /// t is clamped to it).
+    fn load_u(&mut self, t: f64) -> Result<(), SensitivityError> {
+        let Source::Segment { dense, scratch } = &mut self.source else {
+            return Ok(());
+        };
+        let dense = dense.as_ref().ok_or(SolverError::NoDenseOutput)?;
+        let (a, b) = dense.span().ok_or(SolverError::NoDenseOutput)?;
+        let (lo, hi) = (a.min(b), a.max(b));
+        dense.interpolate_into(t.clamp(lo, hi), &mut self.u, scratch)?;
+        Ok(())
+    }
+
+    /// u_bar = λᵀ f_u + r_u, p_bar = λᵀ f_p + r_p at (t, u) (`u` = `self.u` unless given).
+    fn adjoint_products(&mut self, t: f64, u: Option<&[f64]>, lambda: &[f64]) {
+        let u = u.unwrap_or(&self.u);
+        self.u_bar.iter_mut().for_each(|x| *x = 0.0);
+        self.p_bar.iter_mut().for_each(|x| *x = 0.0);
+        self.der
+            .vjp_add(t, u, &self.p, lambda, &mut self.u_bar, &mut self.p_bar);
+        if self.running {
+            match self.tracker.running_gradient(t, u, &self.p) {
+                Ok(_) => {
+                    for (a, g) in self.u_bar.iter_mut().zip(&self.tracker.g_u) {
+                        *a += g;
+                    }
+                    for (a, g) in self.p_bar.iter_mut().zip(&self.tracker.g_p) {
+                        *a += g;
+                    }
+                }
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint ODE as an [`OdeSystem`] for the solver: state [λ, q], [u, λ, q] or [λ] (see [`Layout`]).
 /// Evaluated in f64 only: for other scalar types the rhs passes values through and drops derivatives
-/// (the backward system is never differentiated).
+/// (the backward system is never differentiated; an implicit backward method gets its Jacobian from
+/// [`OdeSystem::jacobian`] or [`OdeSystem::sparse_jacobian`] below, and its pattern is always declared,
+/// so it is never detected through the rhs).
 struct AdjointSystem<'a, 'o, M: OdeSystem, O: Objective> {
     n: usize,
     np: usize,
-    backsolve: bool,
+    layout: Layout,
     model: &'a M,
+    /// The sparse path of an implicit backward solve (`None`: dense −f_uᵀ).
+    transposed: Option<Transposed>,
     inner: Mutex<Inner<'a, 'o, M, O>>,
 }
 
@@ -115,11 +213,20 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Where λ starts in the integrator's state.
+    fn offset(&self) -> usize {
+        if self.layout == Layout::Backsolve {
+            self.n
+        } else {
+            0
+        }
+    }
+
     /// Installs a segment's dense output; returns the previous one (for reuse).
     fn set_dense(&self, new: Option<DenseOutput>) -> Option<DenseOutput> {
         let mut inner = self.lock();
         match &mut inner.source {
-            Source::Segment { dense, scratch, .. } => {
+            Source::Segment { dense, scratch } => {
                 let need = new.as_ref().map_or(0, DenseOutput::scratch_len);
                 scratch.resize(need, 0.0);
                 std::mem::replace(dense, new)
@@ -129,36 +236,36 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
     }
 
     /// Observation jumps at t (the observations `obs[.. obs_left]` not yet added, the last ones first):
-    /// λ += ∂g/∂u(u(t)), q += ∂g/∂p. Returns whether z changed.
+    /// λ += ∂g/∂u(u(t)), q += ∂g/∂p. `z` is the integrator's state, `q_outside` the quadrature when it
+    /// is not part of it. Returns whether z changed.
     fn jump(
         &self,
         obs: &[f64],
         t: f64,
         z: &mut [f64],
+        q_outside: &mut [f64],
         obs_left: &mut usize,
     ) -> Result<bool, SensitivityError> {
-        let n = self.n;
-        let offset = if self.backsolve { n } else { 0 };
+        let (n, offset) = (self.n, self.offset());
         let mut jumped = false;
         while *obs_left > 0 && obs[*obs_left - 1] == t {
             let k = *obs_left - 1;
             let mut guard = self.lock();
             let inner = &mut *guard;
-            let u: Vec<f64> = match &mut inner.source {
-                Source::Segment { dense, u, scratch } => {
-                    let dense = dense
-                        .as_ref()
-                        .ok_or(odesens_solver::SolverError::NoDenseOutput)?;
-                    dense.interpolate_into(t, u, scratch)?;
-                    u.clone()
-                }
-                Source::Backsolve => z[..n].to_vec(),
+            if self.layout == Layout::Backsolve {
+                inner.u.copy_from_slice(&z[..n]);
+            } else {
+                inner.load_u(t)?;
+            }
+            inner.tracker.observation_gradient(k, &inner.u, &inner.p)?;
+            let (lambda, q) = match self.layout {
+                Layout::LambdaOnly => (&mut z[..], &mut q_outside[..]),
+                _ => z[offset..].split_at_mut(n),
             };
-            inner.tracker.observation_gradient(k, &u, &inner.p)?;
-            for (l, g) in z[offset..offset + n].iter_mut().zip(&inner.tracker.g_u) {
+            for (l, g) in lambda.iter_mut().zip(&inner.tracker.g_u) {
                 *l += g;
             }
-            for (q, g) in z[offset + n..].iter_mut().zip(&inner.tracker.g_p) {
+            for (q, g) in q.iter_mut().zip(&inner.tracker.g_p) {
                 *q += g;
             }
             *obs_left -= 1;
@@ -168,70 +275,112 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
     }
 
     fn eval(&self, t: f64, z: &[f64], dz: &mut [f64]) {
-        let (n, np) = (self.n, self.np);
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, offset) = (self.n, self.offset());
+        let mut guard = self.lock();
         let inner = &mut *guard;
-        let offset = if self.backsolve { n } else { 0 };
         let lambda = &z[offset..offset + n];
-        let u: &[f64] = match &mut inner.source {
-            Source::Segment { dense, u, scratch } => {
-                let dense = dense
-                    .as_ref()
-                    .expect("a segment is installed before the backward solve");
-                // The initial-step probe may look past the segment: clamp to it.
-                let (a, b) = dense.span().expect("a replayed segment");
-                let (lo, hi) = (a.min(b), a.max(b));
-                if let Err(e) = dense.interpolate_into(t.clamp(lo, hi), u, scratch) {
-                    inner.error.get_or_insert(e.into());
-                }
-                u
+        let u = if self.layout == Layout::Backsolve {
+            // u' = f(t, u, p).
+            self.model.rhs(
+                t,
+                ArrayView1::from(&z[..n]),
+                ArrayView1::from(&inner.p[..]),
+                ArrayViewMut1::from(&mut dz[..n]),
+            );
+            Some(&z[..n])
+        } else {
+            if let Err(e) = inner.load_u(t) {
+                inner.error.get_or_insert(e);
             }
-            Source::Backsolve => {
-                // u' = f(t, u, p).
-                self.model.rhs(
-                    t,
-                    ArrayView1::from(&z[..n]),
-                    ArrayView1::from(&inner.p[..]),
-                    ArrayViewMut1::from(&mut dz[..n]),
-                );
-                &z[..n]
-            }
+            None
         };
-        inner.u_bar.iter_mut().for_each(|x| *x = 0.0);
-        inner.p_bar.iter_mut().for_each(|x| *x = 0.0);
-        inner
-            .der
-            .vjp_add(t, u, &inner.p, lambda, &mut inner.u_bar, &mut inner.p_bar);
-        if inner.running {
-            match inner.tracker.running_gradient(t, u, &inner.p) {
-                Ok(_) => {
-                    for (a, g) in inner.u_bar.iter_mut().zip(&inner.tracker.g_u) {
-                        *a += g;
-                    }
-                    for (a, g) in inner.p_bar.iter_mut().zip(&inner.tracker.g_p) {
-                        *a += g;
-                    }
-                }
-                Err(e) => {
-                    inner.error.get_or_insert(e);
-                }
-            }
-        }
+        inner.adjoint_products(t, u, lambda);
         for (d, a) in dz[offset..offset + n].iter_mut().zip(&inner.u_bar) {
             *d = -a;
         }
-        for (d, a) in dz[offset + n..offset + n + np].iter_mut().zip(&inner.p_bar) {
-            *d = -a;
+        if self.layout != Layout::LambdaOnly {
+            for (d, a) in dz[offset + n..].iter_mut().zip(&inner.p_bar) {
+                *d = -a;
+            }
         }
+    }
+
+    /// q += w (−f_pᵀλ − r_pᵀ)(t, u(t)): one stage of the quadrature of an implicit backward step.
+    fn quadrature(
+        &self,
+        t: f64,
+        lambda: &[f64],
+        w: f64,
+        q: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.load_u(t)?;
+        inner.adjoint_products(t, None, lambda);
+        if let Some(e) = inner.error.take() {
+            return Err(e);
+        }
+        for (q, a) in q.iter_mut().zip(&inner.p_bar) {
+            *q -= w * a;
+        }
+        Ok(())
+    }
+
+    /// The Jacobian −f_uᵀ(u(t)) of λ' in column-major order (dense implicit backward solve).
+    fn dense_jacobian(&self, t: f64, jac: &mut [f64]) -> Result<(), SensitivityError> {
+        let (n, cols) = (self.n, self.n + self.np);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.load_u(t)?;
+        // Row b of f_u (row-major [f_u f_p]) is column b of f_uᵀ.
+        let d = inner.der.jacobian(t, &inner.u, &inner.p);
+        for b in 0..n {
+            for (x, v) in jac[b * n..(b + 1) * n]
+                .iter_mut()
+                .zip(&d[b * cols..b * cols + n])
+            {
+                *x = -v;
+            }
+        }
+        Ok(())
+    }
+
+    /// The values of −f_uᵀ(u(t)) on the transposed pattern (sparse implicit backward solve).
+    fn transposed_jacobian(
+        &self,
+        t: f64,
+        tp: &Transposed,
+        values: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.load_u(t)?;
+        inner.jac_values.resize(tp.model.nnz(), 0.0);
+        let (colors, count) = (&tp.colors.0[..], tp.colors.1);
+        inner.der.sparse_jacobian(
+            (t, &inner.u, &inner.p),
+            &tp.model,
+            (colors, count),
+            &mut inner.jac_values,
+        );
+        for (&at, v) in tp.map.iter().zip(&inner.jac_values) {
+            values[at] = -v;
+        }
+        Ok(())
+    }
+
+    /// Records a failure found where the solver's interface cannot return it.
+    fn fail(&self, e: SensitivityError) {
+        self.lock().error.get_or_insert(e);
     }
 }
 
 impl<M: OdeSystem, O: Objective> OdeSystem for AdjointSystem<'_, '_, M, O> {
     fn n_states(&self) -> usize {
-        if self.backsolve {
-            2 * self.n + self.np
-        } else {
-            self.n + self.np
+        match self.layout {
+            Layout::Joint => self.n + self.np,
+            Layout::Backsolve => 2 * self.n + self.np,
+            Layout::LambdaOnly => self.n,
         }
     }
     fn n_params(&self) -> usize {
@@ -244,6 +393,50 @@ impl<M: OdeSystem, O: Objective> OdeSystem for AdjointSystem<'_, '_, M, O> {
         for (d, v) in dz.iter_mut().zip(df) {
             *d = S::from(v);
         }
+    }
+    fn jacobian(&self, t: f64, _z: &[f64], _p: &[f64], jac: &mut [f64]) -> bool {
+        if self.layout != Layout::LambdaOnly {
+            return false;
+        }
+        if let Err(e) = self.dense_jacobian(t, jac) {
+            jac.iter_mut().for_each(|x| *x = 0.0);
+            self.fail(e);
+        }
+        true
+    }
+    fn sparse_jacobian(
+        &self,
+        t: f64,
+        _z: &[f64],
+        _p: &[f64],
+        pattern: &SparsityPattern,
+        values: &mut [f64],
+    ) -> bool {
+        let Some(tp) = self.transposed.as_ref() else {
+            return false;
+        };
+        let result = if pattern == &tp.transposed {
+            self.transposed_jacobian(t, tp, values)
+        } else {
+            Err(SensitivityError::Solver(SolverError::Misuse {
+                call: "AdjointSystem::sparse_jacobian",
+                expected: "the transposed pattern the adjoint system declared",
+            }))
+        };
+        if let Err(e) = result {
+            values.iter_mut().for_each(|x| *x = 0.0);
+            self.fail(e);
+        }
+        true
+    }
+    fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
+        let tp = self.transposed.as_ref()?;
+        let t = &tp.transposed;
+        Some(
+            (0..t.n())
+                .flat_map(|j| t.col_rows(j).iter().map(move |&i| (i, j)))
+                .collect(),
+        )
     }
 }
 
@@ -259,14 +452,18 @@ fn backward_options(
         odesens_solver::Atol::Scalar(a) => *a,
         odesens_solver::Atol::PerComponent(_) => 1e-6,
     });
+    let method = settings.method.unwrap_or(options.method);
     let mut o = SolverOptions::default()
-        .method(settings.method.unwrap_or(options.method))
+        .method(method)
         .rtol(settings.rtol.unwrap_or(options.rtol))
         .atol(atol)
         .tstops(tstops)
         .save_end_only()
         .max_steps(options.max_steps);
     o.controller = options.controller;
+    if method.is_implicit() {
+        o.implicit = options.implicit;
+    }
     if !settings.quadrature_in_error_norm && controlled < total {
         o = o.error_norm_components(controlled);
     }
@@ -278,16 +475,17 @@ fn backward_options(
 /// [`crate::SensitivityAlgorithm::BacksolveAdjoint`]).
 ///
 /// Interpolating: one forward solve storing a checkpoint every `segment_steps` steps, then the adjoint
-/// ODE backwards with `settings`' method and tolerances, each forward segment recomputed with dense
-/// output when the backward solve reaches it. Backsolve: u is integrated backwards with λ from
-/// u(t_end) and nothing is stored — **unreliable for chaotic or strongly dissipative systems** (see the
-/// module docs); [`Gradient::u0_reconstructed`] shows how far the reversed solve drifted.
+/// ODE backwards with `settings`' method (explicit or implicit) and tolerances, each forward segment
+/// recomputed with dense output when the backward solve reaches it. Backsolve: u is integrated
+/// backwards with λ from u(t_end) and nothing is stored — **unreliable for chaotic or strongly
+/// dissipative systems** (see the module docs); [`Gradient::u0_reconstructed`] shows how far the
+/// reversed solve drifted.
 ///
 /// # Errors
 /// Solver errors of either solve; objective errors; [`SensitivityError::InvalidSetting`] for
-/// `segment_steps` = 0; [`SensitivityError::NonFiniteDerivative`] if λ or q becomes NaN/∞;
-/// [`SensitivityError::UnsupportedMethod`] for an implicit backward method (not yet; the forward solve may be
-/// implicit).
+/// `segment_steps` = 0 or `quadrature_in_error_norm` with an implicit backward method;
+/// [`SensitivityError::NonFiniteDerivative`] if λ or q becomes NaN/∞;
+/// [`SensitivityError::UnsupportedMethod`] for backsolve with an implicit backward method.
 pub(crate) fn continuous_gradient<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
@@ -299,55 +497,102 @@ pub(crate) fn continuous_gradient<M: OdeSystem, O: Objective>(
 }
 
 /// The backward solve in progress: its integrator, the observations still to add, the state buffer.
-struct Backward<'s, 'b, 'a, 'o, M: OdeSystem, O: Objective> {
-    /// Built at the first `run_to`, once the last segment's dense output is installed (the integrator
-    /// evaluates the rhs when it starts).
-    back: Option<Integrator<'b, AdjointSystem<'a, 'o, M, O>>>,
-    problem: &'b OdeProblem<AdjointSystem<'a, 'o, M, O>>,
-    options: &'s SolverOptions,
+struct Backward<'s, 'a, 'o, M: OdeSystem, O: Objective, B, F> {
+    /// Built at the first `run_to` by `make`, once the last segment's dense output is installed (the
+    /// integrator evaluates the rhs, and an implicit one the Jacobian, when it starts).
+    back: Option<B>,
+    make: F,
     system: &'s AdjointSystem<'a, 'o, M, O>,
     obs: &'o [f64],
     obs_left: usize,
+    /// The integrator's state, and q when it is integrated outside ([`Layout::LambdaOnly`]).
     z: Vec<f64>,
+    q: Vec<f64>,
     t0: f64,
     t_end: f64,
 }
 
-impl<M: OdeSystem, O: Objective> Backward<'_, '_, '_, '_, M, O> {
+impl<'s, 'a, 'o, M: OdeSystem, O: Objective> Backward<'s, 'a, 'o, M, O, (), ()> {
+    /// The backward solve whose integrator `make` builds.
+    fn with<B, F>(self, make: F) -> Backward<'s, 'a, 'o, M, O, B, F> {
+        Backward {
+            back: None,
+            make,
+            system: self.system,
+            obs: self.obs,
+            obs_left: self.obs_left,
+            z: self.z,
+            q: self.q,
+            t0: self.t0,
+            t_end: self.t_end,
+        }
+    }
+}
+
+impl<M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B, SolverError>>
+    Backward<'_, '_, '_, M, O, B, F>
+{
+    /// The failure recorded inside the adjoint system, else `result`'s.
+    fn first_error<T>(&self, result: Result<T, SolverError>) -> Result<T, SensitivityError> {
+        match self.system.lock().error.take() {
+            Some(e) => Err(e),
+            None => Ok(result?),
+        }
+    }
+
     /// Integrates backwards down to `t_stop` (a tstop), adding observation jumps on the way; the first
     /// call first adds the observations at t_end.
     fn run_to(&mut self, t_stop: f64) -> Result<(), SensitivityError> {
         if self.back.is_none() {
-            let mut back = Integrator::new(self.problem, self.options)?;
+            let made = (self.make)();
+            let mut back = self.first_error(made)?;
             self.z.copy_from_slice(back.u());
-            if self
-                .system
-                .jump(self.obs, self.t_end, &mut self.z, &mut self.obs_left)?
-            {
+            if self.system.jump(
+                self.obs,
+                self.t_end,
+                &mut self.z,
+                &mut self.q,
+                &mut self.obs_left,
+            )? {
                 back.set_state(&self.z)?;
             }
             self.back = Some(back);
         }
+        let offset = self.system.offset();
+        let quadrature = self.system.layout == Layout::LambdaOnly;
         let back = self.back.as_mut().expect("built above");
-        let offset = if self.system.backsolve {
-            self.system.n
-        } else {
-            0
-        };
         while !back.is_finished() && back.t() != t_stop {
-            back.step()?;
-            if let Some(e) = self.system.lock().error.take() {
-                return Err(e);
+            {
+                let step = back.step_accepted();
+                if let Some(e) = self.system.lock().error.take() {
+                    return Err(e);
+                }
+                let step = step?;
+                if quadrature {
+                    // q_{n+1} = q_n + h Σ_i b_i (−f_pᵀλ − r_pᵀ)(t_i, Λ_i).
+                    for i in 0..step.stages() {
+                        let w = step.h() * step.weight(i);
+                        if w != 0.0 {
+                            self.system.quadrature(
+                                step.stage_time(i),
+                                step.stage_value(i),
+                                w,
+                                &mut self.q,
+                            )?;
+                        }
+                    }
+                }
             }
             let t = back.t();
             check_finite("adjoint λ", t, &back.u()[offset..])?;
-            if back.accepted_step().is_none() || t == self.t0 {
+            check_finite("adjoint quadrature q", t, &self.q)?;
+            if t == self.t0 {
                 continue;
             }
             self.z.copy_from_slice(back.u());
             if self
                 .system
-                .jump(self.obs, t, &mut self.z, &mut self.obs_left)?
+                .jump(self.obs, t, &mut self.z, &mut self.q, &mut self.obs_left)?
             {
                 back.set_state(&self.z)?;
             }
@@ -389,11 +634,19 @@ fn run<M: OdeSystem, O: Objective>(
             valid: ">= 1",
         });
     }
-    // The forward segments replay with any stepper; the backward solve is explicit for now.
-    require(
-        settings.method.unwrap_or(options.method),
-        Capability::ContinuousAdjoint,
-    )?;
+    // The forward segments replay with any stepper; the backward solve takes any method, except that
+    // backsolve's is explicit.
+    let backward_method = settings.method.unwrap_or(options.method);
+    if backsolve {
+        require(backward_method, Capability::BacksolveAdjoint)?;
+    }
+    if settings.quadrature_in_error_norm && backward_method.is_implicit() {
+        return Err(SensitivityError::InvalidSetting {
+            name: "ContinuousSettings.quadrature_in_error_norm",
+            value: 1.0,
+            valid: "false with an implicit backward method (it integrates q outside its error norm)",
+        });
+    }
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     dispatch(
         opts.method,
@@ -434,6 +687,112 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
         } = self;
         continuous::<S, M, O>(problem, (options, opts), objective, settings, backsolve)
     }
+}
+
+/// The forward pass's record: segments of `seg` steps starting at `starts`, their checkpoints (all of
+/// them if `keep_all`, else a binomial reversal from `initial` with `snapshots` slots).
+struct Segments<C> {
+    initial: C,
+    stored: Vec<C>,
+    starts: Vec<f64>,
+    seg: usize,
+    keep_all: bool,
+    snapshots: usize,
+    steps: usize,
+}
+
+/// What the reversal returns: the final integrator state and q, the backward counters, and the replay's.
+struct Reversed {
+    z: Vec<f64>,
+    q: Vec<f64>,
+    obs_left: usize,
+    backward: Statistics,
+    recomputation: Statistics,
+    peak_snapshots: usize,
+    recomputed_steps: usize,
+}
+
+/// The backward solve over the segments in reverse, each recomputed from its checkpoint (or by binomial
+/// reversal) with dense output just before the backward integrator crosses it.
+fn reverse<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective, B: Stepper>(
+    (problem, opts): (&'a OdeProblem<M>, &SolverOptions),
+    segments: Segments<S::Checkpoint>,
+    mut bw: Backward<'_, '_, '_, M, O, B, impl FnMut() -> Result<B, SolverError>>,
+    backsolve: bool,
+) -> Result<Reversed, SensitivityError> {
+    let system = bw.system;
+    let Segments {
+        initial,
+        stored,
+        starts,
+        seg,
+        keep_all,
+        snapshots,
+        steps,
+    } = segments;
+    let units = starts.len();
+    let mut recomputation = Statistics::default();
+    let mut peak_snapshots = 0;
+    let mut recomputed_steps = 0;
+    if backsolve {
+        bw.run_to(bw.t0)?;
+    } else {
+        let mut replay = S::start(problem, opts)?;
+        let mut spare: Option<DenseOutput> = None;
+        let len = |j: usize| (steps - j * seg).min(seg);
+        if keep_all {
+            for j in (0..units).rev() {
+                replay.restore(&stored[j])?;
+                load_segment(&mut replay, system, &mut spare, len(j))?;
+                bw.run_to(starts[j])?;
+            }
+            peak_snapshots = stored.len();
+        } else {
+            // Binomial reversal over the segments.
+            let mut st = Stack::new(initial, snapshots);
+            revolve(units, snapshots.min(units.max(1)), |action| match action {
+                Action::Reverse { slot, advance } => {
+                    replay.restore(&st.items[slot])?;
+                    for _ in 0..advance * seg {
+                        replay.step_accepted()?;
+                    }
+                    recomputed_steps += advance * seg;
+                    // The unit reversed: slot's unit + advance.
+                    let j = unit_of(&starts, replay.t());
+                    load_segment(&mut replay, system, &mut spare, len(j))?;
+                    bw.run_to(starts[j])
+                }
+                Action::Store { slot, advance } => {
+                    replay.restore(&st.items[slot])?;
+                    for _ in 0..advance * seg {
+                        replay.step_accepted()?;
+                    }
+                    recomputed_steps += advance * seg;
+                    st.push(&replay);
+                    Ok(())
+                }
+                Action::Release => {
+                    st.pop();
+                    Ok(())
+                }
+            })?;
+            peak_snapshots = st.peak;
+        }
+        bw.run_to(bw.t0)?;
+        recomputation = replay.stats();
+    }
+    let back = bw.back.take().expect("the backward solve ran");
+    let mut z = std::mem::take(&mut bw.z);
+    z.copy_from_slice(back.u());
+    Ok(Reversed {
+        z,
+        q: std::mem::take(&mut bw.q),
+        obs_left: bw.obs_left,
+        backward: back.stats(),
+        recomputation,
+        peak_snapshots,
+        recomputed_steps,
+    })
 }
 
 /// The continuous adjoint with forward stepper `S` (see [`continuous_gradient`]).
@@ -485,31 +844,50 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     let back_dir = (t0 - t_end).signum();
     stops.sort_by(|a, b| (back_dir * a).total_cmp(&(back_dir * b)));
     stops.dedup();
-    let controlled = if backsolve { 2 * n } else { n };
-    let total = controlled + np;
+    let backward_method = settings.method.unwrap_or(options.method);
+    let layout = if backsolve {
+        Layout::Backsolve
+    } else if StepFamily::of(backward_method) == StepFamily::Implicit {
+        Layout::LambdaOnly
+    } else {
+        Layout::Joint
+    };
+    let (controlled, total) = match layout {
+        Layout::Joint => (n, n + np),
+        Layout::Backsolve => (2 * n, 2 * n + np),
+        Layout::LambdaOnly => (n, n),
+    };
     let bopts = backward_options(options, &settings, stops, controlled, total);
+    // The transposed pattern whenever the backward solve may go sparse (its pattern must be declared:
+    // detection through the f64-only rhs would see none).
+    let transposed = (layout == Layout::LambdaOnly
+        && bopts.implicit.linear_solver != LinearSolverKind::Dense)
+        .then(|| problem.jacobian_pattern().map(Transposed::new))
+        .transpose()?;
 
     let source = if backsolve {
         Source::Backsolve
     } else {
         Source::Segment {
             dense: None,
-            u: vec![0.0; n],
             scratch: Vec::new(),
         }
     };
     let system = AdjointSystem {
         n,
         np,
-        backsolve,
+        layout,
         model: problem.model(),
+        transposed,
         inner: Mutex::new(Inner {
             source,
+            u: vec![0.0; n],
             der: Derivatives::new(problem.model()),
             tracker: ObjectiveTracker::new(objective, n, np),
             p: p.clone(),
             u_bar: vec![0.0; n],
             p_bar: vec![0.0; np],
+            jac_values: Vec::new(),
             running: objective.has_running_cost(),
             error: None,
         }),
@@ -518,99 +896,65 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     if backsolve {
         z[..n].copy_from_slice(&u_end);
     }
+    let q = vec![0.0; if layout == Layout::LambdaOnly { np } else { 0 }];
     let back_problem = OdeProblem::new(system, z.clone(), Vec::<f64>::new(), (t_end, t0))?;
     let system = back_problem.model();
-    let mut bw = Backward {
-        back: None,
-        problem: &back_problem,
-        options: &bopts,
+    let segments = Segments {
+        initial,
+        stored,
+        starts,
+        seg,
+        keep_all,
+        snapshots,
+        steps,
+    };
+    let bw = Backward {
+        back: None::<()>,
+        make: (),
         system,
         obs,
         obs_left: obs.len(),
         z,
+        q,
         t0,
         t_end,
     };
-
-    let mut recomputation = Statistics::default();
-    let mut peak_snapshots = 0;
-    let mut recomputed_steps = 0;
-    if backsolve {
-        bw.run_to(t0)?;
+    let mut rev = if layout == Layout::LambdaOnly {
+        let make = || ImplicitIntegrator::new(&back_problem, &bopts);
+        reverse::<S, M, O, _>((problem, opts), segments, bw.with(make), backsolve)?
     } else {
-        let mut replay = S::start(problem, opts)?;
-        let mut spare: Option<DenseOutput> = None;
-        let len = |j: usize| (steps - j * seg).min(seg);
-        if keep_all {
-            for j in (0..units).rev() {
-                replay.restore(&stored[j])?;
-                load_segment(&mut replay, system, &mut spare, len(j))?;
-                bw.run_to(starts[j])?;
-            }
-            peak_snapshots = stored.len();
-        } else {
-            // Binomial reversal over the segments.
-            let mut st = Stack::new(initial, snapshots);
-            revolve(units, snapshots.min(units.max(1)), |action| match action {
-                Action::Reverse { slot, advance } => {
-                    replay.restore(&st.items[slot])?;
-                    for _ in 0..advance * seg {
-                        replay.step_accepted()?;
-                    }
-                    recomputed_steps += advance * seg;
-                    // The unit reversed: slot's unit + advance.
-                    let j = unit_of(&starts, replay.t());
-                    load_segment(&mut replay, system, &mut spare, len(j))?;
-                    bw.run_to(starts[j])
-                }
-                Action::Store { slot, advance } => {
-                    replay.restore(&st.items[slot])?;
-                    for _ in 0..advance * seg {
-                        replay.step_accepted()?;
-                    }
-                    recomputed_steps += advance * seg;
-                    st.push(&replay);
-                    Ok(())
-                }
-                Action::Release => {
-                    st.pop();
-                    Ok(())
-                }
-            })?;
-            peak_snapshots = st.peak;
-        }
-        bw.run_to(t0)?;
-        recomputation = replay.stats();
-    }
-    let back = bw.back.take().expect("the backward solve ran");
-    let mut z = std::mem::take(&mut bw.z);
-    z.copy_from_slice(back.u());
-    let mut obs_left = bw.obs_left;
-    system.jump(obs, t0, &mut z, &mut obs_left)?;
-    let backward = back.stats();
+        let make = || Integrator::new(&back_problem, &bopts);
+        reverse::<S, M, O, _>((problem, opts), segments, bw.with(make), backsolve)?
+    };
+    let mut obs_left = rev.obs_left;
+    system.jump(obs, t0, &mut rev.z, &mut rev.q, &mut obs_left)?;
     let inner = system.lock();
-    let offset = if backsolve { n } else { 0 };
+    let offset = system.offset();
+    let (lambda, q) = match layout {
+        Layout::LambdaOnly => (&rev.z[..], &rev.q[..]),
+        _ => rev.z[offset..].split_at(n),
+    };
     let stats = SensitivityStats {
         forward: forward_stats,
-        recomputation,
-        recomputed_steps,
-        peak_snapshots,
-        peak_checkpoint_bytes: peak_snapshots * cp_bytes,
+        recomputation: rev.recomputation,
+        recomputed_steps: rev.recomputed_steps,
+        peak_snapshots: rev.peak_snapshots,
+        peak_checkpoint_bytes: rev.peak_snapshots * cp_bytes,
         derivatives: inner.der.counts,
         exact_stage_factorizations: 0,
         krylov_stage_solves: 0,
     };
     Ok(Gradient {
         value,
-        wrt_params: Array1::from(z[offset + n..].to_vec()),
-        wrt_u0: Array1::from(z[offset..offset + n].to_vec()),
+        wrt_params: Array1::from(q.to_vec()),
+        wrt_u0: Array1::from(lambda.to_vec()),
         stats,
         adjoint: None,
         backward: Some(BackwardStats {
-            backward,
+            backward: rev.backward,
             segments: units,
         }),
-        u0_reconstructed: backsolve.then(|| Array1::from(z[..n].to_vec())),
+        u0_reconstructed: backsolve.then(|| Array1::from(rev.z[..n].to_vec())),
     })
 }
 

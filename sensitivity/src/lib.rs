@@ -1,9 +1,9 @@
 //! # odesens-sensitivity
 //!
 //! Derivatives of ODE solutions computed by `odesens-solver`'s methods (forward sensitivities, the
-//! discrete adjoint, the continuous adjoints' forward segments and gradient checks for explicit and
-//! implicit methods alike; the continuous adjoints' backward solve, H·v and the cost model with explicit
-//! methods):
+//! discrete adjoint, the interpolating continuous adjoint (forward segments and backward solve) and
+//! gradient checks for explicit and implicit methods alike; the backsolve adjoint's backward solve, H·v
+//! and the cost model with explicit methods):
 //!
 //! - [`gradient`]`(&problem, &options, &objective, &algorithm)`: the one entry point for ∇G with respect
 //!   to every parameter and initial value; the [`SensitivityAlgorithm`] is a value — forward

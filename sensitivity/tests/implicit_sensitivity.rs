@@ -299,7 +299,7 @@ fn computations_that_support_explicit_methods_only_say_so() {
         &problem,
         &opts,
         &objective,
-        &odesens_sensitivity::SensitivityAlgorithm::InterpolatingAdjoint(Default::default()),
+        &odesens_sensitivity::SensitivityAlgorithm::BacksolveAdjoint(Default::default()),
     )
     .unwrap_err();
     assert!(err.to_string().contains("explicit"), "{err}");

@@ -129,12 +129,27 @@ impl<M: OdeSystem> OdeProblem<M> {
         )
     }
 
-    /// The sparsity pattern detected by `detect`, computed on the first call only.
-    pub(crate) fn detected_pattern(
-        &self,
-        detect: impl FnOnce() -> crate::linalg::SparsityPattern,
-    ) -> &crate::linalg::SparsityPattern {
-        self.detected_pattern.get_or_init(detect)
+    /// The sparsity pattern of the Jacobian ∂f/∂u that the sparse path of implicit methods uses: the
+    /// model's [`OdeSystem::jacobian_sparsity`] if it declares one, else the pattern detected by AD
+    /// ([`crate::detect_pattern`], computed on the first call only); the diagonal always included.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] for a declared entry outside n × n.
+    pub fn jacobian_pattern(&self) -> Result<crate::linalg::SparsityPattern, SolverError> {
+        let n = self.n_states();
+        match self.model.jacobian_sparsity() {
+            Some(entries) => crate::linalg::SparsityPattern::new(n, entries).map_err(|(i, j)| {
+                SolverError::DimensionMismatch {
+                    what: "jacobian_sparsity entry (row or column ≥ n)",
+                    expected: n,
+                    got: i.max(j),
+                }
+            }),
+            None => Ok(self
+                .detected_pattern
+                .get_or_init(|| crate::implicit::detect_pattern(self))
+                .clone()),
+        }
     }
 
     /// The model.

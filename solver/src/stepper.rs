@@ -95,6 +95,13 @@ pub trait Stepper {
     fn advance(&mut self) -> Result<(), SolverError> {
         self.step_accepted().map(|_| ())
     }
+    /// Replaces the current state by `u` (a jump), keeping t, the step size and the controller's memory;
+    /// the next step starts afresh from u (first stage recomputed).
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] for a wrong length, [`SolverError::NonFiniteInput`] for NaN/∞;
+    /// implicit methods evaluate f(t, u) at once and report [`SolverError::NonFiniteRhs`].
+    fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError>;
     /// Writes the current point into `cp`, reusing its buffers.
     fn checkpoint_into(&self, cp: &mut Self::Checkpoint);
     /// Resumes from a checkpoint of an integrator of the same problem and options.

@@ -3,6 +3,8 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::DualNum;
 
+use crate::linalg::SparsityPattern;
+
 /// Scalar types a right-hand side is evaluated with: `f64` on the hot path, dual numbers of `num-dual`
 /// (`Dual64`, the sensitivity crate's `Lanes<N>`, hyper-duals, ...) when derivatives are needed.
 ///
@@ -79,11 +81,30 @@ pub trait OdeSystem: Sync {
 
     /// Optional hand-written Jacobian ∂f/∂u(t, u, p): writes it column-major into `jac` (n × n, entry
     /// (i, j) at i + n·j) and returns `true`. The default returns `false`, and implicit methods form the
-    /// Jacobian by forward-mode AD (n dual passes, or one per colour on the sparse path, where a
-    /// hand-written Jacobian is not used). It must be exact for Newton to converge well; derivatives of
+    /// Jacobian by forward-mode AD (n dual passes, or one per colour on the sparse path, where
+    /// [`OdeSystem::sparse_jacobian`] is used instead). It must be exact for Newton to converge well; derivatives of
     /// the solution never use it.
     fn jacobian(&self, t: f64, u: &[f64], p: &[f64], jac: &mut [f64]) -> bool {
         let _ = (t, u, p, jac);
+        false
+    }
+
+    /// Optional hand-written sparse Jacobian ∂f/∂u: writes the values of its entries on `pattern` (the
+    /// pattern the solver factors with: [`OdeSystem::jacobian_sparsity`] plus the diagonal, in
+    /// compressed sparse columns, so entry k of column j is row `pattern.col_rows(j)[k]` at position
+    /// `pattern.col_range(j).start + k`) into `values` and returns `true`. Entries of the pattern that
+    /// f_u does not have get 0. The default returns `false`, and the sparse path forms the values by one
+    /// forward-mode pass per colour of a column colouring. Like [`OdeSystem::jacobian`] it must be exact
+    /// for Newton to converge well; derivatives of the solution never use it.
+    fn sparse_jacobian(
+        &self,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+        pattern: &SparsityPattern,
+        values: &mut [f64],
+    ) -> bool {
+        let _ = (t, u, p, pattern, values);
         false
     }
 
@@ -123,6 +144,16 @@ impl<T: OdeSystem + ?Sized> OdeSystem for &T {
     }
     fn jacobian(&self, t: f64, u: &[f64], p: &[f64], jac: &mut [f64]) -> bool {
         (**self).jacobian(t, u, p, jac)
+    }
+    fn sparse_jacobian(
+        &self,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+        pattern: &SparsityPattern,
+        values: &mut [f64],
+    ) -> bool {
+        (**self).sparse_jacobian(t, u, p, pattern, values)
     }
     fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
         (**self).jacobian_sparsity()

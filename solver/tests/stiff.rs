@@ -463,6 +463,125 @@ impl OdeSystem for RobertsonHandJacobian {
         }
         true
     }
+    fn sparse_jacobian(
+        &self,
+        t: f64,
+        y: &[f64],
+        p: &[f64],
+        pattern: &linalg::SparsityPattern,
+        values: &mut [f64],
+    ) -> bool {
+        SPARSE_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut dense = [0.0; 9];
+        self.jacobian(t, y, p, &mut dense);
+        for j in 0..3 {
+            for (k, &i) in pattern.col_range(j).zip(pattern.col_rows(j)) {
+                values[k] = dense[3 * j + i];
+            }
+        }
+        true
+    }
+}
+
+/// Calls of `RobertsonHandJacobian::sparse_jacobian`.
+static SPARSE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[test]
+fn a_hand_written_sparse_jacobian_replaces_the_coloured_passes() {
+    let (t_end, _) = Robertson::REFERENCE[0];
+    for method in Method::IMPLICIT {
+        let opts = SolverOptions::default()
+            .method(method)
+            .rtol(1e-8)
+            .atol(1e-14)
+            .save_end_only()
+            .linear_solver(LinearSolverKind::Sparse);
+        let ad = solve(&Robertson::problem(t_end).unwrap(), &opts).unwrap();
+        let before = SPARSE_CALLS.load(std::sync::atomic::Ordering::Relaxed);
+        let hand = solve(
+            &OdeProblem::new(
+                RobertsonHandJacobian,
+                vec![1.0, 0.0, 0.0],
+                Robertson::PARAMS.to_vec(),
+                (0.0, t_end),
+            )
+            .unwrap(),
+            &opts,
+        )
+        .unwrap();
+        let calls = SPARSE_CALLS.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(calls, hand.stats.jacobian_evaluations, "{}", method.name());
+        assert_eq!(
+            ad.stats.accepted_steps,
+            hand.stats.accepted_steps,
+            "{}",
+            method.name()
+        );
+        let diff = rel_diff_componentwise(
+            hand.u_end.as_slice().unwrap(),
+            ad.u_end.as_slice().unwrap(),
+            1e-20,
+        );
+        assert!(diff < 1e-9, "{}: {diff:e}", method.name());
+    }
+}
+
+#[test]
+fn an_implicit_integrator_continues_from_a_jumped_state() {
+    // u' = −k u, u(0) = 1, k = 3: at t = 1 the state is doubled; then u(2) = 2 e^{−3} e^{−3}.
+    let k = 3.0;
+    let problem = OdeProblem::new(
+        odesens_models::ExponentialDecay,
+        vec![1.0],
+        vec![k],
+        (0.0, 2.0),
+    )
+    .unwrap();
+    for method in Method::IMPLICIT {
+        let opts = SolverOptions::default()
+            .method(method)
+            .rtol(1e-9)
+            .atol(1e-12)
+            .tstops(vec![1.0]);
+        let mut it = ImplicitIntegrator::new(&problem, &opts).unwrap();
+        while it.t() < 1.0 {
+            it.step_accepted().unwrap();
+        }
+        assert_eq!(it.t(), 1.0);
+        let jumped = 2.0 * it.u()[0];
+        // Bad states are refused and leave the integrator usable.
+        assert!(matches!(
+            it.set_state(&[1.0, 2.0]),
+            Err(SolverError::DimensionMismatch { .. })
+        ));
+        assert!(matches!(
+            it.set_state(&[f64::NAN]),
+            Err(SolverError::NonFiniteInput { .. })
+        ));
+        it.set_state(&[jumped]).unwrap();
+        // Interpolating the step before the jump is no longer possible.
+        assert!(matches!(
+            it.interpolate(1.0, &mut [0.0]),
+            Err(SolverError::Misuse { .. })
+        ));
+        while !it.is_finished() {
+            it.step_accepted().unwrap();
+        }
+        let want = 2.0 * (-2.0 * k).exp();
+        let err = (it.u()[0] - want).abs() / want;
+        // The same span without the jump: the jump must not cost accuracy.
+        let plain = solve(&problem, &opts).unwrap().u_end[0];
+        let plain_err = (plain - (-2.0 * k).exp()).abs() / (-2.0 * k).exp();
+        println!(
+            "{}: relative error after the jump {err:.1e}, without {plain_err:.1e}",
+            method.name()
+        );
+        assert!(
+            err < 2.0 * plain_err.max(1e-9),
+            "{}: {err:e}",
+            method.name()
+        );
+    }
 }
 
 #[test]

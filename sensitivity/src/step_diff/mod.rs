@@ -59,9 +59,8 @@ pub(crate) enum Capability {
     TangentErrorControl,
     /// Hessian–vector products (forward-over-adjoint of the explicit stages).
     HessianVector,
-    /// The backward solve of the interpolating and backsolve continuous adjoints (their forward
-    /// segments replay with any stepper).
-    ContinuousAdjoint,
+    /// The backward solve of the backsolve adjoint (u integrated backwards beside λ).
+    BacksolveAdjoint,
     /// The cost model's kernel measurements.
     CostModel,
 }
@@ -74,10 +73,10 @@ impl Capability {
                  follow the plain solve's steps)"
             }
             Capability::HessianVector => "Hessian–vector products (explicit methods only for now)",
-            Capability::ContinuousAdjoint => {
-                "the continuous adjoints' backward solve (explicit methods only for now: after an \
-                 implicit forward solve choose an explicit ContinuousSettings::method such as Tsit5, \
-                 or use the discrete adjoint)"
+            Capability::BacksolveAdjoint => {
+                "the backsolve adjoint's backward solve (explicit methods only: choose an explicit \
+                 ContinuousSettings::method such as Tsit5, or the interpolating adjoint, which takes \
+                 implicit backward methods)"
             }
             Capability::CostModel => "the cost model (explicit methods only for now)",
         }

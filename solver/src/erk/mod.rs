@@ -874,6 +874,9 @@ impl<M: OdeSystem> crate::stepper::Stepper for Integrator<'_, M> {
         while self.step()? == StepOutcome::Rejected {}
         Ok(())
     }
+    fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError> {
+        Integrator::set_state(self, u)
+    }
     fn checkpoint_into(&self, cp: &mut Checkpoint) {
         Integrator::checkpoint_into(self, cp)
     }

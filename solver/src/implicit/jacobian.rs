@@ -1,5 +1,5 @@
-//! The Jacobian J = ∂f/∂u of an implicit solve: by the model's own dense Jacobian, by n forward-mode
-//! passes, or by one pass per colour of a column colouring of its sparsity pattern (Curtis, Powell &
+//! The Jacobian J = ∂f/∂u of an implicit solve: by the model's own dense or sparse Jacobian, by n
+//! forward-mode passes, or by one pass per colour of a column colouring of its sparsity pattern (Curtis, Powell &
 //! Reid 1974); the pattern declared by the model or detected by AD.
 
 use ndarray::{ArrayView1, ArrayViewMut1};
@@ -22,7 +22,9 @@ impl<M: OdeSystem> Core<'_, M> {
         }
         if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, &self.lu) {
             let pattern = lu.pattern();
-            for c in 0..*count {
+            let model = self.problem.model();
+            let own = model.sparse_jacobian(t, &self.u, &self.p, pattern, &mut self.jac);
+            for c in (0..*count).filter(|_| !own) {
                 for (i, d) in self.ud.iter_mut().enumerate() {
                     *d = Dual64::new(self.u[i], f64::from(u8::from(colors[i] == c)));
                 }
@@ -78,16 +80,7 @@ pub(super) fn choose_pattern<M: OdeSystem>(
     if kind == LinearSolverKind::Dense || (kind == LinearSolverKind::Auto && n < 64) {
         return Ok(None);
     }
-    let pattern = match problem.model().jacobian_sparsity() {
-        Some(entries) => {
-            SparsityPattern::new(n, entries).map_err(|(i, j)| SolverError::DimensionMismatch {
-                what: "jacobian_sparsity entry (row or column ≥ n)",
-                expected: n,
-                got: i.max(j),
-            })?
-        }
-        None => problem.detected_pattern(|| detect_pattern(problem)).clone(),
-    };
+    let pattern = problem.jacobian_pattern()?;
     let sparse_enough = pattern.nnz() * 10 <= n * n;
     Ok((kind == LinearSolverKind::Sparse || sparse_enough).then_some(pattern))
 }

@@ -519,6 +519,49 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         self.s.stats
     }
 
+    /// Replaces the current state u by `u` (a jump: an event, an adjoint's observation), keeping t, the
+    /// step size, the controller's memory and the Jacobian (refreshed as usual when Newton slows down).
+    /// The first stage f(t, u) is recomputed now, and Radau's next Newton iteration starts from zero
+    /// instead of the previous step's collocation polynomial.
+    ///
+    /// # Errors
+    /// [`SolverError::DimensionMismatch`] for a wrong length, [`SolverError::NonFiniteInput`] for NaN/∞
+    /// in `u`, [`SolverError::NonFiniteRhs`] if f(t, u) is not finite.
+    pub fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError> {
+        let n = self.s.n;
+        if u.len() != n {
+            return Err(SolverError::DimensionMismatch {
+                what: "state",
+                expected: n,
+                got: u.len(),
+            });
+        }
+        crate::problem::check_finite("state", u)?;
+        let t = self.s.t;
+        let mut f0 = std::mem::take(&mut self.s.delta);
+        self.s.f(t, u, &mut f0);
+        let result = match f0.iter().position(|v| !v.is_finite()) {
+            Some(component) => Err(SolverError::NonFiniteRhs {
+                t,
+                component,
+                value: f0[component],
+            }),
+            None => {
+                self.s.u.copy_from_slice(u);
+                self.s.k[..n].copy_from_slice(&f0);
+                self.fsal_pending = false;
+                if let Some(r) = self.s.radau.as_mut() {
+                    r.have_cont = false;
+                }
+                self.has_step = false;
+                self.dense_ready = false;
+                Ok(())
+            }
+        };
+        self.s.delta = f0;
+        result
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> Scheme {
         self.s.scheme
@@ -950,6 +993,9 @@ impl<M: OdeSystem> crate::stepper::Stepper for ImplicitIntegrator<'_, M> {
     }
     fn step_accepted(&mut self) -> Result<ImplicitStep<'_>, SolverError> {
         ImplicitIntegrator::step_accepted(self)
+    }
+    fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError> {
+        ImplicitIntegrator::set_state(self, u)
     }
     fn checkpoint_into(&self, cp: &mut ImplicitCheckpoint) {
         ImplicitIntegrator::checkpoint_into(self, cp)
