@@ -20,6 +20,7 @@ mod kepler;
 mod linear;
 mod lorenz;
 mod lotka_volterra;
+mod pde;
 mod stiff;
 mod van_der_pol;
 
@@ -32,5 +33,6 @@ pub use kepler::Kepler;
 pub use linear::{ExponentialDecay, LinearOscillator};
 pub use lorenz::Lorenz;
 pub use lotka_volterra::LotkaVolterra;
+pub use pde::{AdvectionDiffusion2D, Heat2D};
 pub use stiff::{Hires, Robertson};
 pub use van_der_pol::VanDerPol;

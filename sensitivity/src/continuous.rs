@@ -153,16 +153,16 @@ struct Inner<'a, 'o, M: OdeSystem, O: Objective> {
 }
 
 impl<M: OdeSystem, O: Objective> Inner<'_, '_, M, O> {
-    /// u(t) from the installed segment into `self.u` (the initial-step probe may look past the segment:
-    /// t is clamped to it).
+    /// u(t) from the installed segment into `self.u`. Stages with c_i > 1 (Kvaerno5) look past the
+    /// segment's start, into the segment not yet recomputed: the boundary step's polynomial is extended
+    /// there (clamping t to the segment instead put heat-equation gradients 1e-3 off). The explicit integrator's
+    /// initial-step probe may look further: it gets u at one step beyond.
     fn load_u(&mut self, t: f64) -> Result<(), SensitivityError> {
         let Source::Segment { dense, scratch } = &mut self.source else {
             return Ok(());
         };
         let dense = dense.as_ref().ok_or(SolverError::NoDenseOutput)?;
-        let (a, b) = dense.span().ok_or(SolverError::NoDenseOutput)?;
-        let (lo, hi) = (a.min(b), a.max(b));
-        dense.interpolate_into(t.clamp(lo, hi), &mut self.u, scratch)?;
+        dense.extrapolate_into(t, &mut self.u, scratch)?;
         Ok(())
     }
 

@@ -210,6 +210,37 @@ impl DenseOutput {
         Ok(())
     }
 
+    /// u(t) like [`DenseOutput::interpolate_into`], but for t outside the stored steps by extending the
+    /// nearest step's polynomial up to one length of that step beyond the span (further out, t is
+    /// brought back to that limit). Stages with nodes c_i > 1 (Kvaerno5's c_2 ≈ 1.23) sample u just
+    /// beyond a step: a backward solve over recomputed segments meets them at every segment start.
+    ///
+    /// # Errors
+    /// [`SolverError::NoDenseOutput`] if empty; [`SolverError::DimensionMismatch`] for wrong buffer
+    /// lengths.
+    pub fn extrapolate_into(
+        &self,
+        t: f64,
+        out: &mut [f64],
+        scratch: &mut [f64],
+    ) -> Result<(), SolverError> {
+        let (a, b) = self.span().ok_or(SolverError::NoDenseOutput)?;
+        // a is the first step's start, b the last step's end, in the direction of integration.
+        let (h_first, h_last) = (self.h[0], self.h[self.h.len() - 1]);
+        let (lo, hi) = if a <= b {
+            (a - h_first.abs(), b + h_last.abs())
+        } else {
+            (b - h_last.abs(), a + h_first.abs())
+        };
+        let t = t.clamp(lo, hi);
+        let inside = t.clamp(a.min(b), a.max(b));
+        self.interpolate_into(inside, out, scratch)?;
+        if t != inside {
+            self.eval(t, out, scratch);
+        }
+        Ok(())
+    }
+
     /// Number of stored steps.
     pub fn len(&self) -> usize {
         self.t.len()
@@ -220,7 +251,8 @@ impl DenseOutput {
         self.t.is_empty()
     }
 
-    /// Evaluates u(t) into `out`, given a scratch buffer for the weights; `t` must be inside the steps.
+    /// Evaluates u(t) into `out`, given a scratch buffer for the weights: on the step containing t, or
+    /// for t outside the steps on the first or last one's polynomial.
     fn eval(&self, t: f64, out: &mut [f64], w: &mut [f64]) {
         let dir = self.h[0].signum();
         // Index of the step whose interval contains t: last step with dir·t_n <= dir·t.

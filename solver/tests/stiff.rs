@@ -803,3 +803,69 @@ fn save_at_interpolates_for_implicit_methods_as_for_explicit_ones() {
         assert!(worst < bound, "{method}: {worst:e}");
     }
 }
+
+#[test]
+fn dense_output_extends_its_end_steps_by_one_step() {
+    // Kvaerno5's stage at c_2 ≈ 1.23 samples u beyond a step: a dense output must answer just past its
+    // span with the boundary step's polynomial, and not further than one step.
+    let k = 2.0;
+    let problem = OdeProblem::new(
+        odesens_models::ExponentialDecay,
+        vec![1.0],
+        vec![k],
+        (0.0, 1.0),
+    )
+    .unwrap();
+    let opts = SolverOptions::default()
+        .method(Method::Kvaerno5)
+        .rtol(1e-10)
+        .atol(1e-12);
+    let mut it = ImplicitIntegrator::new(&problem, &opts).unwrap();
+    let mut dense = it.new_dense_output();
+    let (mut h_first, mut h_last) = (0.0, 0.0);
+    while !it.is_finished() {
+        let t = it.t();
+        it.step_accepted().unwrap();
+        h_last = it.t() - t;
+        if t == 0.0 {
+            h_first = h_last;
+        }
+        it.push_dense(&mut dense).unwrap();
+    }
+    let (mut out, mut scratch) = ([0.0], vec![0.0; dense.scratch_len()]);
+    let beyond = 1.0 + 0.23 * h_last;
+    assert!(matches!(
+        dense.interpolate_into(beyond, &mut out, &mut scratch),
+        Err(SolverError::TimeOutsideSpan { .. })
+    ));
+    dense
+        .extrapolate_into(beyond, &mut out, &mut scratch)
+        .unwrap();
+    let err = (out[0] - (-k * beyond).exp()).abs() / (-k * beyond).exp();
+    println!(
+        "extrapolated 0.23 h = {:.3e} past the end: {err:.1e}",
+        0.23 * h_last
+    );
+    assert!(err < 1e-6, "{err:e}");
+    // Before the start likewise, and inside it agrees with interpolation bit for bit.
+    let before = -0.5 * h_first;
+    dense
+        .extrapolate_into(before, &mut out, &mut scratch)
+        .unwrap();
+    assert!((out[0] - (-k * before).exp()).abs() < 1e-6);
+    let mut inside = [0.0];
+    dense
+        .interpolate_into(0.5, &mut inside, &mut scratch)
+        .unwrap();
+    dense.extrapolate_into(0.5, &mut out, &mut scratch).unwrap();
+    assert_eq!(out, inside);
+    // Further out, t is brought back to one step beyond the end.
+    let mut limit = [0.0];
+    dense
+        .extrapolate_into(1.0 + h_last, &mut limit, &mut scratch)
+        .unwrap();
+    dense
+        .extrapolate_into(10.0, &mut out, &mut scratch)
+        .unwrap();
+    assert_eq!(out, limit);
+}
