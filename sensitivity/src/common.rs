@@ -30,8 +30,9 @@ pub struct SensitivityStats {
     /// the step's own factorization did not settle within a few iterations, and that were solved with
     /// the exact stage Jacobians factored instead (one Jacobian and one LU each).
     pub exact_stage_factorizations: usize,
-    /// Implicit methods on sparse problems: stage systems that iteration did not settle, solved by
-    /// GMRES preconditioned by the step's factorization (no exact factorization needed).
+    /// Implicit methods on sparse problems: stage systems solved by GMRES preconditioned by the step's
+    /// factorization (no exact factorization needed): every stage system of an ESDIRK adjoint, and the
+    /// others where the fixed-point iteration with that preconditioner did not settle.
     pub krylov_stage_solves: usize,
 }
 
