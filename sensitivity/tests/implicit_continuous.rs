@@ -4,6 +4,7 @@
 //! discrete adjoint (within 10× the tolerances), against itself across linear algebra and checkpointing,
 //! and for the settings it cannot honour.
 
+use odesens_models::compare::rel_diff_max_norm as rel_diff;
 use odesens_models::{Brusselator2D, Robertson};
 use odesens_sensitivity::{
     Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, LeastSquares, Objective,
@@ -12,15 +13,6 @@ use odesens_sensitivity::{
 use odesens_solver::*;
 
 const BACKWARD: [Method; 2] = [Method::Kvaerno5, Method::RadauIIA5];
-
-/// max |a − b| / max(|a|, |b|) over the components.
-fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
-    let scale = a.iter().chain(b).fold(0.0f64, |m, x| m.max(x.abs()));
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() / scale)
-        .fold(0.0, f64::max)
-}
 
 fn options(method: Method, (rtol, atol): (f64, f64)) -> SolverOptions {
     SolverOptions::default()

@@ -3,6 +3,7 @@
 //! (a linear invariant every Runge–Kutta method keeps, so its gradient is exact to round-off), by the
 //! sparse discrete adjoint, the implicit continuous adjoint and forward tangents.
 
+use odesens_models::compare::rel_diff_max_norm as rel_err;
 use odesens_models::{AdvectionDiffusion2D, Heat2D};
 use odesens_sensitivity::{
     Checkpointing, ContinuousSettings, Directions, SensitivityAlgorithm, SquaredNormAt,
@@ -18,16 +19,6 @@ fn options(method: Method, tol: f64) -> SolverOptions {
         .rtol(tol)
         .atol(tol)
         .linear_solver(LinearSolverKind::Sparse)
-}
-
-/// max |a − b| / max |b|.
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 #[test]

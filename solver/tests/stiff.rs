@@ -483,6 +483,36 @@ impl OdeSystem for RobertsonHandJacobian {
     }
 }
 
+/// Robertson to `t_end` with AD's Jacobian and with the hand-written one: the same Jacobian to
+/// round-off, so the same steps and the same answer (checked here); the hand-written one's solution.
+fn ad_and_hand(t_end: f64, opts: &SolverOptions, method: Method) -> Solution {
+    let ad = solve(&Robertson::problem(t_end).unwrap(), opts).unwrap();
+    let hand = solve(
+        &OdeProblem::new(
+            RobertsonHandJacobian,
+            vec![1.0, 0.0, 0.0],
+            Robertson::PARAMS.to_vec(),
+            (0.0, t_end),
+        )
+        .unwrap(),
+        opts,
+    )
+    .unwrap();
+    assert_eq!(
+        ad.stats.accepted_steps,
+        hand.stats.accepted_steps,
+        "{}",
+        method.name()
+    );
+    let diff = rel_diff_componentwise(
+        hand.u_end.as_slice().unwrap(),
+        ad.u_end.as_slice().unwrap(),
+        1e-20,
+    );
+    assert!(diff < 1e-9, "{}: {diff:e}", method.name());
+    hand
+}
+
 /// Calls of `RobertsonHandJacobian::sparse_jacobian`.
 static SPARSE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -496,33 +526,10 @@ fn a_hand_written_sparse_jacobian_replaces_the_coloured_passes() {
             .atol(1e-14)
             .save_end_only()
             .linear_solver(LinearSolverKind::Sparse);
-        let ad = solve(&Robertson::problem(t_end).unwrap(), &opts).unwrap();
         let before = SPARSE_CALLS.load(std::sync::atomic::Ordering::Relaxed);
-        let hand = solve(
-            &OdeProblem::new(
-                RobertsonHandJacobian,
-                vec![1.0, 0.0, 0.0],
-                Robertson::PARAMS.to_vec(),
-                (0.0, t_end),
-            )
-            .unwrap(),
-            &opts,
-        )
-        .unwrap();
+        let hand = ad_and_hand(t_end, &opts, method);
         let calls = SPARSE_CALLS.load(std::sync::atomic::Ordering::Relaxed) - before;
         assert_eq!(calls, hand.stats.jacobian_evaluations, "{}", method.name());
-        assert_eq!(
-            ad.stats.accepted_steps,
-            hand.stats.accepted_steps,
-            "{}",
-            method.name()
-        );
-        let diff = rel_diff_componentwise(
-            hand.u_end.as_slice().unwrap(),
-            ad.u_end.as_slice().unwrap(),
-            1e-20,
-        );
-        assert!(diff < 1e-9, "{}: {diff:e}", method.name());
     }
 }
 
@@ -593,31 +600,7 @@ fn a_hand_written_jacobian_replaces_ad() {
             .rtol(1e-8)
             .atol(1e-14)
             .save_end_only();
-        let ad = solve(&Robertson::problem(t_end).unwrap(), &opts).unwrap();
-        let hand = solve(
-            &OdeProblem::new(
-                RobertsonHandJacobian,
-                vec![1.0, 0.0, 0.0],
-                Robertson::PARAMS.to_vec(),
-                (0.0, t_end),
-            )
-            .unwrap(),
-            &opts,
-        )
-        .unwrap();
-        // The same Jacobian to round-off: the same steps, the same answer.
-        assert_eq!(
-            ad.stats.accepted_steps,
-            hand.stats.accepted_steps,
-            "{}",
-            method.name()
-        );
-        let diff = rel_diff_componentwise(
-            hand.u_end.as_slice().unwrap(),
-            ad.u_end.as_slice().unwrap(),
-            1e-20,
-        );
-        assert!(diff < 1e-9, "{}: {diff:e}", method.name());
+        let hand = ad_and_hand(t_end, &opts, method);
         assert!(rel_diff_componentwise(hand.u_end.as_slice().unwrap(), &want, 1e-20) < 1e-5);
     }
 }
