@@ -226,7 +226,7 @@ proptest! {
 /// A minimized case of the continuous-adjoint property (found with 600 cases), Kvaerno5 as the backward
 /// method after a Tsit5 solve: a stable 2 × 2 system, tol 1e-8. Kvaerno5's stage at c_2 ≈ 1.23 reaches
 /// past segment starts, into the segment not yet recomputed; before the extra backward tstops of
-/// `reach_stops` the parameter gradient was 4.4e-4 off (converging at order ~3), now 4.7e-7.
+/// `reach_stops` the parameter gradient was 4.4e-4 off (converging at order ~3), now 4.6e-7.
 #[test]
 fn kvaerno5_backward_stages_past_a_segment_start() {
     let c = Case {
