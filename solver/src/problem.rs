@@ -1,8 +1,10 @@
 //! An initial value problem: a model with its initial state, parameters and time span.
 
-use ndarray::Array1;
+use ndarray::{Array1, ArrayView1, ArrayViewMut1};
+use num_dual::Dual64;
 
 use crate::error::SolverError;
+use crate::linalg::SparsityPattern;
 use crate::system::OdeSystem;
 
 /// The initial value problem du/dt = f(t, u, p), u(t0) = u0, on the span from `t0` to `t_end`.
@@ -18,7 +20,7 @@ pub struct OdeProblem<M> {
     t_end: f64,
     /// The Jacobian's sparsity pattern once an implicit solve has detected it by AD (the sparse path of a
     /// model that declares none): detected once per problem, not once per solve.
-    detected_pattern: std::sync::OnceLock<crate::linalg::SparsityPattern>,
+    detected_pattern: std::sync::OnceLock<SparsityPattern>,
 }
 
 /// Checks that every entry of `values` is finite.
@@ -131,23 +133,23 @@ impl<M: OdeSystem> OdeProblem<M> {
 
     /// The sparsity pattern of the Jacobian ∂f/∂u that the sparse path of implicit methods uses: the
     /// model's [`OdeSystem::jacobian_sparsity`] if it declares one, else the pattern detected by AD
-    /// ([`crate::detect_pattern`], computed on the first call only); the diagonal always included.
+    /// ([`detect_pattern`], computed on the first call only); the diagonal always included.
     ///
     /// # Errors
     /// [`SolverError::DimensionMismatch`] for a declared entry outside n × n.
-    pub fn jacobian_pattern(&self) -> Result<crate::linalg::SparsityPattern, SolverError> {
+    pub fn jacobian_pattern(&self) -> Result<SparsityPattern, SolverError> {
         let n = self.n_states();
         match self.model.jacobian_sparsity() {
-            Some(entries) => crate::linalg::SparsityPattern::new(n, entries).map_err(|(i, j)| {
-                SolverError::DimensionMismatch {
+            Some(entries) => {
+                SparsityPattern::new(n, entries).map_err(|(i, j)| SolverError::DimensionMismatch {
                     what: "jacobian_sparsity entry (row or column ≥ n)",
                     expected: n,
                     got: i.max(j),
-                }
-            }),
+                })
+            }
             None => Ok(self
                 .detected_pattern
-                .get_or_init(|| crate::implicit::detect_pattern(self))
+                .get_or_init(|| detect_pattern(self))
                 .clone()),
         }
     }
@@ -206,4 +208,44 @@ pub fn check_times(
         }
     }
     Ok(())
+}
+
+/// The pattern of ∂f/∂u by forward-mode AD, column by column, at two states perturbed from u0 (and
+/// parameters perturbed by 1 %), so that an entry is missed only if it vanishes at both.
+pub fn detect_pattern<M: OdeSystem>(problem: &OdeProblem<M>) -> SparsityPattern {
+    let n = problem.n_states();
+    let model = problem.model();
+    let t = Dual64::from(problem.t0());
+    let mut entries = Vec::new();
+    let mut ud = vec![Dual64::from(0.0); n];
+    let mut fd = vec![Dual64::from(0.0); n];
+    for (trial, shift) in [(0usize, 0.37), (1, 0.61)] {
+        let pd: Vec<Dual64> = problem
+            .params()
+            .iter()
+            .enumerate()
+            .map(|(k, &x)| Dual64::from(x * (1.0 + 0.01 * (((k + trial) % 7) as f64 - 3.0) / 3.0)))
+            .collect();
+        let base: Vec<f64> = problem
+            .u0()
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                x + (x.abs() + 0.1) * shift * (1.0 + ((i * 7 + trial) % 11) as f64 / 11.0)
+            })
+            .collect();
+        for j in 0..n {
+            for (i, d) in ud.iter_mut().enumerate() {
+                *d = Dual64::new(base[i], f64::from(u8::from(i == j)));
+            }
+            model.rhs(
+                t,
+                ArrayView1::from(&ud[..]),
+                ArrayView1::from(&pd[..]),
+                ArrayViewMut1::from(&mut fd[..]),
+            );
+            entries.extend((0..n).filter(|&i| fd[i].eps != 0.0).map(|i| (i, j)));
+        }
+    }
+    SparsityPattern::new(n, entries).expect("entries inside n × n")
 }

@@ -29,7 +29,6 @@ mod jacobian;
 mod radau_iia;
 
 use jacobian::choose_pattern;
-pub use jacobian::detect_pattern;
 use radau_iia::{RadauState, complex_pattern, transform, transform_t};
 
 use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
