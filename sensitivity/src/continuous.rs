@@ -157,8 +157,9 @@ struct Inner<'a, 'o, M: OdeSystem, O: Objective> {
 impl<M: OdeSystem, O: Objective> Inner<'_, '_, M, O> {
     /// u(t) from the installed segment into `self.u`. Stages with c_i > 1 (Kvaerno5) look past the
     /// segment's start, into the segment not yet recomputed: the boundary step's polynomial is extended
-    /// there (clamping t to the segment instead put heat-equation gradients 1e-3 off). The explicit integrator's
-    /// initial-step probe may look further: it gets u at one step beyond.
+    /// there (clamping t to the segment instead put heat-equation gradients 1e-3 off; see
+    /// [`reach_stops`]). The explicit integrator's initial-step probe may look further: it gets u at
+    /// one step beyond.
     fn load_u(&mut self, t: f64) -> Result<(), SensitivityError> {
         let Source::Segment { dense, scratch } = &mut self.source else {
             return Ok(());

@@ -82,8 +82,8 @@ pub trait OdeSystem: Sync {
     /// Optional hand-written Jacobian ∂f/∂u(t, u, p): writes it column-major into `jac` (n × n, entry
     /// (i, j) at i + n·j) and returns `true`. The default returns `false`, and implicit methods form the
     /// Jacobian by forward-mode AD (n dual passes, or one per colour on the sparse path, where
-    /// [`OdeSystem::sparse_jacobian`] is used instead). It must be exact for Newton to converge well; derivatives of
-    /// the solution never use it.
+    /// [`OdeSystem::sparse_jacobian`] is used instead). It must be exact for Newton to converge well;
+    /// derivatives of the solution never use it.
     fn jacobian(&self, t: f64, u: &[f64], p: &[f64], jac: &mut [f64]) -> bool {
         let _ = (t, u, p, jac);
         false
