@@ -852,8 +852,23 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     let mut stops: Vec<f64> = obs.to_vec();
     stops.extend(starts.iter().copied());
     stops.extend(options.tstops.iter().copied());
+    stops.extend([t0, t_end]);
+    stops.sort_by(f64::total_cmp);
+    // Reach stops closer to another stop than round-off could resolve would ask for a step the
+    // schedule refuses as too small: leave those out.
     let backward_method = settings.method.unwrap_or(options.method);
-    stops.extend(reach_stops(backward_method, &starts, &first_ends, t_end));
+    let reach: Vec<f64> = reach_stops(backward_method, &starts, &first_ends, t_end)
+        .into_iter()
+        .filter(|&r| {
+            let at = stops.partition_point(|&s| s < r);
+            let far = |i: Option<usize>| {
+                i.and_then(|i| stops.get(i))
+                    .is_none_or(|&s| (s - r).abs() > 1e-12 * r.abs().max(1.0))
+            };
+            far(Some(at)) && far(at.checked_sub(1))
+        })
+        .collect();
+    stops.extend(reach);
     stops.retain(|&t| t != t0 && t != t_end);
     let back_dir = (t0 - t_end).signum();
     stops.sort_by(|a, b| (back_dir * a).total_cmp(&(back_dir * b)));
