@@ -331,19 +331,13 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
 
     /// The Jacobian −f_uᵀ(u(t)) of λ' in column-major order (dense implicit backward solve).
     fn dense_jacobian(&self, t: f64, jac: &mut [f64]) -> Result<(), SensitivityError> {
-        let (n, cols) = (self.n, self.n + self.np);
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.load_u(t)?;
-        // Row b of f_u (row-major [f_u f_p]) is column b of f_uᵀ.
-        let d = inner.der.jacobian(t, &inner.u, &inner.p);
-        for b in 0..n {
-            for (x, v) in jac[b * n..(b + 1) * n]
-                .iter_mut()
-                .zip(&d[b * cols..b * cols + n])
-            {
-                *x = -v;
-            }
+        // f_u row-major is f_uᵀ column-major.
+        let d = inner.der.state_jacobian(t, &inner.u, &inner.p);
+        for (x, v) in jac.iter_mut().zip(d) {
+            *x = -v;
         }
         Ok(())
     }
@@ -515,26 +509,31 @@ struct Backward<'s, 'a, 'o, M: OdeSystem, O: Objective, B, F> {
     t_end: f64,
 }
 
-impl<'s, 'a, 'o, M: OdeSystem, O: Objective> Backward<'s, 'a, 'o, M, O, (), ()> {
-    /// The backward solve whose integrator `make` builds.
-    fn with<B, F>(self, make: F) -> Backward<'s, 'a, 'o, M, O, B, F> {
-        Backward {
+impl<'s, 'a, 'o, M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B, SolverError>>
+    Backward<'s, 'a, 'o, M, O, B, F>
+{
+    /// The backward solve of `system` from the state `z` (and `q`, see [`Layout`]) at `t_end`, its
+    /// integrator built by `make` at the first [`Backward::run_to`].
+    fn new(
+        make: F,
+        system: &'s AdjointSystem<'a, 'o, M, O>,
+        obs: &'o [f64],
+        (z, q): (Vec<f64>, Vec<f64>),
+        (t0, t_end): (f64, f64),
+    ) -> Self {
+        Self {
             back: None,
             make,
-            system: self.system,
-            obs: self.obs,
-            obs_left: self.obs_left,
-            z: self.z,
-            q: self.q,
-            t0: self.t0,
-            t_end: self.t_end,
+            system,
+            obs,
+            obs_left: obs.len(),
+            z,
+            q,
+            t0,
+            t_end,
         }
     }
-}
 
-impl<M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B, SolverError>>
-    Backward<'_, '_, '_, M, O, B, F>
-{
     /// The failure recorded inside the adjoint system, else `result`'s.
     fn first_error<T>(&self, result: Result<T, SolverError>) -> Result<T, SensitivityError> {
         match self.system.lock().error.take() {
@@ -936,23 +935,14 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         snapshots,
         steps,
     };
-    let bw = Backward {
-        back: None::<()>,
-        make: (),
-        system,
-        obs,
-        obs_left: obs.len(),
-        z,
-        q,
-        t0,
-        t_end,
-    };
     let mut rev = if layout == Layout::LambdaOnly {
         let make = || ImplicitIntegrator::new(&back_problem, &bopts);
-        reverse::<S, M, O, _>((problem, opts), segments, bw.with(make), backsolve)?
+        let bw = Backward::new(make, system, obs, (z, q), (t0, t_end));
+        reverse::<S, M, O, _>((problem, opts), segments, bw, backsolve)?
     } else {
         let make = || Integrator::new(&back_problem, &bopts);
-        reverse::<S, M, O, _>((problem, opts), segments, bw.with(make), backsolve)?
+        let bw = Backward::new(make, system, obs, (z, q), (t0, t_end));
+        reverse::<S, M, O, _>((problem, opts), segments, bw, backsolve)?
     };
     let mut obs_left = rev.obs_left;
     system.jump(obs, t0, &mut rev.z, &mut rev.q, &mut obs_left)?;

@@ -15,7 +15,7 @@
 use ndarray::{Array2, ArrayView1, ArrayViewMut1};
 use odesens_models::compare::rel_diff_max_norm;
 use odesens_sensitivity::{
-    Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, LeastSquares,
+    Checkpointing, ContinuousSettings, Gradient, IntegralOfSquare, LeastSquares, Objective,
     SensitivityAlgorithm, SquaredNormAt, WeightedSumAt, gradient,
 };
 use odesens_solver::*;
@@ -115,30 +115,27 @@ fn case() -> impl Strategy<Value = Case> {
 type GradientOf =
     Box<dyn Fn(&OdeProblem<RandomLinear>, &SolverOptions, &SensitivityAlgorithm) -> Gradient>;
 
+/// The gradient of `o` by an algorithm, as a boxed closure.
+fn boxed<O: Objective + 'static>(o: O) -> GradientOf {
+    Box::new(move |p, opts, alg| gradient(p, opts, &o, alg).expect("a gradient"))
+}
+
 /// The case's objective (‖u(T)‖², wᵀu(T), ∫ u_0² dt, or a least-squares misfit at three times), as the
 /// gradient by an algorithm.
 fn objective(c: &Case) -> GradientOf {
     let n = c.system.n;
     let t = c.t_end;
     match c.objective {
-        0 => {
-            let o = SquaredNormAt::new(t);
-            Box::new(move |p, opts, alg| gradient(p, opts, &o, alg).expect("gradient"))
-        }
-        1 => {
-            let w: Vec<f64> = (0..n).map(|i| 1.0 - 0.3 * i as f64).collect();
-            let o = WeightedSumAt::new(w, t);
-            Box::new(move |p, opts, alg| gradient(p, opts, &o, alg).expect("gradient"))
-        }
-        2 => {
-            let o = IntegralOfSquare::new(0);
-            Box::new(move |p, opts, alg| gradient(p, opts, &o, alg).expect("gradient"))
-        }
+        0 => boxed(SquaredNormAt::new(t)),
+        1 => boxed(WeightedSumAt::new(
+            (0..n).map(|i| 1.0 - 0.3 * i as f64).collect(),
+            t,
+        )),
+        2 => boxed(IntegralOfSquare::new(0)),
         _ => {
             let times = vec![0.3 * t, 0.7 * t, t];
             let data = Array2::from_shape_fn((3, n), |(k, i)| 0.1 * (k + i) as f64);
-            let o = LeastSquares::new(times, data).expect("valid");
-            Box::new(move |p, opts, alg| gradient(p, opts, &o, alg).expect("gradient"))
+            boxed(LeastSquares::new(times, data).expect("valid"))
         }
     }
 }

@@ -192,6 +192,13 @@ impl DenseOutput {
                 hi,
             });
         }
+        self.check_buffers(out, scratch)?;
+        self.eval(t, out, scratch);
+        Ok(())
+    }
+
+    /// Checks the lengths of an evaluation's output and scratch buffers.
+    fn check_buffers(&self, out: &[f64], scratch: &[f64]) -> Result<(), SolverError> {
         if out.len() != self.n {
             return Err(SolverError::DimensionMismatch {
                 what: "interpolation output",
@@ -206,7 +213,6 @@ impl DenseOutput {
                 got: scratch.len(),
             });
         }
-        self.eval(t, out, scratch);
         Ok(())
     }
 
@@ -232,12 +238,11 @@ impl DenseOutput {
         } else {
             (b - h_last.abs(), a + h_first.abs())
         };
-        let t = t.clamp(lo, hi);
-        let inside = t.clamp(a.min(b), a.max(b));
-        self.interpolate_into(inside, out, scratch)?;
-        if t != inside {
-            self.eval(t, out, scratch);
+        if t.is_nan() {
+            return self.interpolate_into(t, out, scratch);
         }
+        self.check_buffers(out, scratch)?;
+        self.eval(t.clamp(lo, hi), out, scratch);
         Ok(())
     }
 

@@ -217,8 +217,17 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
 
     /// The Jacobian [f_u f_p] at (t, u, p), row-major n × (n + np), by ⌈(n + np)/CHUNK⌉ [`Lanes`] passes.
     pub fn jacobian(&mut self, t: f64, u: &[f64], p: &[f64]) -> &[f64] {
-        let (n, np) = (self.n, self.np);
-        let cols = n + np;
+        self.leading_columns(t, u, p, self.n + self.np)
+    }
+
+    /// f_u alone at (t, u, p), row-major n × n, by ⌈n/CHUNK⌉ [`Lanes`] passes.
+    pub fn state_jacobian(&mut self, t: f64, u: &[f64], p: &[f64]) -> &[f64] {
+        self.leading_columns(t, u, p, self.n)
+    }
+
+    /// The first `cols` columns of [f_u f_p], row-major n × `cols`.
+    fn leading_columns(&mut self, t: f64, u: &[f64], p: &[f64], cols: usize) -> &[f64] {
+        let n = self.n;
         self.jac.resize(n * cols, 0.0);
         let mut start = 0;
         while start < cols {
