@@ -6,6 +6,7 @@ use ndarray::{Array1, Array2};
 
 use crate::erk::Integrator;
 use crate::error::SolverError;
+use crate::events::EventLocator;
 use crate::implicit::ImplicitIntegrator;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
@@ -45,11 +46,30 @@ pub fn solve<M: OdeSystem>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
+    let with_event_times;
+    let options = if problem.model().n_events() > 0 {
+        let locator = EventLocator::new(problem, options)?;
+        let mut tstops = options.tstops.clone();
+        tstops.extend(locator.event_times());
+        let dir = (problem.t_end() - problem.t0()).signum();
+        tstops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
+        tstops.dedup();
+        with_event_times = options.clone().tstops(tstops);
+        &with_event_times
+    } else {
+        options
+    };
     if options.method.is_implicit() {
         let mut it = ImplicitIntegrator::new(problem, options)?;
         return drive(&mut it, problem, options, |_| false);
     }
     if options.method == Method::AutoTsit5Radau5 {
+        if problem.model().n_events() > 0 {
+            return Err(SolverError::UnsupportedMethod {
+                method: Method::AutoTsit5Radau5,
+                operation: "events: choose a fixed method",
+            });
+        }
         return solve_auto(problem, options);
     }
     let mut it = Integrator::new(problem, options)?;
@@ -139,6 +159,7 @@ fn solve_auto<M: OdeSystem>(
         stats,
         t0: problem.t0(),
         t_end: problem.t_end(),
+        events: Vec::new(),
         dense: None,
     })
 }
@@ -183,11 +204,24 @@ fn drive<S: Stepper, M: OdeSystem>(
         states.extend_from_slice(stepper.u());
         next_save = usize::from(save_at.first() == Some(&stepper.t()));
     }
+    let mut events = EventLocator::new(problem, options)?;
+    let has_events = !events.is_empty();
+    let mut hits = Vec::new();
+    let mut t_final = t_end;
+    if has_events {
+        events.start(stepper.t(), stepper.u())?;
+    }
     while !stepper.is_finished() && !pause(stepper) {
+        let t_prev = stepper.t();
         stepper.advance()?;
-        let t_next = stepper.t();
-        // Save times inside the step come from the continuous extension; one at its end takes the
-        // step's value.
+        let located = if has_events {
+            events.locate(stepper, t_prev)?
+        } else {
+            None
+        };
+        let t_next = located.unwrap_or(stepper.t());
+        // Save times inside the step (before an event in it) come from the continuous extension; one
+        // at its end takes the step's value.
         while let Some(&ts) = save_at.get(next_save) {
             if dir * (ts - t_next) >= 0.0 {
                 break;
@@ -200,6 +234,41 @@ fn drive<S: Stepper, M: OdeSystem>(
         if let Some(d) = dense.as_mut() {
             stepper.push_dense(d)?;
         }
+        if located.is_some() {
+            let hit = events.fire(stepper, t_prev)?;
+            // Every-step saving keeps both sides of a jump; a save time at t* takes u⁺ (at the next
+            // step's start), or the final state if the integration stops here.
+            let finished = hit.stop || stepper.is_finished();
+            if save_every {
+                times.push(hit.t);
+                states.extend_from_slice(&hit.u_before);
+                if hit.u_after != hit.u_before {
+                    times.push(hit.t);
+                    states.extend_from_slice(&hit.u_after);
+                }
+            }
+            if finished {
+                if save_at.get(next_save) == Some(&hit.t) {
+                    next_save += 1;
+                    times.push(hit.t);
+                    states.extend_from_slice(&hit.u_after);
+                }
+                if matches!(options.saving, Saving::EndOnly) {
+                    times.push(hit.t);
+                    states.extend_from_slice(&hit.u_after);
+                }
+            }
+            let stop = hit.stop;
+            if stop {
+                t_final = hit.t;
+                y.copy_from_slice(&hit.u_after);
+            }
+            hits.push(hit);
+            if stop {
+                break;
+            }
+            continue;
+        }
         let at_save = save_at.get(next_save) == Some(&t_next);
         if at_save {
             next_save += 1;
@@ -210,15 +279,21 @@ fn drive<S: Stepper, M: OdeSystem>(
             states.extend_from_slice(stepper.u());
         }
     }
+    let u_end = if t_final == t_end {
+        stepper.u().to_vec()
+    } else {
+        y
+    };
     let rows = times.len();
     Ok(Solution {
         method: options.method,
         times: Array1::from(times),
         states: Array2::from_shape_vec((rows, n), states).expect("rows × n values"),
-        u_end: Array1::from(stepper.u().to_vec()),
+        u_end: Array1::from(u_end),
         stats: stepper.stats(),
         t0,
-        t_end,
+        t_end: t_final,
+        events: hits,
         dense,
     })
 }

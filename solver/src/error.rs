@@ -158,6 +158,47 @@ pub enum SolverError {
         /// What is expected instead.
         expected: &'static str,
     },
+    /// An event's condition returned NaN or ±∞.
+    #[error("event {event}'s condition is not finite at t = {t}: g = {value}")]
+    NonFiniteEvent {
+        /// Time of the evaluation.
+        t: f64,
+        /// The event.
+        event: usize,
+        /// Its value.
+        value: f64,
+    },
+    /// An event's jump left the state NaN or ±∞.
+    #[error("event {event}'s jump at t = {t} left u[{component}] = {value}")]
+    NonFiniteJump {
+        /// The event time.
+        t: f64,
+        /// The event.
+        event: usize,
+        /// Component of u⁺ that is not finite.
+        component: usize,
+        /// Its value.
+        value: f64,
+    },
+    /// Events accumulate: an event that just fired would fire again within round-off of its time (a
+    /// Zeno point, like a bouncing ball coming to rest, or a grazing contact).
+    #[error(
+        "event {event} accumulates at t = {t}: it would fire again within round-off of its last firing (Zeno behaviour); end the span before t or change the model there"
+    )]
+    EventAccumulation {
+        /// Where the events accumulate.
+        t: f64,
+        /// The event.
+        event: usize,
+    },
+    /// More events fired than `max_events` allows.
+    #[error("more than max_events = {max_events} events fired (the last at t = {t})")]
+    TooManyEvents {
+        /// Time of the event beyond the limit.
+        t: f64,
+        /// The limit.
+        max_events: usize,
+    },
     /// The integrator has already reached the end of the span.
     #[error("the integration has already finished at t = {t}")]
     AlreadyFinished {

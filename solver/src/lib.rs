@@ -24,6 +24,7 @@ pub mod control;
 mod driver;
 mod erk;
 mod error;
+pub mod events;
 mod fastmath;
 mod implicit;
 pub mod linalg;
@@ -39,7 +40,10 @@ pub use control::{Controller, PiController, PredictiveController};
 pub use driver::solve;
 pub use erk::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
 pub use error::SolverError;
-pub use implicit::{ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme};
+pub use events::{Direction, EventAction, EventHit, EventLocator, EventSpec, Trigger};
+pub use implicit::{
+    ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, collocation_differences,
+};
 pub use options::{Atol, ImplicitConfig, LinearSolverKind, Saving, SolverOptions};
 pub use problem::{OdeProblem, check_times, detect_pattern};
 pub use solution::{DenseOutput, Solution, Statistics};

@@ -80,6 +80,22 @@ pub struct SolverOptions {
     pub error_norm_components: Option<usize>,
     /// Settings only the implicit methods use: linear algebra, Newton, Jacobian and LU reuse.
     pub implicit: ImplicitConfig,
+    /// Events: interior points of each step at which the conditions are sampled, besides the step's
+    /// end, so that several crossings inside one step are found (default 4; 0 tests the ends only).
+    #[serde(default = "default_event_samples")]
+    pub event_samples: usize,
+    /// Events: the most that may fire in one solve before [`SolverError::TooManyEvents`] (default
+    /// 100 000).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+}
+
+fn default_event_samples() -> usize {
+    4
+}
+
+fn default_max_events() -> usize {
+    100_000
 }
 
 /// Settings of the implicit methods' nonlinear and linear solves (Hairer & Wanner, *Solving ODEs II*,
@@ -181,6 +197,8 @@ impl Default for SolverOptions {
             controller: Controller::MethodDefault,
             error_norm_components: None,
             implicit: ImplicitConfig::default(),
+            event_samples: default_event_samples(),
+            max_events: default_max_events(),
         }
     }
 }
@@ -259,6 +277,17 @@ impl SolverOptions {
     /// Error-control only the first `k` components (see [`SolverOptions::error_norm_components`]).
     pub fn error_norm_components(mut self, k: usize) -> Self {
         self.error_norm_components = Some(k);
+        self
+    }
+
+    /// Sets the interior points per step at which event conditions are sampled.
+    pub fn event_samples(mut self, samples: usize) -> Self {
+        self.event_samples = samples;
+        self
+    }
+    /// Sets the most events one solve may fire.
+    pub fn max_events(mut self, max_events: usize) -> Self {
+        self.max_events = max_events;
         self
     }
 

@@ -163,6 +163,12 @@ impl Schedule {
         self.non_finite > MAX_NON_FINITE_REJECTIONS
     }
 
+    /// Moves back to `t` inside the step just accepted (an event): the stops after t are ahead again.
+    pub fn rewind(&mut self, t: f64) {
+        let dir = self.dir;
+        self.next_stop = self.stops.partition_point(|&s| dir * s <= dir * t);
+    }
+
     /// (next stop, attempts) for a checkpoint.
     pub fn position(&self) -> (usize, usize) {
         (self.next_stop, self.attempts)

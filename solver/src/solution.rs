@@ -85,7 +85,7 @@ impl DenseKind {
     }
 
     /// Weights w_i(θ) with u(t_n + θh) = u_n + h Σ_i w_i(θ) k_i.
-    fn weights(self, theta: f64, w: &mut [f64]) {
+    pub(crate) fn weights(self, theta: f64, w: &mut [f64]) {
         match self {
             DenseKind::Explicit(tab) => tab.dense_weights(theta, w),
             DenseKind::Hermite => {
@@ -97,15 +97,25 @@ impl DenseKind {
             }
             DenseKind::Radau => {
                 // u_{n+1} + s(c₁ + (s − c₂ + 1)(c₂' + (s − c₁ + 1)c₃)), s = θ − 1 (radau5's CONTR5).
-                let s = theta - 1.0;
-                let (c1m1, c2m1) = (
-                    crate::tableau::radau5::C[0] - 1.0,
-                    crate::tableau::radau5::C[1] - 1.0,
-                );
-                w[0] = 1.0;
-                w[1] = s;
-                w[2] = s * (s - c2m1);
-                w[3] = s * (s - c2m1) * (s - c1m1);
+                let (c1, c2) = (crate::tableau::radau5::C[0], crate::tableau::radau5::C[1]);
+                if theta < 0.5 {
+                    // The same polynomial written from the step's start, in θ itself: it passes
+                    // through u_n at θ = 0, so w_i(θ) − w_i(0) changes nothing in exact arithmetic,
+                    // and near the start neither u_{n+1} − u_n cancels nor does s = θ − 1 round θ
+                    // away (round-off ~ε‖u_{n+1} − u_n‖ in the end form, which events restarting
+                    // there meet).
+                    w[0] = 0.0;
+                    w[1] = theta;
+                    w[2] = theta * (theta - 1.0 - c2);
+                    w[3] = theta * (theta * (theta - (c1 + c2 + 1.0)) + (c1 * c2 + c1 + c2));
+                } else {
+                    let s = theta - 1.0;
+                    let (c1m1, c2m1) = (c1 - 1.0, c2 - 1.0);
+                    w[0] = 1.0;
+                    w[1] = s;
+                    w[2] = s * (s - c2m1);
+                    w[3] = s * (s - c2m1) * (s - c1m1);
+                }
             }
         }
     }
@@ -293,8 +303,10 @@ pub struct Solution {
     pub stats: Statistics,
     /// Start of the span.
     pub t0: f64,
-    /// End of the span.
+    /// End of the span: t_end, or the time of an event that stopped the integration.
     pub t_end: f64,
+    /// The events that fired, in order ([`crate::events`]).
+    pub events: Vec<crate::events::EventHit>,
     #[serde(skip)]
     pub(crate) dense: Option<DenseOutput>,
 }

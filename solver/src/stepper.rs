@@ -102,6 +102,13 @@ pub trait Stepper {
     /// [`SolverError::DimensionMismatch`] for a wrong length, [`SolverError::NonFiniteInput`] for NaN/∞;
     /// implicit methods evaluate f(t, u) at once and report [`SolverError::NonFiniteRhs`].
     fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError>;
+    /// Moves the integrator to `t` inside (or at the end of) the step just accepted and replaces the
+    /// state by `u` — an event located at t, after its jump: the tstops after t are ahead again and the
+    /// next step starts afresh from (t, u), like [`Stepper::set_state`].
+    ///
+    /// # Errors
+    /// As [`Stepper::set_state`]; [`SolverError::NonFiniteInput`] for a non-finite t.
+    fn restart_at(&mut self, t: f64, u: &[f64]) -> Result<(), SolverError>;
     /// Writes the current point into `cp`, reusing its buffers.
     fn checkpoint_into(&self, cp: &mut Self::Checkpoint);
     /// Resumes from a checkpoint of an integrator of the same problem and options.

@@ -3,6 +3,7 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::DualNum;
 
+use crate::events::{Direction, EventAction, EventSpec};
 use crate::linalg::SparsityPattern;
 
 /// Scalar types a right-hand side is evaluated with: `f64` on the hot path, dual numbers of `num-dual`
@@ -116,6 +117,48 @@ pub trait OdeSystem: Sync {
     fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
         None
     }
+
+    /// Number of events (default 0): moments where the model changes, located by the solver on each
+    /// step's continuous extension ([`crate::events`]). Event k is described by
+    /// [`OdeSystem::event_spec`], [`OdeSystem::event_condition`] and [`OdeSystem::event_jump`].
+    fn n_events(&self) -> usize {
+        0
+    }
+
+    /// The trigger and action of event k < [`OdeSystem::n_events`] (asked once per solve). Default: a
+    /// zero crossing of its condition in either direction that stops the integration.
+    fn event_spec(&self, k: usize) -> EventSpec {
+        let _ = k;
+        EventSpec::crossing(Direction::Either, EventAction::Stop)
+    }
+
+    /// The condition g_k(t, u, p) of a crossing event: it fires where g_k crosses zero in its
+    /// direction. Generic over the scalar like [`OdeSystem::rhs`], so that the event time's derivatives
+    /// come by AD. Default 0 (never fires).
+    fn event_condition<S: Scalar>(&self, k: usize, t: S, u: ArrayView1<S>, p: ArrayView1<S>) -> S {
+        let _ = (k, t, u, p);
+        S::zero()
+    }
+
+    /// The jump u⁺ = h_k(t, u⁻, p) of an event with [`EventAction::Jump`]: `u_new` holds a copy of u⁻
+    /// on entry; write the components that change. Generic over the scalar like the right-hand side.
+    /// Default: no change.
+    fn event_jump<S: Scalar>(
+        &self,
+        k: usize,
+        t: S,
+        u: ArrayView1<S>,
+        p: ArrayView1<S>,
+        u_new: ArrayViewMut1<S>,
+    ) {
+        let _ = (k, t, u, p, u_new);
+    }
+
+    /// Called after event k fired (its jump applied): may arm or disarm events for the rest of the
+    /// solve (`armed[j]`). Default: no change.
+    fn event_fired(&self, k: usize, armed: &mut [bool]) {
+        let _ = (k, armed);
+    }
 }
 
 impl<T: OdeSystem + ?Sized> OdeSystem for &T {
@@ -157,5 +200,27 @@ impl<T: OdeSystem + ?Sized> OdeSystem for &T {
     }
     fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
         (**self).jacobian_sparsity()
+    }
+    fn n_events(&self) -> usize {
+        (**self).n_events()
+    }
+    fn event_spec(&self, k: usize) -> EventSpec {
+        (**self).event_spec(k)
+    }
+    fn event_condition<S: Scalar>(&self, k: usize, t: S, u: ArrayView1<S>, p: ArrayView1<S>) -> S {
+        (**self).event_condition(k, t, u, p)
+    }
+    fn event_jump<S: Scalar>(
+        &self,
+        k: usize,
+        t: S,
+        u: ArrayView1<S>,
+        p: ArrayView1<S>,
+        u_new: ArrayViewMut1<S>,
+    ) {
+        (**self).event_jump(k, t, u, p, u_new)
+    }
+    fn event_fired(&self, k: usize, armed: &mut [bool]) {
+        (**self).event_fired(k, armed)
     }
 }

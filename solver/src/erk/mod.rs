@@ -394,6 +394,20 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         Ok(())
     }
 
+    /// Moves to `t` inside (or at the end of) the step just accepted with state `u` (an event after its
+    /// jump): the tstops after t are ahead again; the next step starts afresh from (t, u) with the step
+    /// size the controller proposed.
+    ///
+    /// # Errors
+    /// As [`Integrator::set_state`]; [`SolverError::NonFiniteInput`] for a non-finite t.
+    pub fn restart_at(&mut self, t: f64, u: &[f64]) -> Result<(), SolverError> {
+        crate::problem::check_finite("restart time", &[t])?;
+        self.set_state(u)?;
+        self.t = t;
+        self.schedule.rewind(t);
+        Ok(())
+    }
+
     /// Steps until t_end.
     ///
     /// # Errors
@@ -876,6 +890,9 @@ impl<M: OdeSystem> crate::stepper::Stepper for Integrator<'_, M> {
     }
     fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError> {
         Integrator::set_state(self, u)
+    }
+    fn restart_at(&mut self, t: f64, u: &[f64]) -> Result<(), SolverError> {
+        Integrator::restart_at(self, t, u)
     }
     fn checkpoint_into(&self, cp: &mut Checkpoint) {
         Integrator::checkpoint_into(self, cp)

@@ -88,6 +88,21 @@ impl Scheme {
         }
     }
 
+    /// Number of coefficient rows of the continuous extension (ESDIRK: 3, Radau: 4), see
+    /// [`Scheme::dense_weights`].
+    pub fn dense_len(self) -> usize {
+        self.dense_kind().stages()
+    }
+
+    /// Weights w_i(θ) of the step's continuous extension u(t_n + θh) = u_n + h Σ_i w_i(θ) k_i, whose
+    /// rows k_i are, for the ESDIRKs' cubic Hermite, f(t_n, u_n), f(t_{n+1}, u_{n+1}) and
+    /// (u_{n+1} − u_n)/h; for Radau IIA, (u_{n+1} − u_n)/h and the collocation polynomial's divided
+    /// differences [`collocation_differences`] of the stage increments Z_i = Y_i − u_n, divided by h.
+    /// Linear in the k_i: the tangent of the interpolant is the same sum over their tangents.
+    pub fn dense_weights(self, theta: f64, w: &mut [f64]) {
+        self.dense_kind().weights(theta, w)
+    }
+
     /// The quadrature weight b_i of stage i (the last row of A: both schemes are stiffly accurate).
     pub fn weight(self, i: usize) -> f64 {
         match self {
@@ -102,6 +117,17 @@ impl Scheme {
         let c = self.node(i);
         if c == 1.0 { t_next } else { t + c * h }
     }
+}
+
+/// Radau IIA5's collocation polynomial through (0, 0) and (c_i, z_i) in RADAU5's divided-difference form
+/// (the `CONT` rows of its dense output), for one component: linear in z.
+pub fn collocation_differences(z1: f64, z2: f64, z3: f64) -> [f64; 3] {
+    let (c1, c2) = (radau::C[0], radau::C[1]);
+    let ak1 = (z2 - z3) / (c2 - 1.0);
+    let ak = (z1 - z2) / (c1 - c2);
+    let acont3 = (ak - z1 / c1) / c2;
+    let ak2 = (ak - ak1) / (c1 - 1.0);
+    [ak1, ak2, ak2 - acont3]
 }
 
 /// The ESDIRKs' default Newton iteration limit.
@@ -561,6 +587,24 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         result
     }
 
+    /// Moves to `t` inside (or at the end of) the step just accepted with state `u` (an event after its
+    /// jump): f(t, u) is evaluated, the tstops after t are ahead again, and the next step starts from
+    /// (t, u) with the step size the controller proposed.
+    ///
+    /// # Errors
+    /// As [`ImplicitIntegrator::set_state`]; [`SolverError::NonFiniteInput`] for a non-finite t.
+    pub fn restart_at(&mut self, t: f64, u: &[f64]) -> Result<(), SolverError> {
+        crate::problem::check_finite("restart time", &[t])?;
+        let t_old = self.s.t;
+        self.s.t = t;
+        if let Err(e) = self.set_state(u) {
+            self.s.t = t_old;
+            return Err(e);
+        }
+        self.schedule.rewind(t);
+        Ok(())
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> Scheme {
         self.s.scheme
@@ -995,6 +1039,9 @@ impl<M: OdeSystem> crate::stepper::Stepper for ImplicitIntegrator<'_, M> {
     }
     fn set_state(&mut self, u: &[f64]) -> Result<(), SolverError> {
         ImplicitIntegrator::set_state(self, u)
+    }
+    fn restart_at(&mut self, t: f64, u: &[f64]) -> Result<(), SolverError> {
+        ImplicitIntegrator::restart_at(self, t, u)
     }
     fn checkpoint_into(&self, cp: &mut ImplicitCheckpoint) {
         ImplicitIntegrator::checkpoint_into(self, cp)

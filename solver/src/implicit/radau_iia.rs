@@ -257,16 +257,11 @@ impl<M: OdeSystem> ImplicitIntegrator<'_, M> {
         let mut r = self.s.radau.take().expect("Radau state");
         r.first = false;
         // The collocation polynomial through (0, 0), (c_i, Z_i), in radau5's divided-difference form.
-        let (c1, c2) = (radau::C[0], radau::C[1]);
         for m in 0..n {
-            let (z1, z2, z3) = (r.z[m], r.z[n + m], r.z[2 * n + m]);
-            let ak1 = (z2 - z3) / (c2 - 1.0);
-            let ak = (z1 - z2) / (c1 - c2);
-            let acont3 = (ak - z1 / c1) / c2;
-            let ak2 = (ak - ak1) / (c1 - 1.0);
-            r.cont[m] = ak1;
-            r.cont[n + m] = ak2;
-            r.cont[2 * n + m] = ak2 - acont3;
+            let d = super::collocation_differences(r.z[m], r.z[n + m], r.z[2 * n + m]);
+            r.cont[m] = d[0];
+            r.cont[n + m] = d[1];
+            r.cont[2 * n + m] = d[2];
         }
         r.have_cont = true;
         r.h_old = h;
