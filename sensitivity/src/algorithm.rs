@@ -123,7 +123,10 @@ pub fn gradient<M: OdeSystem, O: Objective>(
         SensitivityAlgorithm::Auto => {
             // Without the cost model's measurements (implicit methods for now) the adjoint is the
             // safe choice: its cost does not grow with the number of parameters.
-            let chosen = if StepFamily::of(options.method).supports(Capability::CostModel) {
+            let chosen = if problem.model().n_events() > 0 {
+                // Only forward sensitivities differentiate through events so far.
+                SensitivityAlgorithm::Forward
+            } else if StepFamily::of(options.method).supports(Capability::CostModel) {
                 let directions = problem.n_states() + problem.model().n_params();
                 CostModel::measure(problem, options, objective)?.recommend(directions)
             } else {

@@ -105,7 +105,26 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     for times in extra {
         tstops = merge_times(&tstops, times, t0, dir);
     }
+    if problem.model().n_events() > 0 {
+        // Time events are tstops, as in the solver's own solve.
+        let events = odesens_solver::EventLocator::new(problem, options)?;
+        let times: Vec<f64> = events.event_times().collect();
+        tstops = merge_times(&tstops, &times, t0, dir);
+    }
     Ok(options.clone().tstops(tstops).save_end_only().dense(false))
+}
+
+/// [`SensitivityError::Unsupported`] for a model with events, for the derivative computations that do
+/// not differentiate through them yet (adjoints, H·v, the cost model): they would skip the events, and
+/// the derivatives would silently be those of another solution.
+pub(crate) fn reject_events<M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    operation: &'static str,
+) -> Result<(), SensitivityError> {
+    if problem.model().n_events() > 0 {
+        return Err(SensitivityError::Unsupported { operation });
+    }
+    Ok(())
 }
 
 /// Validates an objective for `problem`.
@@ -376,6 +395,9 @@ pub(crate) struct ChunkResult {
     pub d_objective: Vec<f64>,
     pub value: f64,
     pub stats: SensitivityStats,
+    /// Event times t*, and dt*/dθ per event and lane.
+    pub event_times: Vec<f64>,
+    pub event_dt: Vec<f64>,
 }
 
 /// The adjoint λ(t) = ∂G/∂u(t) along the backward pass, as recorded by the discrete adjoint with

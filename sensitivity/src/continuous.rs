@@ -649,6 +649,10 @@ fn run<M: OdeSystem, O: Objective>(
             valid: "false with an implicit backward method (it integrates q outside its error norm)",
         });
     }
+    crate::common::reject_events(
+        problem,
+        "the continuous adjoint of a model with events (not implemented yet: use forward sensitivities)",
+    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     dispatch(
         opts.method,

@@ -149,6 +149,10 @@ impl CostModel {
     ) -> Result<Self, SensitivityError> {
         check_objective(problem, objective)?;
         require(options.method, Capability::CostModel)?;
+        crate::common::reject_events(
+            problem,
+            "the cost model of a model with events (not implemented yet)",
+        )?;
         let opts = derivative_options(problem, options, &[objective.observation_times()])?;
         // States to evaluate the kernels at: every step's state (saving does not change the steps; this
         // solve also reports any solver error before the timings).

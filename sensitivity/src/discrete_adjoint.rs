@@ -77,6 +77,10 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
     settings: &AdjointSettings,
 ) -> Result<Gradient, SensitivityError> {
     check_objective(problem, objective)?;
+    crate::common::reject_events(
+        problem,
+        "the discrete adjoint of a model with events (not implemented yet: use forward sensitivities)",
+    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     dispatch(
         opts.method,

@@ -41,6 +41,12 @@ pub enum SensitivityError {
         /// What was asked of it.
         operation: &'static str,
     },
+    /// The model uses a feature that no derivative computation handles yet (the operation says which).
+    #[error("unsupported: {operation}")]
+    Unsupported {
+        /// What was asked, and why it cannot be done.
+        operation: &'static str,
+    },
     /// A setting is outside its valid range.
     #[error("invalid setting {name} = {value}: must be {valid}")]
     InvalidSetting {

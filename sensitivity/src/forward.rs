@@ -12,7 +12,7 @@
 //! directions then share one block).
 
 use ndarray::{Array1, Array2, Array3};
-use odesens_solver::{OdeProblem, OdeSystem, SolverOptions, StepStages};
+use odesens_solver::{EventLocator, OdeProblem, OdeSystem, SolverOptions, StepStages};
 use rayon::prelude::*;
 
 use crate::ad::derivatives::Derivatives;
@@ -22,6 +22,7 @@ use crate::common::{
 };
 use crate::cost_model::forward_blocks;
 use crate::error::{SensitivityError, check_times};
+use crate::events::EventTangents;
 use crate::objective::Objective;
 use crate::step_diff::{
     Capability, StepDiff, StepFamily, Tangents, WithStepper, dispatch, require,
@@ -92,6 +93,11 @@ pub struct ForwardSensitivities {
     pub states: Array2<f64>,
     /// ∂u/∂θ at the save times (time × state × direction).
     pub sensitivities: Array3<f64>,
+    /// The times t* of the events that fired ([`odesens_solver::events`]), in order.
+    pub event_times: Array1<f64>,
+    /// dt*/dθ of each event time (event × direction), by the implicit-function theorem on the
+    /// interpolant's root (0 for time events).
+    pub event_time_sensitivities: Array2<f64>,
     /// Counters.
     pub stats: SensitivityStats,
 }
@@ -118,29 +124,99 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     let mut der = Derivatives::new(problem.model());
     let mut rec = TangentRecord::new(objective, save_times, (n, np), tg.c);
     rec.record(problem.t0(), &problem.u0().to_vec(), &p, &tg.udot, &tg.pdot)?;
-    while !stepper.is_finished() {
-        let step = stepper.tangent_step(&mut work, &mut der, &mut tg, &p, error_control)?;
-        if let Some(tr) = rec.tracker.as_mut()
-            && tr.objective().has_running_cost()
-        {
-            // h Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
-            let mut q = 0.0;
-            for i in 0..step.stages() {
-                let b = step.weight(i);
-                if b != 0.0 {
-                    q += b * tr.running_gradient(step.stage_time(i), step.stage_value(i), &p)?;
-                    add_directional(
-                        tr,
-                        step.h() * b,
-                        tg.stage(i),
-                        &tg.pdot,
-                        &mut rec.d_objective,
-                    );
-                }
-            }
-            rec.value += step.h() * q;
+    // Events: located as the solver does, the tangents carried across them by the saltation map.
+    let mut events = EventLocator::new(problem, options)?;
+    let has_events = !events.is_empty();
+    let mut event_tangents = EventTangents::new(problem.model(), tg.c);
+    let (mut udot_n, mut s_minus) = (Vec::new(), Vec::new());
+    if has_events {
+        if objective.is_some_and(|o| o.has_running_cost()) {
+            return Err(SensitivityError::Unsupported {
+                operation: "running costs (integral terms) with events: the quadrature over a step \
+                            cut by an event is not implemented yet",
+            });
         }
-        rec.record(step.t_next(), step.u_next(), &p, &tg.udot, &tg.pdot)?;
+        if error_control {
+            return Err(SensitivityError::Unsupported {
+                operation: "tangents in the error control with events",
+            });
+        }
+        events.start(problem.t0(), &problem.u0().to_vec())?;
+        udot_n = tg.udot.clone();
+        s_minus = tg.udot.clone();
+    }
+    while !stepper.is_finished() {
+        let t_prev = stepper.t();
+        if has_events {
+            udot_n.copy_from_slice(&tg.udot);
+        }
+        let t_next = {
+            let step = stepper.tangent_step(&mut work, &mut der, &mut tg, &p, error_control)?;
+            if let Some(tr) = rec.tracker.as_mut()
+                && tr.objective().has_running_cost()
+            {
+                // h Σ_i b_i r(t_i, Y_i): the same sum, in the same order, as the objective's quadrature.
+                let mut q = 0.0;
+                for i in 0..step.stages() {
+                    let b = step.weight(i);
+                    if b != 0.0 {
+                        q +=
+                            b * tr.running_gradient(step.stage_time(i), step.stage_value(i), &p)?;
+                        add_directional(
+                            tr,
+                            step.h() * b,
+                            tg.stage(i),
+                            &tg.pdot,
+                            &mut rec.d_objective,
+                        );
+                    }
+                }
+                rec.value += step.h() * q;
+            }
+            step.t_next()
+        };
+        let located = if has_events {
+            events.locate(&mut stepper, t_prev)?
+        } else {
+            None
+        };
+        match located {
+            None => rec.record(t_next, stepper.u(), &p, &tg.udot, &tg.pdot)?,
+            Some(t_star) => {
+                if t_star == t_next {
+                    s_minus.copy_from_slice(&tg.udot);
+                } else {
+                    stepper.tangent_at(
+                        &mut work,
+                        &mut der,
+                        &mut tg,
+                        &p,
+                        t_star,
+                        &udot_n,
+                        &mut s_minus,
+                    )?;
+                }
+                let hit = events.fire(&mut stepper, t_prev)?;
+                if hit.stop {
+                    return Err(SensitivityError::Unsupported {
+                        operation: "derivatives through an event that stops the integration (the \
+                                    span's end then moves with θ): use a jump event and read its \
+                                    time from ForwardSensitivities::event_time_sensitivities",
+                    });
+                }
+                event_tangents.apply(
+                    &mut der,
+                    problem.model(),
+                    &hit,
+                    &p,
+                    &tg.pdot,
+                    &s_minus,
+                    &mut tg.udot,
+                )?;
+                // An observation or save time at t* reads the state after the jump.
+                rec.record(t_star, &hit.u_after, &p, &tg.udot, &tg.pdot)?;
+            }
+        }
     }
     let stats = SensitivityStats {
         forward: stepper.stats(),
@@ -155,6 +231,8 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         d_objective: rec.d_objective,
         value: rec.value,
         stats,
+        event_times: event_tangents.times,
+        event_dt: event_tangents.dt,
     })
 }
 
@@ -302,10 +380,25 @@ pub fn forward_sensitivities<M: OdeSystem>(
         }
         add_stats(&mut stats, &res.stats);
     }
+    // Every block takes the same steps and meets the same events.
+    let event_times = chunks
+        .first()
+        .map(|(_, res)| res.event_times.clone())
+        .unwrap_or_default();
+    let mut event_sens = Array2::zeros((event_times.len(), nd));
+    for (r, res) in &chunks {
+        for e in 0..event_times.len() {
+            for (lane, col) in r.clone().enumerate() {
+                event_sens[[e, col]] = res.event_dt[e * r.len() + lane];
+            }
+        }
+    }
     Ok(ForwardSensitivities {
         times: Array1::from(save_at.to_vec()),
         states,
         sensitivities: sens,
+        event_times: Array1::from(event_times),
+        event_time_sensitivities: event_sens,
         stats,
     })
 }

@@ -186,6 +186,10 @@ pub fn hessian_vector_product<M: OdeSystem, O: Objective>(
         });
     }
     require(options.method, Capability::HessianVector)?;
+    crate::common::reject_events(
+        problem,
+        "Hessian–vector products of a model with events (not implemented yet)",
+    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let p = problem.params().to_vec();
     let (t0, u0) = (problem.t0(), problem.u0().to_vec());

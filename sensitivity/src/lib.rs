@@ -59,6 +59,7 @@ mod continuous;
 mod cost_model;
 mod discrete_adjoint;
 mod error;
+mod events;
 mod forward;
 mod gradient_check;
 mod hessian;

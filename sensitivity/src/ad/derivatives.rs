@@ -155,6 +155,70 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
         }
     }
 
+    /// The directional derivative of event k's condition: g_t·dt + g_u·v + g_p·w at (t, u, p), by one
+    /// `Dual64` pass through [`OdeSystem::event_condition`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn condition_jvp(
+        &mut self,
+        k: usize,
+        (t, dt): (f64, f64),
+        u: &[f64],
+        v: &[f64],
+        p: &[f64],
+        w: &[f64],
+    ) -> f64 {
+        self.counts.jvp += 1;
+        self.counts.dual_passes += 1;
+        for (d, (&x, &dx)) in self.u1.iter_mut().zip(u.iter().zip(v)) {
+            *d = Dual64::new(x, dx);
+        }
+        for (d, (&x, &dx)) in self.p1.iter_mut().zip(p.iter().zip(w)) {
+            *d = Dual64::new(x, dx);
+        }
+        self.model
+            .event_condition(
+                k,
+                Dual64::new(t, dt),
+                ArrayView1::from(&self.u1[..]),
+                ArrayView1::from(&self.p1[..]),
+            )
+            .eps
+    }
+
+    /// Event k's jump u⁺ = h_k(t, u, p) and its directional derivative h_t·dt + h_u·v + h_p·w, by one
+    /// `Dual64` pass through [`OdeSystem::event_jump`]: u⁺ into `u_out`, the derivative into `v_out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn jump_jvp(
+        &mut self,
+        k: usize,
+        (t, dt): (f64, f64),
+        (u, v): (&[f64], &[f64]),
+        (p, w): (&[f64], &[f64]),
+        u_out: &mut [f64],
+        v_out: &mut [f64],
+    ) {
+        self.counts.jvp += 1;
+        self.counts.dual_passes += 1;
+        for (d, (&x, &dx)) in self.u1.iter_mut().zip(u.iter().zip(v)) {
+            *d = Dual64::new(x, dx);
+        }
+        for (d, (&x, &dx)) in self.p1.iter_mut().zip(p.iter().zip(w)) {
+            *d = Dual64::new(x, dx);
+        }
+        self.f1.copy_from_slice(&self.u1);
+        self.model.event_jump(
+            k,
+            Dual64::new(t, dt),
+            ArrayView1::from(&self.u1[..]),
+            ArrayView1::from(&self.p1[..]),
+            ArrayViewMut1::from(&mut self.f1[..]),
+        );
+        for ((o, d), f) in u_out.iter_mut().zip(v_out.iter_mut()).zip(&self.f1) {
+            *o = f.re;
+            *d = f.eps;
+        }
+    }
+
     /// Jacobian–vector products for a block of `lanes` directions. `v` is n × lanes and `w` np × lanes
     /// (row-major: entry (m, d) at `m·lanes + d`); `out` (n × lanes) receives f_u·v + f_p·w. One
     /// [`Lanes`] pass per [`CHUNK`] directions, or the model's jvp per direction.

@@ -27,6 +27,8 @@ pub(crate) struct ErkWork {
     acc: Vec<f64>,
     y_bar: Vec<f64>,
     sum_y: Vec<f64>,
+    /// Interpolation weights (all stages).
+    w: Vec<f64>,
 }
 
 /// The stages that are differentiated: all but a FSAL stage.
@@ -121,6 +123,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
             acc: vec![0.0; self.options().method.tableau().stages * n],
             y_bar: vec![0.0; n],
             sum_y: vec![0.0; n],
+            w: vec![0.0; self.options().method.tableau().total_stages()],
         }
     }
 
@@ -175,6 +178,51 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
         Ok(step)
     }
 
+    fn tangent_at(
+        &mut self,
+        work: &mut ErkWork,
+        der: &mut Derivatives<'_, M>,
+        tg: &mut Tangents,
+        p: &[f64],
+        t: f64,
+        udot_n: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        let step = self.accepted_step().expect("a step was just accepted");
+        let tab = step.tableau();
+        if tab.has_extra_stages() {
+            return Err(SensitivityError::Unsupported {
+                operation: "tangents through events with a Verner pair (its interpolant's extra \
+                            stages have no tangents yet): choose Tsit5, DP5, BS3 or an implicit method",
+            });
+        }
+        let (s, c, h) = (tab.stages, tg.c, step.h);
+        let nc = udot_n.len();
+        if tab.fsal {
+            // K̇ of the FSAL stage f(t_{n+1}, u_{n+1}), which the plain tangent step skips.
+            der.jvp_block(
+                step.t_next,
+                step.u_next,
+                p,
+                &tg.udot,
+                &tg.pdot,
+                &mut tg.kdot[(s - 1) * nc..s * nc],
+                c,
+            );
+        }
+        tab.dense_weights((t - step.t) / h, &mut work.w);
+        out.copy_from_slice(udot_n);
+        for (i, &wi) in work.w.iter().enumerate() {
+            if wi != 0.0 {
+                let hw = h * wi;
+                for (o, k) in out.iter_mut().zip(&tg.kdot[i * nc..(i + 1) * nc]) {
+                    *o += hw * k;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn adjoint_step<O: Objective>(
         &mut self,
         work: &mut ErkWork,
@@ -187,7 +235,9 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
         let tab = step.tableau();
         let h = step.h;
         let last = differentiated_stages(tab);
-        let ErkWork { acc, y_bar, sum_y } = work;
+        let ErkWork {
+            acc, y_bar, sum_y, ..
+        } = work;
         acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
         sum_y.iter_mut().for_each(|x| *x = 0.0);
         let running = st.tracker.objective().has_running_cost();

@@ -269,6 +269,27 @@ pub(crate) trait StepDiff<'a, M: OdeSystem + 'a>: Stepper + Sized {
         error_control: bool,
     ) -> Result<Self::View<'w>, SensitivityError>;
 
+    /// The tangent of the continuous extension of the step just taken by [`StepDiff::tangent_step`] at
+    /// `t` inside it, at fixed t: u̇_n + h Σ_i w_i(θ) k̇_i with the scheme's interpolation weights and the
+    /// tangents of its coefficient rows (explicit pairs: the stages K̇_i; ESDIRK: K̇ at both ends and the
+    /// tangent of (u_{n+1} − u_n)/h; Radau: the same linear map of the stage tangents Ẏ_i − u̇_n), into
+    /// `out` (n × c). `udot_n` is u̇_n of the step, `tg.udot` u̇_{n+1}.
+    ///
+    /// # Errors
+    /// [`SensitivityError::Unsupported`] for the Verner pairs (their interpolants' extra stages have
+    /// no tangents yet).
+    #[allow(clippy::too_many_arguments)]
+    fn tangent_at(
+        &mut self,
+        work: &mut Self::Work,
+        der: &mut Derivatives<'_, M>,
+        tg: &mut Tangents,
+        p: &[f64],
+        t: f64,
+        udot_n: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), SensitivityError>;
+
     /// Takes the next accepted step and maps λ_{n+1} to λ_n (p̄ accumulating ∂Φ/∂pᵀ λ and the running
     /// cost's stage terms), calling [`AdjointState::enter`] before and [`AdjointState::leave`] after.
     ///

@@ -378,6 +378,42 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
         Ok(&work.step)
     }
 
+    fn tangent_at(
+        &mut self,
+        work: &mut ImplicitWork,
+        der: &mut Derivatives<'_, M>,
+        tg: &mut Tangents,
+        p: &[f64],
+        t: f64,
+        udot_n: &[f64],
+        out: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        let step = &work.step;
+        let (c, h, nc) = (tg.c, step.h, udot_n.len());
+        let mut w = [0.0; 4];
+        step.scheme.dense_weights((t - step.t) / h, &mut w);
+        if step.scheme == Scheme::Radau5 {
+            // Rows (u_{n+1} − u_n)/h and the divided differences of Z_i = Y_i − u_n, over h.
+            for x in 0..nc {
+                let z = |i: usize| tg.ydot[i * nc + x] - udot_n[x];
+                let d = odesens_solver::collocation_differences(z(0), z(1), z(2));
+                let k0 = (tg.udot[x] - udot_n[x]) / h;
+                out[x] =
+                    udot_n[x] + h * (w[0] * k0 + (w[1] * d[0] + w[2] * d[1] + w[3] * d[2]) / h);
+            }
+        } else {
+            // Hermite rows f(t_n, u_n), f(t_{n+1}, u_{n+1}), (u_{n+1} − u_n)/h: K̇ at both ends.
+            let (k_start, k_end) = (&mut tg.next, &mut tg.out);
+            der.jvp_block(step.t, &step.u, p, udot_n, &tg.pdot, k_start, c);
+            der.jvp_block(step.t_next, &step.u_next, p, &tg.udot, &tg.pdot, k_end, c);
+            for x in 0..nc {
+                let delta = (tg.udot[x] - udot_n[x]) / h;
+                out[x] = udot_n[x] + h * (w[0] * k_start[x] + w[1] * k_end[x] + w[2] * delta);
+            }
+        }
+        Ok(())
+    }
+
     fn adjoint_step<O: Objective>(
         &mut self,
         work: &mut ImplicitWork,

@@ -1,0 +1,198 @@
+//! Forward sensitivities through events: the bouncing ball's bounce times and state against their
+//! closed-form derivatives, threshold dosing against central differences, and the derivative
+//! computations that do not handle events yet refusing them with a typed error.
+
+use odesens_models::{BouncingBall, ThresholdDosing};
+use odesens_sensitivity::{
+    Checkpointing, ContinuousSettings, Directions, ForwardSettings, SensitivityAlgorithm,
+    SensitivityError, SquaredNormAt, check_gradient, forward_sensitivities, gradient,
+    hessian_vector_product, objective_value,
+};
+use odesens_solver::{Method, OdeProblem, SolverOptions};
+
+/// The ball from rest at h0 with gravity g and restitution e: bounce k at
+/// t_k = t₁ (1 + 2 Σ_{j<k} e^j), t₁ = √(2 h0/g); with an initial speed v0 (here 0) t₁ moves by 1/g
+/// per unit of v0 and the later intervals do not (the impact speed √(v0² + 2 g h0) is stationary).
+/// Returns t_k and dt_k/d(g, e, h0, v0).
+fn bounce_time_derivatives(h0: f64, g: f64, e: f64, k: usize) -> (f64, [f64; 4]) {
+    let t1 = (2.0 * h0 / g).sqrt();
+    let factor: f64 = 1.0 + 2.0 * (1..k).map(|j| e.powi(j as i32)).sum::<f64>();
+    let d_factor_de: f64 = 2.0 * (1..k).map(|j| j as f64 * e.powi(j as i32 - 1)).sum::<f64>();
+    let t = t1 * factor;
+    (
+        t,
+        [-t / (2.0 * g), t1 * d_factor_de, t / (2.0 * h0), 1.0 / g],
+    )
+}
+
+/// x(T), v(T) after bounce k (t_k < T < t_{k+1}) and their derivatives with respect to (g, e, h0, v0).
+fn state_derivatives(h0: f64, g: f64, e: f64, k: usize, t: f64) -> [[f64; 4]; 2] {
+    let w1 = (2.0 * g * h0).sqrt();
+    let w = e.powi(k as i32) * w1;
+    let dw = [
+        e.powi(k as i32) * h0 / w1,
+        k as f64 * e.powi(k as i32 - 1) * w1,
+        e.powi(k as i32) * g / w1,
+        0.0,
+    ];
+    let (tk, dtk) = bounce_time_derivatives(h0, g, e, k);
+    let s = t - tk;
+    let mut out = [[0.0; 4]; 2];
+    for d in 0..4 {
+        let dg = f64::from(u8::from(d == 0));
+        // x = w s − g s²/2, v = w − g s, s = T − t_k.
+        out[0][d] = dw[d] * s - (w - g * s) * dtk[d] - dg * s * s / 2.0;
+        out[1][d] = dw[d] + g * dtk[d] - dg * s;
+    }
+    out
+}
+
+#[test]
+fn bouncing_ball_tangents_match_the_closed_form() {
+    let (h0, g, e) = (1.0, 9.81, 0.8);
+    let t_end = 3.0;
+    for method in [
+        Method::Tsit5,
+        Method::Bs3,
+        Method::Kvaerno5,
+        Method::TrBdf2,
+        Method::RadauIIA5,
+    ] {
+        let problem =
+            OdeProblem::new(BouncingBall, vec![h0, 0.0], vec![g, e], (0.0, t_end)).unwrap();
+        let options = SolverOptions::default().method(method).tol(1e-12);
+        let sens = forward_sensitivities(
+            &problem,
+            &options,
+            &Directions::All,
+            &[t_end],
+            ForwardSettings::default(),
+        )
+        .unwrap();
+        // Directions: parameters (g, e), then initial values (h0, v0).
+        assert_eq!(sens.event_times.len(), 6, "{method}");
+        let mut worst = 0.0f64;
+        for (k, &t) in sens.event_times.iter().enumerate() {
+            let (tk, dtk) = bounce_time_derivatives(h0, g, e, k + 1);
+            assert!(
+                (t - tk).abs() < 1e-12 * tk,
+                "{method}: t_{} = {t} vs {tk}",
+                k + 1
+            );
+            for (d, &x) in dtk.iter().enumerate() {
+                let got = sens.event_time_sensitivities[[k, d]];
+                let rel = (got - x).abs() / x.abs().max(1e-3);
+                worst = worst.max(rel);
+                assert!(
+                    rel < 1e-9,
+                    "{method}: dt_{}/dθ_{d} = {got} vs {x}: {rel:e}",
+                    k + 1
+                );
+            }
+        }
+        let expected = state_derivatives(h0, g, e, 6, t_end);
+        for (m, row) in expected.iter().enumerate() {
+            for (d, &x) in row.iter().enumerate() {
+                let got = sens.sensitivities[[0, m, d]];
+                let rel = (got - x).abs() / x.abs().max(1.0);
+                worst = worst.max(rel);
+                assert!(
+                    rel < 1e-9,
+                    "{method}: du_{m}/dθ_{d} = {got} vs {x}: {rel:e}"
+                );
+            }
+        }
+        println!("{method}: worst relative error of dt*/dθ and du(T)/dθ {worst:.2e}");
+    }
+}
+
+#[test]
+fn threshold_dosing_gradient_matches_central_differences() {
+    let problem = OdeProblem::new(
+        ThresholdDosing,
+        vec![10.0],
+        vec![0.3, 2.0, 5.0],
+        (0.0, 12.0),
+    )
+    .unwrap();
+    let objective = SquaredNormAt::new(12.0);
+    for method in [
+        Method::Tsit5,
+        Method::Dp5,
+        Method::Kvaerno5,
+        Method::RadauIIA5,
+    ] {
+        let options = SolverOptions::default().method(method).tol(1e-11);
+        let grad = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::Forward,
+        )
+        .unwrap();
+        let value = objective_value(&problem, &options, &objective).unwrap();
+        assert_eq!(grad.value, value, "{method}");
+        let check = check_gradient(&problem, &options, &objective, &grad, None).unwrap();
+        println!(
+            "{method}: forward vs central differences {:.2e}",
+            check.max_rel_error
+        );
+        assert!(check.max_rel_error < 1e-5, "{method}: {check:?}");
+        // Dose times: the first one's derivatives in closed form, t₁ = ln(c0/c_min)/k.
+        let sens = forward_sensitivities(
+            &problem,
+            &options,
+            &Directions::All,
+            &[12.0],
+            ForwardSettings::default(),
+        )
+        .unwrap();
+        let (c0, k, c_min) = (10.0f64, 0.3, 2.0);
+        let t1 = (c0 / c_min).ln() / k;
+        let expected = [-t1 / k, -1.0 / (k * c_min), 0.0, 1.0 / (k * c0)];
+        for (d, &x) in expected.iter().enumerate() {
+            let got = sens.event_time_sensitivities[[0, d]];
+            assert!(
+                (got - x).abs() < 1e-8 * x.abs().max(1.0),
+                "{method}: dt₁/dθ_{d} {got} vs {x}"
+            );
+        }
+    }
+}
+
+#[test]
+fn derivatives_that_do_not_handle_events_refuse_them() {
+    let problem =
+        OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 1.0)).unwrap();
+    let options = SolverOptions::default();
+    let objective = SquaredNormAt::new(1.0);
+    for algorithm in [
+        SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
+    ] {
+        assert!(matches!(
+            gradient(&problem, &options, &objective, &algorithm),
+            Err(SensitivityError::Unsupported { .. })
+        ));
+    }
+    assert!(matches!(
+        hessian_vector_product(&problem, &options, &objective, &[1.0, 0.0], &[0.0, 0.0]),
+        Err(SensitivityError::Unsupported { .. })
+    ));
+    // Auto chooses forward sensitivities, which go through events.
+    let auto = gradient(&problem, &options, &objective, &SensitivityAlgorithm::Auto).unwrap();
+    let forward = gradient(
+        &problem,
+        &options,
+        &objective,
+        &SensitivityAlgorithm::Forward,
+    )
+    .unwrap();
+    assert_eq!(auto.wrt_params, forward.wrt_params);
+    // The Verner pairs' interpolants have extra stages without tangents yet.
+    let vern = SolverOptions::default().method(Method::Vern7);
+    assert!(matches!(
+        gradient(&problem, &vern, &objective, &SensitivityAlgorithm::Forward),
+        Err(SensitivityError::Unsupported { .. })
+    ));
+}
