@@ -31,9 +31,9 @@ pub use odesens_solver::*;
 /// The names most programs need.
 pub mod prelude {
     pub use odesens_solver::{
-        Atol, Controller, Integrator, Method, OdeProblem, OdeSystem, PiController,
-        PredictiveController, Saving, Scalar, Solution, SolverError, SolverOptions, Statistics,
-        StepOutcome, StepReplay, solve,
+        Atol, Controller, Direction, EventAction, EventSpec, Integrator, Method, OdeProblem,
+        OdeSystem, PiController, PredictiveController, Saving, Scalar, Solution, SolverError,
+        SolverOptions, Statistics, StepOutcome, StepReplay, solve,
     };
 }
 
@@ -46,6 +46,11 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("../docs/derivatives.md")]
 #[cfg(doctest)]
 pub struct DocsDerivatives;
+
+/// See [`DocsDerivatives`].
+#[doc = include_str!("../docs/events.md")]
+#[cfg(doctest)]
+pub struct DocsEvents;
 
 /// See [`DocsDerivatives`].
 #[doc = include_str!("../docs/stiff.md")]

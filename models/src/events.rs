@@ -131,3 +131,36 @@ impl OdeSystem for ThresholdDosing {
         u_new[0] = u[0] + p[2];
     }
 }
+
+/// The double pendulum ([`crate::DoublePendulum`], same state and parameters) with the flip events
+/// of the classic flip-time map: event k ∈ {0, 1} fires when arm k + 1 first flips over the top,
+/// |θ_k| crossing π (condition θ_k² − π², rising), and stops the integration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DoublePendulumFlip;
+
+impl OdeSystem for DoublePendulumFlip {
+    fn n_states(&self) -> usize {
+        4
+    }
+    fn n_params(&self) -> usize {
+        5
+    }
+    fn rhs<S: Scalar>(&self, t: S, u: ArrayView1<S>, p: ArrayView1<S>, du: ArrayViewMut1<S>) {
+        crate::DoublePendulum.rhs(t, u, p, du)
+    }
+    fn n_events(&self) -> usize {
+        2
+    }
+    fn event_spec(&self, _k: usize) -> EventSpec {
+        EventSpec::crossing(Direction::Rising, EventAction::Stop)
+    }
+    fn event_condition<S: Scalar>(
+        &self,
+        k: usize,
+        _t: S,
+        u: ArrayView1<S>,
+        _p: ArrayView1<S>,
+    ) -> S {
+        u[k] * u[k] - std::f64::consts::PI * std::f64::consts::PI
+    }
+}

@@ -278,6 +278,15 @@ pub(crate) struct TangentRecord<'o, O: Objective> {
 }
 
 impl<'o, O: Objective> TangentRecord<'o, O> {
+    /// Whether save or observation times are still ahead.
+    pub fn pending(&self) -> bool {
+        self.next_save < self.save_times.len()
+            || self
+                .tracker
+                .as_ref()
+                .is_some_and(|tr| tr.next < tr.times().len())
+    }
+
     /// For `lanes` directions of a system with n states and np parameters.
     pub fn new(
         objective: Option<&'o O>,

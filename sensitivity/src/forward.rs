@@ -197,13 +197,6 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
                     )?;
                 }
                 let hit = events.fire(&mut stepper, t_prev)?;
-                if hit.stop {
-                    return Err(SensitivityError::Unsupported {
-                        operation: "derivatives through an event that stops the integration (the \
-                                    span's end then moves with θ): use a jump event and read its \
-                                    time from ForwardSensitivities::event_time_sensitivities",
-                    });
-                }
                 event_tangents.apply(
                     &mut der,
                     problem.model(),
@@ -215,6 +208,17 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
                 )?;
                 // An observation or save time at t* reads the state after the jump.
                 rec.record(t_star, &hit.u_after, &p, &tg.udot, &tg.pdot)?;
+                if hit.stop {
+                    // The event times and their sensitivities are the result; nothing after t* is.
+                    if rec.pending() {
+                        return Err(SensitivityError::Unsupported {
+                            operation: "save or observation times after an event that stops the \
+                                        integration (the span's end moves with θ): the event's time \
+                                        and dt*/dθ are in ForwardSensitivities",
+                        });
+                    }
+                    break;
+                }
             }
         }
     }

@@ -54,6 +54,8 @@ fn bouncing_ball_tangents_match_the_closed_form() {
     for method in [
         Method::Tsit5,
         Method::Bs3,
+        Method::Vern7,
+        Method::Vern9,
         Method::Kvaerno5,
         Method::TrBdf2,
         Method::RadauIIA5,
@@ -119,6 +121,7 @@ fn threshold_dosing_gradient_matches_central_differences() {
     for method in [
         Method::Tsit5,
         Method::Dp5,
+        Method::Vern9,
         Method::Kvaerno5,
         Method::RadauIIA5,
     ] {
@@ -189,10 +192,4 @@ fn derivatives_that_do_not_handle_events_refuse_them() {
     )
     .unwrap();
     assert_eq!(auto.wrt_params, forward.wrt_params);
-    // The Verner pairs' interpolants have extra stages without tangents yet.
-    let vern = SolverOptions::default().method(Method::Vern7);
-    assert!(matches!(
-        gradient(&problem, &vern, &objective, &SensitivityAlgorithm::Forward),
-        Err(SensitivityError::Unsupported { .. })
-    ));
 }

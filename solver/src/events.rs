@@ -39,6 +39,9 @@ use crate::problem::{OdeProblem, check_times};
 use crate::stepper::Stepper;
 use crate::system::OdeSystem;
 
+/// The most interior samples per step [`SolverOptions::event_samples`] may ask for.
+pub const MAX_EVENT_SAMPLES: usize = 1000;
+
 /// Which zero crossings of a condition fire its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum Direction {
@@ -196,6 +199,13 @@ impl<'a, M: OdeSystem> EventLocator<'a, M> {
         let m = model.n_events();
         let n = problem.n_states();
         let (t0, t_end) = (problem.t0(), problem.t_end());
+        if options.event_samples > MAX_EVENT_SAMPLES {
+            return Err(SolverError::InvalidOption {
+                name: "event_samples",
+                value: options.event_samples as f64,
+                valid: "<= 1000 interior samples per step",
+            });
+        }
         if options.max_events == 0 {
             return Err(SolverError::InvalidOption {
                 name: "max_events",

@@ -461,6 +461,16 @@ fn bad_conditions_jumps_and_zeno_points_are_typed_errors() {
             ..
         })
     ));
+    assert!(matches!(
+        solve(
+            &problem,
+            &SolverOptions::default().event_samples(usize::MAX)
+        ),
+        Err(SolverError::InvalidOption {
+            name: "event_samples",
+            ..
+        })
+    ));
     let auto = SolverOptions::default().method(Method::AutoTsit5Radau5);
     assert!(matches!(
         solve(&problem, &auto),

@@ -29,6 +29,11 @@ pub(crate) struct ErkWork {
     sum_y: Vec<f64>,
     /// Interpolation weights (all stages).
     w: Vec<f64>,
+    /// Events: K̇ of every stage of the interpolant, the inputs of its extra stages, one Ẏ (sized at
+    /// the first event).
+    kdot_all: Vec<f64>,
+    y_extra: Vec<f64>,
+    ydot: Vec<f64>,
 }
 
 /// The stages that are differentiated: all but a FSAL stage.
@@ -124,6 +129,9 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
             y_bar: vec![0.0; n],
             sum_y: vec![0.0; n],
             w: vec![0.0; self.options().method.tableau().total_stages()],
+            kdot_all: Vec::new(),
+            y_extra: Vec::new(),
+            ydot: Vec::new(),
         }
     }
 
@@ -188,16 +196,27 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
         udot_n: &[f64],
         out: &mut [f64],
     ) -> Result<(), SensitivityError> {
-        let step = self.accepted_step().expect("a step was just accepted");
-        let tab = step.tableau();
-        if tab.has_extra_stages() {
-            return Err(SensitivityError::Unsupported {
-                operation: "tangents through events with a Verner pair (its interpolant's extra \
-                            stages have no tangents yet): choose Tsit5, DP5, BS3 or an implicit method",
-            });
-        }
-        let (s, c, h) = (tab.stages, tg.c, step.h);
+        let tab = self.options().method.tableau();
+        let (s, total, c) = (tab.stages, tab.total_stages(), tg.c);
         let nc = udot_n.len();
+        let n = nc / c;
+        // K̇ of every stage of the interpolant, in `work.kdot_all` (total × n × c).
+        work.kdot_all.resize(total * nc, 0.0);
+        work.kdot_all[..s * nc].copy_from_slice(&tg.kdot[..s * nc]);
+        if total > s {
+            work.y_extra.resize((total - s) * n, 0.0);
+            self.extra_stage_inputs(&mut work.y_extra)?;
+        }
+        let step = self.accepted_step().expect("a step was just accepted");
+        let h = step.h;
+        let ErkWork {
+            y_extra,
+            ydot,
+            kdot_all,
+            w,
+            ..
+        } = work;
+        ydot.resize(nc, 0.0);
         if tab.fsal {
             // K̇ of the FSAL stage f(t_{n+1}, u_{n+1}), which the plain tangent step skips.
             der.jvp_block(
@@ -206,16 +225,42 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
                 p,
                 &tg.udot,
                 &tg.pdot,
-                &mut tg.kdot[(s - 1) * nc..s * nc],
+                &mut kdot_all[(s - 1) * nc..s * nc],
                 c,
             );
         }
-        tab.dense_weights((t - step.t) / h, &mut work.w);
+        // The Verner pairs' extra stages: Ẏ_j = u̇_n + h Σ_l a_jl K̇_l (u̇_{n+1} for the end-point
+        // stage), K̇_j = f_u Ẏ_j + f_p ṗ at their inputs.
+        for i in s..total {
+            let ti = if Some(i) == tab.end_stage {
+                ydot.copy_from_slice(&tg.udot);
+                step.t_next
+            } else {
+                ydot.copy_from_slice(udot_n);
+                for &(j, a) in tab.a[i] {
+                    let ha = h * a;
+                    for (y, k) in ydot.iter_mut().zip(&kdot_all[j * nc..(j + 1) * nc]) {
+                        *y += ha * k;
+                    }
+                }
+                step.t + tab.c[i] * h
+            };
+            der.jvp_block(
+                ti,
+                &y_extra[(i - s) * n..(i - s + 1) * n],
+                p,
+                ydot,
+                &tg.pdot,
+                &mut kdot_all[i * nc..(i + 1) * nc],
+                c,
+            );
+        }
+        tab.dense_weights((t - step.t) / h, w);
         out.copy_from_slice(udot_n);
-        for (i, &wi) in work.w.iter().enumerate() {
+        for (i, &wi) in w.iter().enumerate() {
             if wi != 0.0 {
                 let hw = h * wi;
-                for (o, k) in out.iter_mut().zip(&tg.kdot[i * nc..(i + 1) * nc]) {
+                for (o, k) in out.iter_mut().zip(&kdot_all[i * nc..(i + 1) * nc]) {
                     *o += hw * k;
                 }
             }

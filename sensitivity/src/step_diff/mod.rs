@@ -273,11 +273,11 @@ pub(crate) trait StepDiff<'a, M: OdeSystem + 'a>: Stepper + Sized {
     /// `t` inside it, at fixed t: u̇_n + h Σ_i w_i(θ) k̇_i with the scheme's interpolation weights and the
     /// tangents of its coefficient rows (explicit pairs: the stages K̇_i; ESDIRK: K̇ at both ends and the
     /// tangent of (u_{n+1} − u_n)/h; Radau: the same linear map of the stage tangents Ẏ_i − u̇_n), into
-    /// `out` (n × c). `udot_n` is u̇_n of the step, `tg.udot` u̇_{n+1}.
+    /// `out` (n × c). `udot_n` is u̇_n of the step, `tg.udot` u̇_{n+1}. The Verner pairs' extra
+    /// interpolation stages get their tangents here (one jvp block each).
     ///
     /// # Errors
-    /// [`SensitivityError::Unsupported`] for the Verner pairs (their interpolants' extra stages have
-    /// no tangents yet).
+    /// Solver errors from the extra stages.
     #[allow(clippy::too_many_arguments)]
     fn tangent_at(
         &mut self,

@@ -588,6 +588,28 @@ impl<'a, M: OdeSystem> Integrator<'a, M> {
         Ok(())
     }
 
+    /// The inputs Y_j of the continuous extension's extra stages of the step just accepted (the Verner
+    /// pairs': rows j = stages … total_stages − 1 of the tableau, Y_j = u_n + h Σ_l a_jl K_l, or u_{n+1}
+    /// for the end-point stage), into `out` ((total − stages) × n), evaluating those stages first if
+    /// needed. Derivative code differentiates the interpolant through them.
+    ///
+    /// # Errors
+    /// As [`Integrator::interpolate`].
+    pub fn extra_stage_inputs(&mut self, out: &mut [f64]) -> Result<(), SolverError> {
+        let (t_n, h) = self.last_step("Integrator::extra_stage_inputs")?;
+        self.ensure_extras((t_n, h))?;
+        let n = self.n;
+        for (r, i) in (self.tab.stages..self.tab.total_stages()).enumerate() {
+            let row = &mut out[r * n..(r + 1) * n];
+            if Some(i) == self.tab.end_stage {
+                row.copy_from_slice(&self.u);
+            } else {
+                combine(row, &self.u_new, h, self.tab.a[i], &self.k, n);
+            }
+        }
+        Ok(())
+    }
+
     /// Appends the step just accepted to `dense` (made by [`Integrator::new_dense_output`]).
     ///
     /// # Errors
