@@ -193,3 +193,204 @@ fn derivatives_that_do_not_handle_events_refuse_them() {
     .unwrap();
     assert_eq!(auto.wrt_params, forward.wrt_params);
 }
+
+/// c' = −k c with doses of 2 at t = 1, 2.5 and 4 (time events); p = [k].
+struct Doses;
+
+impl odesens_solver::OdeSystem for Doses {
+    fn n_states(&self) -> usize {
+        1
+    }
+    fn n_params(&self) -> usize {
+        1
+    }
+    fn rhs<S: odesens_solver::Scalar>(
+        &self,
+        _t: S,
+        u: ndarray::ArrayView1<S>,
+        p: ndarray::ArrayView1<S>,
+        mut du: ndarray::ArrayViewMut1<S>,
+    ) {
+        du[0] = -p[0] * u[0];
+    }
+    fn n_events(&self) -> usize {
+        1
+    }
+    fn event_spec(&self, _k: usize) -> odesens_solver::EventSpec {
+        odesens_solver::EventSpec::at_times(vec![1.0, 2.5, 4.0], odesens_solver::EventAction::Jump)
+    }
+    fn event_jump<S: odesens_solver::Scalar>(
+        &self,
+        _k: usize,
+        _t: S,
+        u: ndarray::ArrayView1<S>,
+        _p: ndarray::ArrayView1<S>,
+        mut u_new: ndarray::ArrayViewMut1<S>,
+    ) {
+        u_new[0] = u[0] + S::from(2.0);
+    }
+}
+
+#[test]
+fn time_event_tangents_match_the_closed_form() {
+    // c(T) = c0 e^{−kT} + Σ_d 2 e^{−k(T − t_d)}: dc/dk and dc/dc0 in closed form.
+    let (c0, k, t_end) = (1.0f64, 0.5, 5.0);
+    let doses = [1.0, 2.5, 4.0];
+    let dc_dk = -t_end * c0 * (-k * t_end).exp()
+        - doses
+            .iter()
+            .map(|&d| 2.0 * (t_end - d) * (-k * (t_end - d)).exp())
+            .sum::<f64>();
+    let dc_dc0 = (-k * t_end).exp();
+    for method in [
+        Method::Tsit5,
+        Method::Vern9,
+        Method::Kvaerno5,
+        Method::RadauIIA5,
+    ] {
+        let problem = OdeProblem::new(Doses, vec![c0], vec![k], (0.0, t_end)).unwrap();
+        let options = SolverOptions::default().method(method).tol(1e-12);
+        let sens = forward_sensitivities(
+            &problem,
+            &options,
+            &Directions::All,
+            &[t_end],
+            ForwardSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(sens.event_times.to_vec(), doses.to_vec(), "{method}");
+        assert!(sens.event_time_sensitivities.iter().all(|&x| x == 0.0));
+        let (got_k, got_c0) = (sens.sensitivities[[0, 0, 0]], sens.sensitivities[[0, 0, 1]]);
+        assert!(
+            (got_k - dc_dk).abs() < 1e-9 * dc_dk.abs(),
+            "{method}: {got_k} vs {dc_dk}"
+        );
+        assert!(
+            (got_c0 - dc_dc0).abs() < 1e-9 * dc_dc0,
+            "{method}: {got_c0} vs {dc_dc0}"
+        );
+    }
+}
+
+/// Threshold dosing whose threshold fires two events at once: event 0 adds the dose D, event 1 then
+/// scales by r (c⁺ = r (c⁻ + D), jumps composed in index order); p = [k, c_min, D, r].
+#[derive(Clone)]
+struct TwoAtOnce;
+
+impl odesens_solver::OdeSystem for TwoAtOnce {
+    fn n_states(&self) -> usize {
+        1
+    }
+    fn n_params(&self) -> usize {
+        4
+    }
+    fn rhs<S: odesens_solver::Scalar>(
+        &self,
+        _t: S,
+        u: ndarray::ArrayView1<S>,
+        p: ndarray::ArrayView1<S>,
+        mut du: ndarray::ArrayViewMut1<S>,
+    ) {
+        du[0] = -p[0] * u[0];
+    }
+    fn n_events(&self) -> usize {
+        2
+    }
+    fn event_spec(&self, _k: usize) -> odesens_solver::EventSpec {
+        odesens_solver::EventSpec::crossing(
+            odesens_solver::Direction::Falling,
+            odesens_solver::EventAction::Jump,
+        )
+    }
+    fn event_condition<S: odesens_solver::Scalar>(
+        &self,
+        k: usize,
+        _t: S,
+        u: ndarray::ArrayView1<S>,
+        p: ndarray::ArrayView1<S>,
+    ) -> S {
+        (u[0] - p[1]) * (1.0 + k as f64)
+    }
+    fn event_jump<S: odesens_solver::Scalar>(
+        &self,
+        k: usize,
+        _t: S,
+        u: ndarray::ArrayView1<S>,
+        p: ndarray::ArrayView1<S>,
+        mut u_new: ndarray::ArrayViewMut1<S>,
+    ) {
+        u_new[0] = if k == 0 { u[0] + p[2] } else { u[0] * p[3] };
+    }
+}
+
+#[test]
+fn simultaneous_events_compose_and_their_tangents_match_differences() {
+    let problem =
+        OdeProblem::new(TwoAtOnce, vec![10.0], vec![0.3, 2.0, 5.0, 1.5], (0.0, 12.0)).unwrap();
+    let objective = SquaredNormAt::new(12.0);
+    for method in [Method::Tsit5, Method::RadauIIA5] {
+        let options = SolverOptions::default().method(method).tol(1e-11);
+        let sol = odesens_solver::solve(&problem, &options).unwrap();
+        assert!(
+            sol.events.len() == 2 && sol.events.iter().all(|h| h.events == vec![0, 1]),
+            "{method}: {:?}",
+            sol.events
+        );
+        assert!(
+            sol.events
+                .iter()
+                .all(|h| (h.u_after[0] - 1.5 * 7.0).abs() < 1e-8)
+        );
+        let grad = gradient(
+            &problem,
+            &options,
+            &objective,
+            &SensitivityAlgorithm::Forward,
+        )
+        .unwrap();
+        let check = check_gradient(&problem, &options, &objective, &grad, None).unwrap();
+        assert!(check.max_rel_error < 1e-5, "{method}: {check:?}");
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 24,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x0e7e475),
+            ..ProptestConfig::default()
+        })]
+
+        /// Random balls and methods: every bounce time and its derivatives against the closed form.
+        #[test]
+        fn random_bouncing_balls(
+            h0 in 0.2f64..3.0,
+            g in 2.0f64..20.0,
+            e in 0.3f64..0.9,
+            method in prop::sample::select(vec![
+                Method::Tsit5, Method::Dp5, Method::Bs3, Method::Vern7, Method::Vern9,
+                Method::TrBdf2, Method::Kvaerno5, Method::RadauIIA5,
+            ]),
+        ) {
+            let t1 = (2.0 * h0 / g).sqrt();
+            // Up to the fourth bounce, well before the accumulation point t₁ (1 + e)/(1 − e).
+            let t_end = 0.5 * (bounce_time_derivatives(h0, g, e, 4).0 + bounce_time_derivatives(h0, g, e, 5).0);
+            prop_assume!(t_end > t1);
+            let problem = OdeProblem::new(BouncingBall, vec![h0, 0.0], vec![g, e], (0.0, t_end)).unwrap();
+            let options = SolverOptions::default().method(method).tol(1e-12);
+            let sens = forward_sensitivities(&problem, &options, &Directions::All, &[t_end], ForwardSettings::default()).unwrap();
+            prop_assert_eq!(sens.event_times.len(), 4);
+            for k in 0..4 {
+                let (tk, dtk) = bounce_time_derivatives(h0, g, e, k + 1);
+                prop_assert!((sens.event_times[k] - tk).abs() < 1e-11 * tk);
+                for (d, &x) in dtk.iter().enumerate() {
+                    let got = sens.event_time_sensitivities[[k, d]];
+                    prop_assert!((got - x).abs() < 1e-9 * x.abs().max(1e-3), "{} bounce {} dθ_{}: {} vs {}", method, k + 1, d, got, x);
+                }
+            }
+        }
+    }
+}
