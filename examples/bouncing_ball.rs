@@ -13,16 +13,6 @@ use odesens::models::BouncingBall;
 use odesens::prelude::*;
 use odesens::sensitivity::{Directions, ForwardSettings, forward_sensitivities};
 
-/// t_k and dt_k/d(g, e, h0, v0) in closed form (from rest; a small initial speed v0 moves t₁ by 1/g
-/// per unit and leaves the later intervals unchanged).
-fn closed_form(h0: f64, g: f64, e: f64, k: usize) -> (f64, [f64; 4]) {
-    let t1 = (2.0 * h0 / g).sqrt();
-    let factor: f64 = 1.0 + 2.0 * (1..k).map(|j| e.powi(j as i32)).sum::<f64>();
-    let d_factor: f64 = 2.0 * (1..k).map(|j| j as f64 * e.powi(j as i32 - 1)).sum::<f64>();
-    let t = t1 * factor;
-    (t, [-t / (2.0 * g), t1 * d_factor, t / (2.0 * h0), 1.0 / g])
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (h0, g, e, t_end) = (1.0, 9.81, 0.8, 4.0);
     let problem = OdeProblem::new(BouncingBall, vec![h0, 0.0], vec![g, e], (0.0, t_end))?;
@@ -47,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "k", "t_k", "error", "dt/dg", "dt/de", "dt/dh0", "dt/dv0", "error"
         );
         for (k, hit) in sol.events.iter().enumerate() {
-            let (t, dt) = closed_form(h0, g, e, k + 1);
+            let (t, dt) = BouncingBall::bounce_time_derivatives(h0, g, e, k + 1);
             let time_error = (hit.t - t).abs() / t;
             let mut derivative_error = 0.0f64;
             for (d, &x) in dt.iter().enumerate() {

@@ -33,18 +33,23 @@ const T_MAX: f64 = 10.0;
 /// The square of initial angles.
 const RANGE: f64 = 3.0;
 
+/// The benchmark pendulum released at rest from (θ1, θ2), on [0, T_MAX].
+fn released_at(theta1: f64, theta2: f64) -> Res<OdeProblem<DoublePendulumFlip>> {
+    Ok(OdeProblem::new(
+        DoublePendulumFlip,
+        vec![theta1, theta2, 0.0, 0.0],
+        DoublePendulum::bench_params(),
+        (0.0, T_MAX),
+    )?)
+}
+
 /// The flip time and its gradient with respect to (θ1(0), θ2(0)), or `None` when the pendulum cannot
 /// (by energy) or does not (by T_MAX) flip.
 fn flip(theta1: f64, theta2: f64, options: &SolverOptions) -> Res<Option<(f64, [f64; 2])>> {
     if 2.0 * theta1.cos() + theta2.cos() > 1.0 {
         return Ok(None);
     }
-    let problem = OdeProblem::new(
-        DoublePendulumFlip,
-        vec![theta1, theta2, 0.0, 0.0],
-        DoublePendulum::bench_params(),
-        (0.0, T_MAX),
-    )?;
+    let problem = released_at(theta1, theta2)?;
     let directions = Directions::Custom {
         du0: Array2::from_shape_fn((4, 2), |(i, j)| f64::from(u8::from(i == j))),
         dp: Array2::zeros((5, 2)),
@@ -64,12 +69,7 @@ fn flip(theta1: f64, theta2: f64, options: &SolverOptions) -> Res<Option<(f64, [
 
 /// The flip time alone, by a plain solve (for central differences).
 fn flip_time(theta1: f64, theta2: f64, options: &SolverOptions) -> Res<f64> {
-    let problem = OdeProblem::new(
-        DoublePendulumFlip,
-        vec![theta1, theta2, 0.0, 0.0],
-        DoublePendulum::bench_params(),
-        (0.0, T_MAX),
-    )?;
+    let problem = released_at(theta1, theta2)?;
     let sol = solve(&problem, &options.clone().save_end_only())?;
     sol.events
         .first()

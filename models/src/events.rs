@@ -19,6 +19,17 @@ impl BouncingBall {
         (1..k).fold(t1, |t, j| t + 2.0 * e.powi(j as i32) * w1 / g)
     }
 
+    /// The time of bounce k ≥ 1 and its derivatives with respect to (g, e, h0, v0) at v0 = 0:
+    /// t_k = t₁ (1 + 2 Σ_{j<k} e^j), t₁ = √(2 h0 / g); an initial speed v0 moves t₁ by 1/g per unit
+    /// and leaves the later intervals unchanged (the impact speed √(v0² + 2 g h0) is stationary at 0).
+    pub fn bounce_time_derivatives(h0: f64, g: f64, e: f64, k: usize) -> (f64, [f64; 4]) {
+        let t1 = (2.0 * h0 / g).sqrt();
+        let factor: f64 = 1.0 + 2.0 * (1..k).map(|j| e.powi(j as i32)).sum::<f64>();
+        let d_factor: f64 = 2.0 * (1..k).map(|j| j as f64 * e.powi(j as i32 - 1)).sum::<f64>();
+        let t = t1 * factor;
+        (t, [-t / (2.0 * g), t1 * d_factor, t / (2.0 * h0), 1.0 / g])
+    }
+
     /// The state [x, v] at time t (before the accumulation point) for a ball dropped from rest at h0
     /// at t = 0; at a bounce time, the state after the bounce.
     pub fn exact(h0: f64, g: f64, e: f64, t: f64) -> [f64; 2] {
@@ -76,6 +87,60 @@ impl OdeSystem for BouncingBall {
         mut u_new: ArrayViewMut1<S>,
     ) {
         u_new[1] = -p[1] * u[1];
+    }
+}
+
+/// A one-compartment model with doses at fixed times (time events): c' = −k c, p = [k]; event 0 adds
+/// a dose of 2 at t = 1, 2.5 and 4 ([`ScheduledDoses::TIMES`]).
+///
+/// Closed form: c(t) = c0 e^{−kt} + Σ_{t_d ≤ t} 2 e^{−k(t − t_d)}.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScheduledDoses;
+
+impl ScheduledDoses {
+    /// The dose times.
+    pub const TIMES: [f64; 3] = [1.0, 2.5, 4.0];
+    /// The dose.
+    pub const DOSE: f64 = 2.0;
+
+    /// c(t) and its derivatives with respect to k and c0 (the doses at t_d ≤ t included).
+    pub fn exact(c0: f64, k: f64, t: f64) -> (f64, [f64; 2]) {
+        let mut c = c0 * (-k * t).exp();
+        let mut dk = -t * c;
+        for &td in Self::TIMES.iter().filter(|&&td| td <= t) {
+            let term = Self::DOSE * (-k * (t - td)).exp();
+            c += term;
+            dk -= (t - td) * term;
+        }
+        (c, [dk, (-k * t).exp()])
+    }
+}
+
+impl OdeSystem for ScheduledDoses {
+    fn n_states(&self) -> usize {
+        1
+    }
+    fn n_params(&self) -> usize {
+        1
+    }
+    fn rhs<S: Scalar>(&self, _t: S, u: ArrayView1<S>, p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
+        du[0] = -p[0] * u[0];
+    }
+    fn n_events(&self) -> usize {
+        1
+    }
+    fn event_spec(&self, _k: usize) -> EventSpec {
+        EventSpec::at_times(Self::TIMES.to_vec(), EventAction::Jump)
+    }
+    fn event_jump<S: Scalar>(
+        &self,
+        _k: usize,
+        _t: S,
+        u: ArrayView1<S>,
+        _p: ArrayView1<S>,
+        mut u_new: ArrayViewMut1<S>,
+    ) {
+        u_new[0] = u[0] + S::from(Self::DOSE);
     }
 }
 

@@ -29,7 +29,7 @@ pub use arenstorf::Arenstorf;
 pub use brusselator::Brusselator2D;
 pub use double_pendulum::{DoublePendulum, DoublePendulumWithVjp};
 pub use driven_pendulum::DrivenDoublePendulum;
-pub use events::{BouncingBall, DoublePendulumFlip, ThresholdDosing};
+pub use events::{BouncingBall, DoublePendulumFlip, ScheduledDoses, ThresholdDosing};
 pub use exp_sin_cos::ExpSinCos;
 pub use kepler::Kepler;
 pub use linear::{ExponentialDecay, LinearOscillator};

@@ -2,28 +2,13 @@
 //! closed-form derivatives, threshold dosing against central differences, and the derivative
 //! computations that do not handle events yet refusing them with a typed error.
 
-use odesens_models::{BouncingBall, ThresholdDosing};
+use odesens_models::{BouncingBall, ScheduledDoses, ThresholdDosing};
 use odesens_sensitivity::{
     Checkpointing, ContinuousSettings, Directions, ForwardSettings, SensitivityAlgorithm,
     SensitivityError, SquaredNormAt, check_gradient, forward_sensitivities, gradient,
     hessian_vector_product, objective_value,
 };
 use odesens_solver::{Method, OdeProblem, SolverOptions};
-
-/// The ball from rest at h0 with gravity g and restitution e: bounce k at
-/// t_k = t₁ (1 + 2 Σ_{j<k} e^j), t₁ = √(2 h0/g); with an initial speed v0 (here 0) t₁ moves by 1/g
-/// per unit of v0 and the later intervals do not (the impact speed √(v0² + 2 g h0) is stationary).
-/// Returns t_k and dt_k/d(g, e, h0, v0).
-fn bounce_time_derivatives(h0: f64, g: f64, e: f64, k: usize) -> (f64, [f64; 4]) {
-    let t1 = (2.0 * h0 / g).sqrt();
-    let factor: f64 = 1.0 + 2.0 * (1..k).map(|j| e.powi(j as i32)).sum::<f64>();
-    let d_factor_de: f64 = 2.0 * (1..k).map(|j| j as f64 * e.powi(j as i32 - 1)).sum::<f64>();
-    let t = t1 * factor;
-    (
-        t,
-        [-t / (2.0 * g), t1 * d_factor_de, t / (2.0 * h0), 1.0 / g],
-    )
-}
 
 /// x(T), v(T) after bounce k (t_k < T < t_{k+1}) and their derivatives with respect to (g, e, h0, v0).
 fn state_derivatives(h0: f64, g: f64, e: f64, k: usize, t: f64) -> [[f64; 4]; 2] {
@@ -35,7 +20,7 @@ fn state_derivatives(h0: f64, g: f64, e: f64, k: usize, t: f64) -> [[f64; 4]; 2]
         e.powi(k as i32) * g / w1,
         0.0,
     ];
-    let (tk, dtk) = bounce_time_derivatives(h0, g, e, k);
+    let (tk, dtk) = BouncingBall::bounce_time_derivatives(h0, g, e, k);
     let s = t - tk;
     let mut out = [[0.0; 4]; 2];
     for d in 0..4 {
@@ -75,7 +60,7 @@ fn bouncing_ball_tangents_match_the_closed_form() {
         assert_eq!(sens.event_times.len(), 6, "{method}");
         let mut worst = 0.0f64;
         for (k, &t) in sens.event_times.iter().enumerate() {
-            let (tk, dtk) = bounce_time_derivatives(h0, g, e, k + 1);
+            let (tk, dtk) = BouncingBall::bounce_time_derivatives(h0, g, e, k + 1);
             assert!(
                 (t - tk).abs() < 1e-12 * tk,
                 "{method}: t_{} = {t} vs {tk}",
@@ -194,61 +179,19 @@ fn derivatives_that_do_not_handle_events_refuse_them() {
     assert_eq!(auto.wrt_params, forward.wrt_params);
 }
 
-/// c' = −k c with doses of 2 at t = 1, 2.5 and 4 (time events); p = [k].
-struct Doses;
-
-impl odesens_solver::OdeSystem for Doses {
-    fn n_states(&self) -> usize {
-        1
-    }
-    fn n_params(&self) -> usize {
-        1
-    }
-    fn rhs<S: odesens_solver::Scalar>(
-        &self,
-        _t: S,
-        u: ndarray::ArrayView1<S>,
-        p: ndarray::ArrayView1<S>,
-        mut du: ndarray::ArrayViewMut1<S>,
-    ) {
-        du[0] = -p[0] * u[0];
-    }
-    fn n_events(&self) -> usize {
-        1
-    }
-    fn event_spec(&self, _k: usize) -> odesens_solver::EventSpec {
-        odesens_solver::EventSpec::at_times(vec![1.0, 2.5, 4.0], odesens_solver::EventAction::Jump)
-    }
-    fn event_jump<S: odesens_solver::Scalar>(
-        &self,
-        _k: usize,
-        _t: S,
-        u: ndarray::ArrayView1<S>,
-        _p: ndarray::ArrayView1<S>,
-        mut u_new: ndarray::ArrayViewMut1<S>,
-    ) {
-        u_new[0] = u[0] + S::from(2.0);
-    }
-}
-
 #[test]
 fn time_event_tangents_match_the_closed_form() {
     // c(T) = c0 e^{−kT} + Σ_d 2 e^{−k(T − t_d)}: dc/dk and dc/dc0 in closed form.
     let (c0, k, t_end) = (1.0f64, 0.5, 5.0);
-    let doses = [1.0, 2.5, 4.0];
-    let dc_dk = -t_end * c0 * (-k * t_end).exp()
-        - doses
-            .iter()
-            .map(|&d| 2.0 * (t_end - d) * (-k * (t_end - d)).exp())
-            .sum::<f64>();
-    let dc_dc0 = (-k * t_end).exp();
+    let doses = ScheduledDoses::TIMES;
+    let (_, [dc_dk, dc_dc0]) = ScheduledDoses::exact(c0, k, t_end);
     for method in [
         Method::Tsit5,
         Method::Vern9,
         Method::Kvaerno5,
         Method::RadauIIA5,
     ] {
-        let problem = OdeProblem::new(Doses, vec![c0], vec![k], (0.0, t_end)).unwrap();
+        let problem = OdeProblem::new(ScheduledDoses, vec![c0], vec![k], (0.0, t_end)).unwrap();
         let options = SolverOptions::default().method(method).tol(1e-12);
         let sens = forward_sensitivities(
             &problem,
@@ -377,14 +320,14 @@ mod properties {
         ) {
             let t1 = (2.0 * h0 / g).sqrt();
             // Up to the fourth bounce, well before the accumulation point t₁ (1 + e)/(1 − e).
-            let t_end = 0.5 * (bounce_time_derivatives(h0, g, e, 4).0 + bounce_time_derivatives(h0, g, e, 5).0);
+            let t_end = 0.5 * (BouncingBall::bounce_time_derivatives(h0, g, e, 4).0 + BouncingBall::bounce_time_derivatives(h0, g, e, 5).0);
             prop_assume!(t_end > t1);
             let problem = OdeProblem::new(BouncingBall, vec![h0, 0.0], vec![g, e], (0.0, t_end)).unwrap();
             let options = SolverOptions::default().method(method).tol(1e-12);
             let sens = forward_sensitivities(&problem, &options, &Directions::All, &[t_end], ForwardSettings::default()).unwrap();
             prop_assert_eq!(sens.event_times.len(), 4);
             for k in 0..4 {
-                let (tk, dtk) = bounce_time_derivatives(h0, g, e, k + 1);
+                let (tk, dtk) = BouncingBall::bounce_time_derivatives(h0, g, e, k + 1);
                 prop_assert!((sens.event_times[k] - tk).abs() < 1e-11 * tk);
                 for (d, &x) in dtk.iter().enumerate() {
                     let got = sens.event_time_sensitivities[[k, d]];

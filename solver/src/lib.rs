@@ -24,6 +24,7 @@ pub mod control;
 mod driver;
 mod erk;
 mod error;
+mod event_spec;
 pub mod events;
 mod fastmath;
 mod implicit;

@@ -306,7 +306,7 @@ pub struct Solution {
     /// End of the span: t_end, or the time of an event that stopped the integration.
     pub t_end: f64,
     /// The events that fired, in order ([`crate::events`]).
-    pub events: Vec<crate::events::EventHit>,
+    pub events: Vec<crate::event_spec::EventHit>,
     #[serde(skip)]
     pub(crate) dense: Option<DenseOutput>,
 }

@@ -3,7 +3,7 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::DualNum;
 
-use crate::events::{Direction, EventAction, EventSpec};
+use crate::event_spec::{Direction, EventAction, EventSpec};
 use crate::linalg::SparsityPattern;
 
 /// Scalar types a right-hand side is evaluated with: `f64` on the hot path, dual numbers of `num-dual`

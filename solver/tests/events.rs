@@ -2,7 +2,7 @@
 //! simultaneous events, and bad input (NaN conditions and jumps, Zeno accumulation, limits).
 
 use ndarray::{ArrayView1, ArrayViewMut1};
-use odesens_models::{BouncingBall, ThresholdDosing};
+use odesens_models::{BouncingBall, ScheduledDoses, ThresholdDosing};
 use odesens_solver::{
     Direction, EventAction, EventSpec, Method, OdeProblem, OdeSystem, Scalar, SolverError,
     SolverOptions, solve,
@@ -270,51 +270,12 @@ fn directions_stops_and_simultaneous_events() {
     }
 }
 
-/// Doses at given times (time events): exact tstops with jumps.
-struct Doses;
-
-impl OdeSystem for Doses {
-    fn n_states(&self) -> usize {
-        1
-    }
-    fn n_params(&self) -> usize {
-        1
-    }
-    fn rhs<S: Scalar>(&self, _t: S, u: ArrayView1<S>, p: ArrayView1<S>, mut du: ArrayViewMut1<S>) {
-        du[0] = -p[0] * u[0];
-    }
-    fn n_events(&self) -> usize {
-        1
-    }
-    fn event_spec(&self, _k: usize) -> EventSpec {
-        EventSpec::at_times(vec![1.0, 2.5, 4.0], EventAction::Jump)
-    }
-    fn event_jump<S: Scalar>(
-        &self,
-        _k: usize,
-        _t: S,
-        u: ArrayView1<S>,
-        _p: ArrayView1<S>,
-        mut u_new: ArrayViewMut1<S>,
-    ) {
-        u_new[0] = u[0] + S::from(2.0);
-    }
-}
-
 #[test]
 fn time_events_jump_at_their_times_and_save_at_reads_both_sides() {
     let k = 0.5f64;
-    let exact = |t: f64| {
-        let mut c = (-k * t).exp();
-        for &td in &[1.0, 2.5, 4.0] {
-            if t >= td {
-                c += 2.0 * (-k * (t - td)).exp();
-            }
-        }
-        c
-    };
+    let exact = |t: f64| ScheduledDoses::exact(1.0, k, t).0;
     for method in [Method::Tsit5, Method::Kvaerno5, Method::RadauIIA5] {
-        let problem = OdeProblem::new(Doses, vec![1.0], vec![k], (0.0, 5.0)).unwrap();
+        let problem = OdeProblem::new(ScheduledDoses, vec![1.0], vec![k], (0.0, 5.0)).unwrap();
         let options = SolverOptions::default()
             .method(method)
             .tol(1e-11)

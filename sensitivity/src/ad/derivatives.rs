@@ -137,12 +137,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
         if self.model.jvp(t, u, p, v, w, out) {
             return;
         }
-        for (d, (&x, &dx)) in self.u1.iter_mut().zip(u.iter().zip(v)) {
-            *d = Dual64::new(x, dx);
-        }
-        for (d, (&x, &dx)) in self.p1.iter_mut().zip(p.iter().zip(w)) {
-            *d = Dual64::new(x, dx);
-        }
+        self.seed_dual((u, v), (p, w));
         self.model.rhs(
             Dual64::from(t),
             ArrayView1::from(&self.u1[..]),
@@ -152,6 +147,16 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
         self.counts.dual_passes += 1;
         for (o, f) in out.iter_mut().zip(&self.f1) {
             *o = f.eps;
+        }
+    }
+
+    /// Seeds the `Dual64` inputs: u + ε v, p + ε w.
+    fn seed_dual(&mut self, (u, v): (&[f64], &[f64]), (p, w): (&[f64], &[f64])) {
+        for (d, (&x, &dx)) in self.u1.iter_mut().zip(u.iter().zip(v)) {
+            *d = Dual64::new(x, dx);
+        }
+        for (d, (&x, &dx)) in self.p1.iter_mut().zip(p.iter().zip(w)) {
+            *d = Dual64::new(x, dx);
         }
     }
 
@@ -169,12 +174,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
     ) -> f64 {
         self.counts.jvp += 1;
         self.counts.dual_passes += 1;
-        for (d, (&x, &dx)) in self.u1.iter_mut().zip(u.iter().zip(v)) {
-            *d = Dual64::new(x, dx);
-        }
-        for (d, (&x, &dx)) in self.p1.iter_mut().zip(p.iter().zip(w)) {
-            *d = Dual64::new(x, dx);
-        }
+        self.seed_dual((u, v), (p, w));
         self.model
             .event_condition(
                 k,
@@ -199,12 +199,7 @@ impl<'m, M: OdeSystem> Derivatives<'m, M> {
     ) {
         self.counts.jvp += 1;
         self.counts.dual_passes += 1;
-        for (d, (&x, &dx)) in self.u1.iter_mut().zip(u.iter().zip(v)) {
-            *d = Dual64::new(x, dx);
-        }
-        for (d, (&x, &dx)) in self.p1.iter_mut().zip(p.iter().zip(w)) {
-            *d = Dual64::new(x, dx);
-        }
+        self.seed_dual((u, v), (p, w));
         self.f1.copy_from_slice(&self.u1);
         self.model.event_jump(
             k,
