@@ -6,7 +6,7 @@
 //! §12.3; A. Griewank, "Achieving logarithmic growth of temporal and spatial complexity in reverse
 //! automatic differentiation", Optim. Methods Softw. 1 (1992) 35–54).
 
-use odesens_solver::Stepper;
+use odesens_solver::{EventLocator, OdeSystem, Stepper};
 
 use crate::error::SensitivityError;
 
@@ -250,15 +250,18 @@ pub(crate) struct ForwardRecord<C> {
     pub initial: C,
     pub snapshots: usize,
     pub checkpoint_bytes: usize,
+    /// The events of the forward pass, by step.
+    pub events: crate::common::EventRecord,
 }
 
 /// Runs `stepper` to the end (the one forward pass, [`crate::common::forward_pass`]) keeping the
 /// checkpoints `checkpointing` asks for.
-pub(crate) fn forward_with_checkpoints<S: Stepper, O: crate::objective::Objective>(
+pub(crate) fn forward_with_checkpoints<S: Stepper, O: crate::objective::Objective, M: OdeSystem>(
     stepper: &mut S,
     objective: &O,
     p: &[f64],
     start: (f64, &[f64]),
+    events: Option<&mut EventLocator<'_, M>>,
     checkpointing: Checkpointing,
 ) -> Result<ForwardRecord<S::Checkpoint>, SensitivityError> {
     let initial = stepper.checkpoint();
@@ -266,11 +269,12 @@ pub(crate) fn forward_with_checkpoints<S: Stepper, O: crate::objective::Objectiv
     let snapshots = checkpointing.snapshots(checkpoint_bytes)?;
     let keep_every = keep_every(checkpointing);
     let mut stored = Vec::new();
-    let (value, steps) = crate::common::forward_pass(stepper, objective, p, start, |s, k| {
-        if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
-            stored.push(s.checkpoint());
-        }
-    })?;
+    let (value, steps, events) =
+        crate::common::forward_pass(stepper, objective, p, start, events, |s, k| {
+            if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
+                stored.push(s.checkpoint());
+            }
+        })?;
     Ok(ForwardRecord {
         value,
         steps,
@@ -278,6 +282,7 @@ pub(crate) fn forward_with_checkpoints<S: Stepper, O: crate::objective::Objectiv
         initial,
         snapshots,
         checkpoint_bytes,
+        events,
     })
 }
 
@@ -288,8 +293,15 @@ pub(crate) trait Reversal {
     type S: Stepper;
     /// The replaying stepper.
     fn replay(&mut self) -> &mut Self::S;
-    /// Takes the next step from the replay's current point and differentiates it backwards.
-    fn adjoint_current(&mut self) -> Result<(), SensitivityError>;
+    /// Takes step `step` from the replay's current point (its start) and differentiates it backwards.
+    fn adjoint_current(&mut self, step: usize) -> Result<(), SensitivityError>;
+    /// Replays step `step` from the replay's current point (its start), and whatever happens between it
+    /// and the next (an event's restart).
+    fn advance_replay(&mut self, step: usize) -> Result<(), SensitivityError> {
+        let _ = step;
+        self.replay().advance()?;
+        Ok(())
+    }
 }
 
 /// What a reversal cost: checkpoints held at the peak, and steps advanced from checkpoints only to reach
@@ -314,9 +326,9 @@ pub(crate) fn reverse<R: Reversal>(
     let mut recomputed_steps = 0;
     let peak_snapshots = match checkpointing {
         Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
-            for cp in stored.iter().rev() {
+            for (k, cp) in stored.iter().enumerate().rev() {
                 r.replay().restore(cp)?;
-                r.adjoint_current()?;
+                r.adjoint_current(k)?;
             }
             stored.len()
         }
@@ -328,38 +340,41 @@ pub(crate) fn reverse<R: Reversal>(
                 let len = (steps - c * every).min(every);
                 r.replay().restore(cp)?;
                 segment[0].clone_from(cp);
-                for slot in segment.iter_mut().take(len).skip(1) {
-                    let replay = r.replay();
-                    replay.step_accepted()?;
-                    replay.checkpoint_into(slot);
+                let first = c * every;
+                for (j, slot) in segment.iter_mut().enumerate().take(len).skip(1) {
+                    r.advance_replay(first + j - 1)?;
+                    r.replay().checkpoint_into(slot);
                 }
                 recomputed_steps += len - 1;
-                for slot in segment[..len].iter().rev() {
+                for (j, slot) in segment[..len].iter().enumerate().rev() {
                     r.replay().restore(slot)?;
-                    r.adjoint_current()?;
+                    r.adjoint_current(first + j)?;
                 }
             }
             stored.len() + every.min(steps.max(1)) - 1
         }
         Checkpointing::Binomial { .. } | Checkpointing::MemoryBudget { .. } => {
             let mut st = Stack::new(std::mem::take(&mut record.initial), snapshots);
-            let mut advance_from = |r: &mut R, slot: &<R::S as Stepper>::Checkpoint, n: usize| {
-                let replay = r.replay();
-                replay.restore(slot)?;
-                for _ in 0..n {
-                    replay.step_accepted()?;
+            // The step each slot's checkpoint stands before.
+            let mut at = vec![0usize; 1];
+            let mut advance_from = |r: &mut R, slot: &<R::S as Stepper>::Checkpoint, from, n| {
+                r.replay().restore(slot)?;
+                for k in from..from + n {
+                    r.advance_replay(k)?;
                 }
                 recomputed_steps += n;
                 Ok::<(), SensitivityError>(())
             };
             revolve(steps, snapshots.min(steps.max(1)), |action| match action {
                 Action::Reverse { slot, advance } => {
-                    advance_from(r, &st.items[slot], advance)?;
-                    r.adjoint_current()
+                    advance_from(r, &st.items[slot], at[slot], advance)?;
+                    r.adjoint_current(at[slot] + advance)
                 }
                 Action::Store { slot, advance } => {
-                    advance_from(r, &st.items[slot], advance)?;
-                    st.push(r.replay());
+                    advance_from(r, &st.items[slot], at[slot], advance)?;
+                    let new = st.push(r.replay());
+                    at.resize(new + 1, 0);
+                    at[new] = at[slot] + advance;
                     Ok(())
                 }
                 Action::Release => {

@@ -333,17 +333,28 @@ impl<'o, O: Objective> TangentRecord<'o, O> {
     }
 }
 
+/// The events of a forward pass: the step in which each fired (its index among the accepted steps)
+/// and the firing.
+pub(crate) type EventRecord = Vec<(usize, odesens_solver::EventHit)>;
+
 /// Runs `stepper` to the end, evaluating G = Σ_k g_k + h Σ_i b_i r(t_i, Y_i) along the steps (the same
 /// quadrature for every method, [`StepStages`]); `before_step(stepper, k)` is called before the k-th
-/// accepted step (for checkpoints). Returns G and the number of steps. The one forward pass of every
-/// derivative computation and every stepper.
-pub(crate) fn forward_pass<S: Stepper, O: Objective>(
+/// accepted step (for checkpoints). With `events`, the model's events are located and fired after each
+/// step as the solver does (an observation at an event time reads the state after the jump). Returns G,
+/// the number of steps and the events. The one forward pass of every derivative computation and every
+/// stepper.
+///
+/// # Errors
+/// Solver and objective errors; [`SensitivityError::Unsupported`] for running costs or a stop with
+/// events.
+pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
     stepper: &mut S,
     objective: &O,
     p: &[f64],
     (t0, u0): (f64, &[f64]),
+    mut events: Option<&mut odesens_solver::EventLocator<'_, M>>,
     mut before_step: impl FnMut(&S, usize),
-) -> Result<(f64, usize), SensitivityError> {
+) -> Result<(f64, usize, EventRecord), SensitivityError> {
     let mut tracker = ObjectiveTracker::new(objective, u0.len(), p.len());
     let mut value = 0.0;
     if tracker.times().first() == Some(&t0) {
@@ -351,20 +362,58 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective>(
         tracker.next = 1;
     }
     let running = objective.has_running_cost();
+    let mut hits = Vec::new();
+    if let Some(ev) = events.as_mut() {
+        if running {
+            return Err(SensitivityError::Unsupported {
+                operation: "running costs (integral terms) with events: the quadrature over a step \
+                            cut by an event is not implemented yet",
+            });
+        }
+        ev.start(t0, u0)?;
+    }
     let mut steps = 0;
     while !stepper.is_finished() {
         before_step(stepper, steps);
-        let step = stepper.step_accepted()?;
-        if running {
-            value += tracker.quadrature(&step, p);
-        }
-        if tracker.times().get(tracker.next) == Some(&step.t_next()) {
-            value += tracker.observe(tracker.next, step.u_next(), p);
+        let t_prev = stepper.t();
+        let t_next = {
+            let step = stepper.step_accepted()?;
+            if running {
+                value += tracker.quadrature(&step, p);
+            }
+            step.t_next()
+        };
+        let located = match events.as_mut() {
+            Some(ev) => ev.locate(stepper, t_prev)?,
+            None => None,
+        };
+        let observed_at = match located {
+            Some(_) => {
+                let ev = events.as_mut().expect("events located");
+                let hit = ev.fire(stepper, t_prev)?;
+                if hit.stop {
+                    return Err(SensitivityError::Unsupported {
+                        operation: "objectives and adjoints of a solve that an event stops (the \
+                                    span's end moves with θ)",
+                    });
+                }
+                let t = hit.t;
+                hits.push((steps, hit));
+                t
+            }
+            None => t_next,
+        };
+        if tracker.times().get(tracker.next) == Some(&observed_at) {
+            let u = match hits.last() {
+                Some((k, hit)) if *k == steps => &hit.u_after[..],
+                _ => stepper.u(),
+            };
+            value += tracker.observe(tracker.next, u, p);
             tracker.next += 1;
         }
         steps += 1;
     }
-    Ok((value, steps))
+    Ok((value, steps, hits))
 }
 
 /// The jump of λ at an observation: if the next observation (counting back) is at `t`,

@@ -830,20 +830,28 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     let mut starts: Vec<f64> = Vec::new();
     // Where each segment's first step ends.
     let mut first_ends: Vec<f64> = Vec::new();
-    let (value, steps) = forward_pass(&mut forward, objective, &p, (t0, &u0), |integ, k| {
-        if backsolve {
-            return;
-        }
-        if k >= 1 && (k - 1).is_multiple_of(seg) {
-            first_ends.push(integ.t());
-        }
-        if k.is_multiple_of(seg) {
-            starts.push(integ.t());
-            if keep_all {
-                stored.push(integ.checkpoint());
+    let no_events: Option<&mut odesens_solver::EventLocator<'_, M>> = None;
+    let (value, steps, _) = forward_pass(
+        &mut forward,
+        objective,
+        &p,
+        (t0, &u0),
+        no_events,
+        |integ, k| {
+            if backsolve {
+                return;
             }
-        }
-    })?;
+            if k >= 1 && (k - 1).is_multiple_of(seg) {
+                first_ends.push(integ.t());
+            }
+            if k.is_multiple_of(seg) {
+                starts.push(integ.t());
+                if keep_all {
+                    stored.push(integ.checkpoint());
+                }
+            }
+        },
+    )?;
     first_ends.resize(starts.len(), t_end);
     let u_end = forward.u().to_vec();
     let forward_stats = forward.stats();

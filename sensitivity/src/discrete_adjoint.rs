@@ -10,7 +10,7 @@
 //! it retakes the same steps bit for bit, rejections included.
 
 use ndarray::Array1;
-use odesens_solver::{OdeProblem, OdeSystem, SolverOptions};
+use odesens_solver::{EventLocator, OdeProblem, OdeSystem, SolverOptions};
 
 use crate::ad::derivatives::{Derivatives, VjpMode};
 use crate::checkpointing::{Checkpointing, Reversal, forward_with_checkpoints, reverse};
@@ -18,28 +18,67 @@ use crate::common::{
     AdjointTrajectory, Gradient, SensitivityStats, check_objective, derivative_options, stats_since,
 };
 use crate::error::SensitivityError;
+use crate::events::EventAdjoint;
 use crate::objective::Objective;
 use crate::step_diff::{AdjointState, StepDiff, WithStepper, dispatch};
 
 /// The backward pass's working state.
-struct Engine<'a, 'o, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> {
+struct Engine<'a, 'o, 'e, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> {
     replay: S,
     work: S::Work,
     der: Derivatives<'a, M>,
     state: AdjointState<'o, O>,
+    model: &'a M,
+    /// The forward pass's events, by step, and the transposed event map's buffers.
+    events: &'e crate::common::EventRecord,
+    event_adjoint: EventAdjoint,
 }
 
-impl<'a, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> Reversal for Engine<'a, '_, M, S, O> {
+impl<'a, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> Engine<'a, '_, '_, M, S, O> {
+    /// The event that fired in step `step`, if any.
+    fn event_of(&self, step: usize) -> Option<&odesens_solver::EventHit> {
+        self.events
+            .binary_search_by_key(&step, |(k, _)| *k)
+            .ok()
+            .map(|i| &self.events[i].1)
+    }
+}
+
+impl<'a, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> Reversal
+    for Engine<'a, '_, '_, M, S, O>
+{
     type S = S;
 
     fn replay(&mut self) -> &mut S {
         &mut self.replay
     }
 
-    /// Takes the next step from the integrator's current state and differentiates it backwards.
-    fn adjoint_current(&mut self) -> Result<(), SensitivityError> {
-        self.replay
-            .adjoint_step(&mut self.work, &mut self.der, &mut self.state)
+    /// Takes the next step from the integrator's current state and differentiates it backwards; a
+    /// step an event cut is differentiated up to the event, through the event's map.
+    fn adjoint_current(&mut self, step: usize) -> Result<(), SensitivityError> {
+        match self.event_of(step) {
+            None => self
+                .replay
+                .adjoint_step(&mut self.work, &mut self.der, &mut self.state),
+            Some(hit) => {
+                let hit = hit.clone();
+                self.replay.adjoint_event_step(
+                    &mut self.work,
+                    &mut self.der,
+                    &mut self.state,
+                    (self.model, &hit, &mut self.event_adjoint),
+                )
+            }
+        }
+    }
+
+    fn advance_replay(&mut self, step: usize) -> Result<(), SensitivityError> {
+        self.replay.advance()?;
+        if let Some(hit) = self.event_of(step) {
+            let (t, u) = (hit.t, hit.u_after.clone());
+            self.replay.restart_at(t, &u)?;
+        }
+        Ok(())
     }
 }
 
@@ -77,10 +116,6 @@ pub(crate) fn adjoint_gradient<M: OdeSystem, O: Objective>(
     settings: &AdjointSettings,
 ) -> Result<Gradient, SensitivityError> {
     check_objective(problem, objective)?;
-    crate::common::reject_events(
-        problem,
-        "the discrete adjoint of a model with events (not implemented yet: use forward sensitivities)",
-    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     dispatch(
         opts.method,
@@ -118,8 +153,17 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
 
         // Forward pass: G, the step count, and the checkpoints the policy keeps.
         let mut forward = S::start(problem, options)?;
-        let mut record =
-            forward_with_checkpoints(&mut forward, objective, &p, (t0, &u0), checkpointing)?;
+        let mut locator = EventLocator::new(problem, options)?;
+        let locator = (!locator.is_empty()).then_some(&mut locator);
+        let mut record = forward_with_checkpoints(
+            &mut forward,
+            objective,
+            &p,
+            (t0, &u0),
+            locator,
+            checkpointing,
+        )?;
+        let events = std::mem::take(&mut record.events);
 
         let replay = S::start(problem, options)?;
         let mut e = Engine {
@@ -127,6 +171,9 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
             replay,
             der: Derivatives::new(problem.model()).with_vjp_mode(settings.vjp),
             state: AdjointState::new(objective, n, &p, settings.record_trajectory),
+            model: problem.model(),
+            events: &events,
+            event_adjoint: EventAdjoint::new(problem.model()),
         };
         let replay_start = e.replay.stats();
         let cost = reverse(&mut e, checkpointing, &mut record)?;

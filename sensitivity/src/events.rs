@@ -151,3 +151,175 @@ impl EventTangents {
         crate::error::check_finite("tangent after an event", t, out)
     }
 }
+
+/// The transpose of the tangent map through an event ([`EventTangents`]), for the discrete adjoint:
+/// given λ⁺ = ∂G/∂u just after the event (at fixed time), λ⁻ on s⁻ and the parameters' part, by
+///
+/// x̄ = λ⁺, dt̄ = −f⁺·λ⁺; through each jump (last first) x̄ ← h_uᵀ x̄, dt̄ += h_t·x̄, p̄ += h_pᵀ x̄;
+/// then dt̄ += f⁻·x̄ and λ⁻ = x̄ − (dt̄ / (g_t + g_u f⁻)) g_u, p̄ −= (dt̄ / (g_t + g_u f⁻)) g_p.
+///
+/// The Jacobian columns of the condition and the jumps come from `Dual64` passes (one per input), so
+/// the adjoint of an event costs O(n + p) model evaluations: events are rare beside steps.
+pub(crate) struct EventAdjoint {
+    actions: Vec<EventAction>,
+    f_minus: Vec<f64>,
+    f_plus: Vec<f64>,
+    x_bar: Vec<f64>,
+    x_new: Vec<f64>,
+    unit_u: Vec<f64>,
+    unit_p: Vec<f64>,
+    zeros_u: Vec<f64>,
+    zeros_p: Vec<f64>,
+    col: Vec<f64>,
+    value: Vec<f64>,
+    /// The states before each jump of the firing (u⁻ first).
+    chain: Vec<f64>,
+}
+
+impl EventAdjoint {
+    /// Buffers for `model`'s events.
+    pub fn new<M: OdeSystem>(model: &M) -> Self {
+        let (n, np) = (model.n_states(), model.n_params());
+        Self {
+            actions: (0..model.n_events())
+                .map(|k| model.event_spec(k).action)
+                .collect(),
+            f_minus: vec![0.0; n],
+            f_plus: vec![0.0; n],
+            x_bar: vec![0.0; n],
+            x_new: vec![0.0; n],
+            unit_u: vec![0.0; n],
+            unit_p: vec![0.0; np],
+            zeros_u: vec![0.0; n],
+            zeros_p: vec![0.0; np],
+            col: vec![0.0; n],
+            value: vec![0.0; n],
+            chain: Vec::new(),
+        }
+    }
+
+    /// Maps λ⁺ (in `lambda`) across the firing `hit` to λ⁻, adding the parameters' part to `p_bar`.
+    ///
+    /// # Errors
+    /// As [`EventTangents::apply`].
+    pub fn apply<M: OdeSystem>(
+        &mut self,
+        der: &mut Derivatives<'_, M>,
+        model: &M,
+        hit: &EventHit,
+        p: &[f64],
+        lambda: &mut [f64],
+        p_bar: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        let t = hit.t;
+        let (n, np) = (self.f_minus.len(), self.unit_p.len());
+        let rhs = |u: &[f64], f: &mut [f64]| {
+            model.rhs(
+                t,
+                ArrayView1::from(u),
+                ArrayView1::from(p),
+                ArrayViewMut1::from(f),
+            )
+        };
+        rhs(&hit.u_before, &mut self.f_minus);
+        rhs(&hit.u_after, &mut self.f_plus);
+        // The states before each jump, recomputed as the forward map met them.
+        let jumps: Vec<usize> = hit
+            .events
+            .iter()
+            .copied()
+            .filter(|&k| self.actions[k] == EventAction::Jump)
+            .collect();
+        self.chain.clear();
+        self.chain.extend_from_slice(&hit.u_before);
+        for (j, &k) in jumps.iter().enumerate() {
+            let (before, _) = self.chain.split_at(j * n + n);
+            let u = before[j * n..].to_vec();
+            der.jump_jvp(
+                k,
+                (t, 0.0),
+                (&u, &self.zeros_u),
+                (p, &self.zeros_p),
+                &mut self.value,
+                &mut self.col,
+            );
+            self.chain.extend_from_slice(&self.value);
+        }
+        self.x_bar.copy_from_slice(lambda);
+        let mut dt_bar: f64 = -dot(&self.f_plus, lambda);
+        for (j, &k) in jumps.iter().enumerate().rev() {
+            let u = self.chain[j * n..(j + 1) * n].to_vec();
+            // h_t · x̄.
+            der.jump_jvp(
+                k,
+                (t, 1.0),
+                (&u, &self.zeros_u),
+                (p, &self.zeros_p),
+                &mut self.value,
+                &mut self.col,
+            );
+            dt_bar += dot(&self.col, &self.x_bar);
+            // h_uᵀ x̄, column by column.
+            for i in 0..n {
+                self.unit_u[i] = 1.0;
+                der.jump_jvp(
+                    k,
+                    (t, 0.0),
+                    (&u, &self.unit_u),
+                    (p, &self.zeros_p),
+                    &mut self.value,
+                    &mut self.col,
+                );
+                self.unit_u[i] = 0.0;
+                self.x_new[i] = dot(&self.col, &self.x_bar);
+            }
+            // p̄ += h_pᵀ x̄.
+            for (jp, pb) in p_bar.iter_mut().enumerate().take(np) {
+                self.unit_p[jp] = 1.0;
+                der.jump_jvp(
+                    k,
+                    (t, 0.0),
+                    (&u, &self.zeros_u),
+                    (p, &self.unit_p),
+                    &mut self.value,
+                    &mut self.col,
+                );
+                self.unit_p[jp] = 0.0;
+                *pb += dot(&self.col, &self.x_bar);
+            }
+            std::mem::swap(&mut self.x_bar, &mut self.x_new);
+        }
+        dt_bar += dot(&self.f_minus, &self.x_bar);
+        lambda.copy_from_slice(&self.x_bar);
+        if let Some(k) = hit.located_by {
+            let d = der.condition_jvp(k, (t, 1.0), &hit.u_before, &self.f_minus, p, &self.zeros_p);
+            if d == 0.0 || !d.is_finite() {
+                return Err(SensitivityError::NonFiniteDerivative {
+                    what: "event time: the condition's rate g_t + g_u f vanishes at t* (a grazing \
+                           root)",
+                    t,
+                    component: k,
+                    value: d,
+                });
+            }
+            let scale = -dt_bar / d;
+            for (i, l) in lambda.iter_mut().enumerate() {
+                self.unit_u[i] = 1.0;
+                *l += scale
+                    * der.condition_jvp(k, (t, 0.0), &hit.u_before, &self.unit_u, p, &self.zeros_p);
+                self.unit_u[i] = 0.0;
+            }
+            for (jp, pb) in p_bar.iter_mut().enumerate().take(np) {
+                self.unit_p[jp] = 1.0;
+                *pb += scale
+                    * der.condition_jvp(k, (t, 0.0), &hit.u_before, &self.zeros_u, p, &self.unit_p);
+                self.unit_p[jp] = 0.0;
+            }
+        }
+        crate::error::check_finite("adjoint λ before an event", t, lambda)
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,12 +1,10 @@
 //! Checking any gradient against central finite differences, for users' own models too.
 
 use ndarray::Array1;
-use odesens_solver::{EventLocator, OdeProblem, OdeSystem, SolverOptions, Stepper};
+use odesens_solver::{EventLocator, OdeProblem, OdeSystem, SolverOptions};
 use serde::Serialize;
 
-use crate::common::{
-    Gradient, ObjectiveTracker, check_objective, derivative_options, forward_pass,
-};
+use crate::common::{Gradient, check_objective, derivative_options, forward_pass};
 use crate::error::SensitivityError;
 use crate::objective::Objective;
 use crate::step_diff::{StepDiff, WithStepper, dispatch};
@@ -68,62 +66,18 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Value<'a, '_, M, O> 
 
     fn run<S: StepDiff<'a, M>>(self) -> Self::Out {
         let mut stepper = S::start(self.problem, self.options)?;
-        if self.problem.model().n_events() > 0 {
-            return value_with_events(&mut stepper, self.problem, self.options, self.objective);
-        }
-        let (value, _) = forward_pass(&mut stepper, self.objective, self.p, self.span, |_, _| {})?;
+        let mut events = EventLocator::new(self.problem, self.options)?;
+        let events = (!events.is_empty()).then_some(&mut events);
+        let (value, _, _) = forward_pass(
+            &mut stepper,
+            self.objective,
+            self.p,
+            self.span,
+            events,
+            |_, _| {},
+        )?;
         Ok(value)
     }
-}
-
-/// G along a forward pass that locates and fires the model's events as the solver does (observations
-/// at an event time read the state after the jump).
-fn value_with_events<S: Stepper, M: OdeSystem, O: Objective>(
-    stepper: &mut S,
-    problem: &OdeProblem<M>,
-    options: &SolverOptions,
-    objective: &O,
-) -> Result<f64, SensitivityError> {
-    if objective.has_running_cost() {
-        return Err(SensitivityError::Unsupported {
-            operation: "running costs (integral terms) with events: the quadrature over a step cut \
-                        by an event is not implemented yet",
-        });
-    }
-    let (t0, u0, p) = (
-        problem.t0(),
-        problem.u0().to_vec(),
-        problem.params().to_vec(),
-    );
-    let mut tracker = ObjectiveTracker::new(objective, u0.len(), p.len());
-    let mut value = 0.0;
-    if tracker.times().first() == Some(&t0) {
-        value += tracker.observe(0, &u0, &p);
-        tracker.next = 1;
-    }
-    let mut events = EventLocator::new(problem, options)?;
-    events.start(t0, &u0)?;
-    while !stepper.is_finished() {
-        let t_prev = stepper.t();
-        stepper.advance()?;
-        let (t, u) = match events.locate(stepper, t_prev)? {
-            Some(_) => {
-                let hit = events.fire(stepper, t_prev)?;
-                if hit.stop {
-                    return Err(SensitivityError::Unsupported {
-                        operation: "objectives of a solve that an event stops",
-                    });
-                }
-                (hit.t, hit.u_after)
-            }
-            None => (stepper.t(), stepper.u().to_vec()),
-        };
-        if tracker.times().get(tracker.next) == Some(&t) {
-            value += tracker.observe(tracker.next, &u, &p);
-            tracker.next += 1;
-        }
-    }
-    Ok(value)
 }
 
 /// Compares `gradient` with central finite differences (G(θ + δ) − G(θ − δ)) / 2δ, one pair of solves per

@@ -12,13 +12,14 @@
 //! stage is differentiated as f(t_{n+1}, u_{n+1}), which it equals bit for bit.
 
 use odesens_solver::{
-    AcceptedStep, ExplicitTableau, Integrator, OdeProblem, OdeSystem, SolverError, SolverOptions,
-    StepOutcome,
+    AcceptedStep, EventHit, ExplicitTableau, Integrator, OdeProblem, OdeSystem, SolverError,
+    SolverOptions, StepOutcome,
 };
 
 use super::{AdjointState, StepDiff, StepFamily, Tangents};
 use crate::ad::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
+use crate::events::EventAdjoint;
 use crate::objective::Objective;
 
 /// The explicit adjoint's buffers.
@@ -276,49 +277,99 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
     ) -> Result<(), SensitivityError> {
         let step = self.step_accepted()?;
         st.enter(step.t_next, step.u_next)?;
-        let n = st.lambda.len();
-        let tab = step.tableau();
-        let h = step.h;
-        let last = differentiated_stages(tab);
-        let ErkWork {
-            acc, y_bar, sum_y, ..
-        } = work;
-        acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
-        sum_y.iter_mut().for_each(|x| *x = 0.0);
-        let running = st.tracker.objective().has_running_cost();
-        for i in (0..last).rev() {
-            // K̄_i = h b_i λ + Σ_{j>i} h a_ji Ȳ_j (accumulated in acc_i).
-            let hb = h * tab.b[i];
-            let kbar = &mut acc[i * n..(i + 1) * n];
-            if hb != 0.0 {
-                for (k, l) in kbar.iter_mut().zip(st.lambda.iter()) {
-                    *k += hb * l;
-                }
-            }
-            y_bar.iter_mut().for_each(|x| *x = 0.0);
-            let ti = step.stage_time(i);
-            let yi = step.stage_input(i);
-            if kbar.iter().any(|&x| x != 0.0) {
-                let kb: &[f64] = kbar;
-                der.vjp_add(ti, yi, &st.p, kb, y_bar, &mut st.p_bar);
-            }
-            if running && hb != 0.0 {
-                st.add_running((ti, yi), hb, y_bar)?;
-            }
-            // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j.
-            for &(j, a) in tab.a[i] {
-                let ha = h * a;
-                for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
-                    *x += ha * y;
-                }
-            }
-            for (sy, y) in sum_y.iter_mut().zip(y_bar.iter()) {
-                *sy += y;
-            }
-        }
-        for (l, sy) in st.lambda.iter_mut().zip(sum_y.iter()) {
-            *l += sy;
-        }
+        reverse_stages(work, der, st, &step, None)?;
         st.leave(step.t)
     }
+
+    fn adjoint_event_step<O: Objective>(
+        &mut self,
+        work: &mut ErkWork,
+        der: &mut Derivatives<'_, M>,
+        st: &mut AdjointState<'_, O>,
+        (model, hit, events): (&M, &EventHit, &mut EventAdjoint),
+    ) -> Result<(), SensitivityError> {
+        let tab = self.options().method.tableau();
+        if tab.has_extra_stages() {
+            return Err(SensitivityError::Unsupported {
+                operation: "the discrete adjoint through events with a Verner pair (the transpose of \
+                            its interpolant's extra stages is not implemented yet): choose Tsit5, \
+                            DP5, BS3 or an ESDIRK, or forward sensitivities",
+            });
+        }
+        let step = self.step_accepted()?;
+        st.enter(hit.t, &hit.u_after)?;
+        events.apply(der, model, hit, &st.p, &mut st.lambda, &mut st.p_bar)?;
+        let mut w = std::mem::take(&mut work.w);
+        tab.dense_weights((hit.t - step.t) / step.h, &mut w);
+        let result = reverse_stages(work, der, st, &step, Some(&w));
+        work.w = w;
+        result?;
+        st.leave(step.t)
+    }
+}
+
+/// λ_{n+1} ↦ λ_n through the stages of `step`, for the output u_n + h Σ_i β_i K_i: β = b (the step's
+/// end; the FSAL stage, with b = 0 and no later stage, skipped; the running cost's stage terms added)
+/// or β = `weights`, the continuous extension's w(θ) at an event (every main stage, the FSAL one
+/// f(t_{n+1}, u_{n+1}) included). Given λ on that output, for i = s … 1:
+/// K̄_i = h β_i λ + Σ_{j>i} h a_ji Ȳ_j, Ȳ_i = f_u(Y_i)ᵀ K̄_i, p̄ += f_p(Y_i)ᵀ K̄_i; λ_n = λ + Σ_i Ȳ_i.
+fn reverse_stages<M: OdeSystem, O: Objective>(
+    work: &mut ErkWork,
+    der: &mut Derivatives<'_, M>,
+    st: &mut AdjointState<'_, O>,
+    step: &AcceptedStep<'_>,
+    weights: Option<&[f64]>,
+) -> Result<(), SensitivityError> {
+    let n = st.lambda.len();
+    let tab = step.tableau();
+    let h = step.h;
+    let last = match weights {
+        None => differentiated_stages(tab),
+        Some(_) => tab.stages,
+    };
+    let ErkWork {
+        acc, y_bar, sum_y, ..
+    } = work;
+    acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
+    sum_y.iter_mut().for_each(|x| *x = 0.0);
+    let running = weights.is_none() && st.tracker.objective().has_running_cost();
+    for i in (0..last).rev() {
+        // K̄_i = h β_i λ + Σ_{j>i} h a_ji Ȳ_j (accumulated in acc_i).
+        let hb = h * weights.map_or(tab.b[i], |w| w[i]);
+        let kbar = &mut acc[i * n..(i + 1) * n];
+        if hb != 0.0 {
+            for (k, l) in kbar.iter_mut().zip(st.lambda.iter()) {
+                *k += hb * l;
+            }
+        }
+        y_bar.iter_mut().for_each(|x| *x = 0.0);
+        let ti = step.stage_time(i);
+        // The FSAL stage is evaluated at u_{n+1}.
+        let yi = if tab.fsal && i == tab.stages - 1 {
+            step.u_next
+        } else {
+            step.stage_input(i)
+        };
+        if kbar.iter().any(|&x| x != 0.0) {
+            let kb: &[f64] = kbar;
+            der.vjp_add(ti, yi, &st.p, kb, y_bar, &mut st.p_bar);
+        }
+        if running && hb != 0.0 {
+            st.add_running((ti, yi), hb, y_bar)?;
+        }
+        // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j.
+        for &(j, a) in tab.a[i] {
+            let ha = h * a;
+            for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
+                *x += ha * y;
+            }
+        }
+        for (sy, y) in sum_y.iter_mut().zip(y_bar.iter()) {
+            *sy += y;
+        }
+    }
+    for (l, sy) in st.lambda.iter_mut().zip(sum_y.iter()) {
+        *l += sy;
+    }
+    Ok(())
 }

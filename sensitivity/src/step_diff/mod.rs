@@ -14,13 +14,14 @@ pub(crate) mod erk;
 pub(crate) mod implicit;
 
 use odesens_solver::{
-    ImplicitIntegrator, Integrator, Method, OdeProblem, OdeSystem, SolverError, SolverOptions,
-    StepStages, Stepper,
+    EventHit, ImplicitIntegrator, Integrator, Method, OdeProblem, OdeSystem, SolverError,
+    SolverOptions, StepStages, Stepper,
 };
 
 use crate::ad::derivatives::Derivatives;
 use crate::common::{ObjectiveTracker, observation_jump};
 use crate::error::{SensitivityError, check_finite};
+use crate::events::EventAdjoint;
 use crate::objective::Objective;
 
 /// The stepper families, each with its [`StepDiff`] implementation.
@@ -300,6 +301,22 @@ pub(crate) trait StepDiff<'a, M: OdeSystem + 'a>: Stepper + Sized {
         work: &mut Self::Work,
         der: &mut Derivatives<'_, M>,
         state: &mut AdjointState<'_, O>,
+    ) -> Result<(), SensitivityError>;
+
+    /// Like [`StepDiff::adjoint_step`] for a step that an event cut at t* (`event`: the model, the
+    /// firing, the transposed event map's buffers): [`AdjointState::enter`] at (t*, u⁺), λ⁺ mapped to
+    /// λ⁻ by [`EventAdjoint`], then the transpose of the step's continuous extension at t* (the tangent
+    /// of [`StepDiff::tangent_at`]) to λ_n.
+    ///
+    /// # Errors
+    /// As [`StepDiff::adjoint_step`]; [`SensitivityError::Unsupported`] where the family cannot
+    /// transpose its interpolant yet.
+    fn adjoint_event_step<O: Objective>(
+        &mut self,
+        work: &mut Self::Work,
+        der: &mut Derivatives<'_, M>,
+        state: &mut AdjointState<'_, O>,
+        event: (&M, &EventHit, &mut EventAdjoint),
     ) -> Result<(), SensitivityError>;
 }
 

@@ -15,12 +15,14 @@ mod radau;
 
 use odesens_solver::linalg::{DenseLu, LinearSolver, SparseLu, SparsityPattern};
 use odesens_solver::{
-    ImplicitIntegrator, OdeProblem, OdeSystem, Scheme, SolverError, SolverOptions, StepStages,
+    EventHit, ImplicitIntegrator, OdeProblem, OdeSystem, Scheme, SolverError, SolverOptions,
+    StepStages,
 };
 
 use super::{AdjointState, StepDiff, StepFamily, Tangents};
 use crate::ad::derivatives::Derivatives;
 use crate::error::{SensitivityError, check_finite};
+use crate::events::EventAdjoint;
 use crate::objective::Objective;
 
 /// Relative change at which a stage's linear iteration has converged.
@@ -412,6 +414,56 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
             }
         }
         Ok(())
+    }
+
+    fn adjoint_event_step<O: Objective>(
+        &mut self,
+        work: &mut ImplicitWork,
+        der: &mut Derivatives<'_, M>,
+        st: &mut AdjointState<'_, O>,
+        (model, hit, events): (&M, &EventHit, &mut EventAdjoint),
+    ) -> Result<(), SensitivityError> {
+        if self.scheme() == Scheme::Radau5 {
+            return Err(SensitivityError::Unsupported {
+                operation: "the discrete adjoint through events with Radau IIA5 (the transpose of \
+                            its collocation polynomial in the stage values is not implemented yet): \
+                            choose an ESDIRK, or forward sensitivities",
+            });
+        }
+        work.step.take(self)?;
+        st.enter(hit.t, &hit.u_after)?;
+        events.apply(der, model, hit, &st.p, &mut st.lambda, &mut st.p_bar)?;
+        // The Hermite interpolant u_n + h (w0 f(t_n, u_n) + w1 f(t_{n+1}, u_{n+1}) + w2 Δ/h),
+        // Δ = u_{n+1} − u_n, transposed: λ on u_{n+1} is w2 λ⁻ + f_uᵀ(end) h w1 λ⁻, then the step's
+        // own adjoint, plus the direct part (1 − w2) λ⁻ + f_uᵀ(start) h w0 λ⁻.
+        let step = &work.step;
+        let (n, h) = (st.lambda.len(), step.h);
+        let mut w = [0.0; 4];
+        step.scheme.dense_weights((hit.t - step.t) / h, &mut w);
+        let lambda_minus = st.lambda.clone();
+        let mut end = vec![0.0; n];
+        let mut direct = vec![0.0; n];
+        let seed: Vec<f64> = lambda_minus.iter().map(|l| h * w[1] * l).collect();
+        der.vjp_add(
+            step.t_next,
+            &step.u_next,
+            &st.p,
+            &seed,
+            &mut end,
+            &mut st.p_bar,
+        );
+        let seed: Vec<f64> = lambda_minus.iter().map(|l| h * w[0] * l).collect();
+        der.vjp_add(step.t, &step.u, &st.p, &seed, &mut direct, &mut st.p_bar);
+        for m in 0..n {
+            st.lambda[m] = w[2] * lambda_minus[m] + end[m];
+            direct[m] += (1.0 - w[2]) * lambda_minus[m];
+        }
+        esdirk::adjoint(self, work, der, st)?;
+        let s = work.step.scheme.stages();
+        for (m, d) in direct.iter().enumerate() {
+            st.lambda[m] = (0..s).map(|i| work.mu[i * n + m]).sum::<f64>() + d;
+        }
+        st.leave(work.step.t)
     }
 
     fn adjoint_step<O: Objective>(
