@@ -289,14 +289,16 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
         (model, hit, events): (&M, &EventHit, &mut EventAdjoint),
     ) -> Result<(), SensitivityError> {
         let tab = self.options().method.tableau();
+        self.step_accepted()?;
         if tab.has_extra_stages() {
-            return Err(SensitivityError::Unsupported {
-                operation: "the discrete adjoint through events with a Verner pair (the transpose of \
-                            its interpolant's extra stages is not implemented yet): choose Tsit5, \
-                            DP5, BS3 or an ESDIRK, or forward sensitivities",
-            });
+            // The Verner pairs' interpolants use extra stages: their inputs, for their vjps.
+            let n = st.lambda.len();
+            work.y_extra
+                .resize((tab.total_stages() - tab.stages) * n, 0.0);
+            work.acc.resize(tab.total_stages() * n, 0.0);
+            self.extra_stage_inputs(&mut work.y_extra)?;
         }
-        let step = self.step_accepted()?;
+        let step = self.accepted_step().expect("a step was just accepted");
         st.enter(hit.t, &hit.u_after)?;
         events.apply(der, model, hit, &st.p, &mut st.lambda, &mut st.p_bar)?;
         let mut w = std::mem::take(&mut work.w);
@@ -310,8 +312,8 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
 
 /// λ_{n+1} ↦ λ_n through the stages of `step`, for the output u_n + h Σ_i β_i K_i: β = b (the step's
 /// end; the FSAL stage, with b = 0 and no later stage, skipped; the running cost's stage terms added)
-/// or β = `weights`, the continuous extension's w(θ) at an event (every main stage, the FSAL one
-/// f(t_{n+1}, u_{n+1}) included). Given λ on that output, for i = s … 1:
+/// or β = `weights`, the continuous extension's w(θ) at an event (every stage, the FSAL one
+/// f(t_{n+1}, u_{n+1}) and the Verner pairs' extra ones included, their inputs in `work.y_extra`). Given λ on that output, for i = s … 1:
 /// K̄_i = h β_i λ + Σ_{j>i} h a_ji Ȳ_j, Ȳ_i = f_u(Y_i)ᵀ K̄_i, p̄ += f_p(Y_i)ᵀ K̄_i; λ_n = λ + Σ_i Ȳ_i.
 fn reverse_stages<M: OdeSystem, O: Objective>(
     work: &mut ErkWork,
@@ -325,17 +327,21 @@ fn reverse_stages<M: OdeSystem, O: Objective>(
     let h = step.h;
     let last = match weights {
         None => differentiated_stages(tab),
-        Some(_) => tab.stages,
+        Some(_) => tab.total_stages(),
     };
     let ErkWork {
-        acc, y_bar, sum_y, ..
+        acc,
+        y_bar,
+        sum_y,
+        y_extra,
+        ..
     } = work;
     acc[..last * n].iter_mut().for_each(|x| *x = 0.0);
     sum_y.iter_mut().for_each(|x| *x = 0.0);
     let running = weights.is_none() && st.tracker.objective().has_running_cost();
     for i in (0..last).rev() {
         // K̄_i = h β_i λ + Σ_{j>i} h a_ji Ȳ_j (accumulated in acc_i).
-        let hb = h * weights.map_or(tab.b[i], |w| w[i]);
+        let hb = h * weights.map_or_else(|| tab.b[i], |w| w[i]);
         let kbar = &mut acc[i * n..(i + 1) * n];
         if hb != 0.0 {
             for (k, l) in kbar.iter_mut().zip(st.lambda.iter()) {
@@ -343,10 +349,20 @@ fn reverse_stages<M: OdeSystem, O: Objective>(
             }
         }
         y_bar.iter_mut().for_each(|x| *x = 0.0);
-        let ti = step.stage_time(i);
-        // The FSAL stage is evaluated at u_{n+1}.
-        let yi = if tab.fsal && i == tab.stages - 1 {
+        // The FSAL and end-point stages are evaluated at u_{n+1}, the other extra stages at their
+        // inputs.
+        let end_point = (tab.fsal && i == tab.stages - 1) || Some(i) == tab.end_stage;
+        let ti = if end_point {
+            step.t_next
+        } else if i >= tab.stages {
+            step.t + tab.c[i] * h
+        } else {
+            step.stage_time(i)
+        };
+        let yi = if end_point {
             step.u_next
+        } else if i >= tab.stages {
+            &y_extra[(i - tab.stages) * n..(i - tab.stages + 1) * n]
         } else {
             step.stage_input(i)
         };
@@ -357,11 +373,23 @@ fn reverse_stages<M: OdeSystem, O: Objective>(
         if running && hb != 0.0 {
             st.add_running((ti, yi), hb, y_bar)?;
         }
-        // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j.
-        for &(j, a) in tab.a[i] {
-            let ha = h * a;
-            for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
-                *x += ha * y;
+        // Scatter h a_ij Ȳ_i into the accumulators of the earlier stages j (an extra end-point stage
+        // reads u_{n+1} = u_n + h Σ_j b_j K_j).
+        if Some(i) == tab.end_stage && !tab.fsal {
+            for (j, &b) in tab.b.iter().enumerate() {
+                let hb = h * b;
+                if hb != 0.0 {
+                    for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
+                        *x += hb * y;
+                    }
+                }
+            }
+        } else {
+            for &(j, a) in tab.a[i] {
+                let ha = h * a;
+                for (x, y) in acc[j * n..(j + 1) * n].iter_mut().zip(y_bar.iter()) {
+                    *x += ha * y;
+                }
             }
         }
         for (sy, y) in sum_y.iter_mut().zip(y_bar.iter()) {

@@ -423,43 +423,53 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
         st: &mut AdjointState<'_, O>,
         (model, hit, events): (&M, &EventHit, &mut EventAdjoint),
     ) -> Result<(), SensitivityError> {
-        if self.scheme() == Scheme::Radau5 {
-            return Err(SensitivityError::Unsupported {
-                operation: "the discrete adjoint through events with Radau IIA5 (the transpose of \
-                            its collocation polynomial in the stage values is not implemented yet): \
-                            choose an ESDIRK, or forward sensitivities",
-            });
-        }
         work.step.take(self)?;
         st.enter(hit.t, &hit.u_after)?;
         events.apply(der, model, hit, &st.p, &mut st.lambda, &mut st.p_bar)?;
-        // The Hermite interpolant u_n + h (w0 f(t_n, u_n) + w1 f(t_{n+1}, u_{n+1}) + w2 Δ/h),
-        // Δ = u_{n+1} − u_n, transposed: λ on u_{n+1} is w2 λ⁻ + f_uᵀ(end) h w1 λ⁻, then the step's
-        // own adjoint, plus the direct part (1 − w2) λ⁻ + f_uᵀ(start) h w0 λ⁻.
         let step = &work.step;
         let (n, h) = (st.lambda.len(), step.h);
         let mut w = [0.0; 4];
         step.scheme.dense_weights((hit.t - step.t) / h, &mut w);
         let lambda_minus = st.lambda.clone();
-        let mut end = vec![0.0; n];
         let mut direct = vec![0.0; n];
-        let seed: Vec<f64> = lambda_minus.iter().map(|l| h * w[1] * l).collect();
-        der.vjp_add(
-            step.t_next,
-            &step.u_next,
-            &st.p,
-            &seed,
-            &mut end,
-            &mut st.p_bar,
-        );
-        let seed: Vec<f64> = lambda_minus.iter().map(|l| h * w[0] * l).collect();
-        der.vjp_add(step.t, &step.u, &st.p, &seed, &mut direct, &mut st.p_bar);
-        for m in 0..n {
-            st.lambda[m] = w[2] * lambda_minus[m] + end[m];
-            direct[m] += (1.0 - w[2]) * lambda_minus[m];
+        let s = step.scheme.stages();
+        if step.scheme == Scheme::Radau5 {
+            // u_n + w0 z_3 + Σ_i w_i d_i(z), z_j = Y_j − u_n, d the collocation differences (linear):
+            // = u_n + Σ_j α_j z_j, so the step's own adjoint with the seeds α_j λ⁻ on Y_j, and
+            // (1 − Σ_j α_j) λ⁻ on u_n directly.
+            let mut alpha = [0.0; 3];
+            for (j, a) in alpha.iter_mut().enumerate() {
+                let unit = |i: usize| f64::from(u8::from(i == j));
+                let d = odesens_solver::collocation_differences(unit(0), unit(1), unit(2));
+                *a = w[0] * unit(2) + w[1] * d[0] + w[2] * d[1] + w[3] * d[2];
+            }
+            let rest = 1.0 - alpha.iter().sum::<f64>();
+            for (d, l) in direct.iter_mut().zip(&lambda_minus) {
+                *d = rest * l;
+            }
+            radau::adjoint(self, work, der, st, alpha)?;
+        } else {
+            // The Hermite interpolant u_n + h (w0 f(t_n, u_n) + w1 f(t_{n+1}, u_{n+1}) + w2 Δ/h),
+            // Δ = u_{n+1} − u_n, transposed: λ on u_{n+1} is w2 λ⁻ + f_uᵀ(end) h w1 λ⁻, then the
+            // step's own adjoint, plus the direct part (1 − w2) λ⁻ + f_uᵀ(start) h w0 λ⁻.
+            let mut end = vec![0.0; n];
+            let seed: Vec<f64> = lambda_minus.iter().map(|l| h * w[1] * l).collect();
+            der.vjp_add(
+                step.t_next,
+                &step.u_next,
+                &st.p,
+                &seed,
+                &mut end,
+                &mut st.p_bar,
+            );
+            let seed: Vec<f64> = lambda_minus.iter().map(|l| h * w[0] * l).collect();
+            der.vjp_add(step.t, &step.u, &st.p, &seed, &mut direct, &mut st.p_bar);
+            for m in 0..n {
+                st.lambda[m] = w[2] * lambda_minus[m] + end[m];
+                direct[m] += (1.0 - w[2]) * lambda_minus[m];
+            }
+            esdirk::adjoint(self, work, der, st)?;
         }
-        esdirk::adjoint(self, work, der, st)?;
-        let s = work.step.scheme.stages();
         for (m, d) in direct.iter().enumerate() {
             st.lambda[m] = (0..s).map(|i| work.mu[i * n + m]).sum::<f64>() + d;
         }
@@ -475,7 +485,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
         work.step.take(self)?;
         st.enter(work.step.t_next, &work.step.u_next)?;
         if work.step.scheme == Scheme::Radau5 {
-            radau::adjoint(self, work, der, st)?;
+            radau::adjoint(self, work, der, st, [0.0, 0.0, 1.0])?;
         } else {
             esdirk::adjoint(self, work, der, st)?;
         }

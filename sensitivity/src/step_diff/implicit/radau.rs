@@ -230,14 +230,22 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
     w: &mut ImplicitWork,
     der: &mut Derivatives<'_, M>,
     st: &mut AdjointState<'_, O>,
+    alpha: [f64; 3],
 ) -> Result<(), SensitivityError> {
     let n = st.lambda.len();
     let step = &w.step;
     let h = step.h;
     let stage_time = |i: usize| step.scheme.stage_time(i, step.t, h, step.t_next);
     let (cvec, resid) = (&mut w.c3, &mut w.r3);
+    // The output Σ_j α_j Y_j (+ a multiple of u_n): λ on u_{n+1} = Y_3 for a plain step.
     cvec.iter_mut().for_each(|x| *x = 0.0);
-    cvec[2 * n..].copy_from_slice(&st.lambda);
+    for (j, &a) in alpha.iter().enumerate() {
+        if a != 0.0 {
+            for (c, l) in cvec[j * n..(j + 1) * n].iter_mut().zip(&st.lambda) {
+                *c = a * l;
+            }
+        }
+    }
     if st.tracker.objective().has_running_cost() {
         for j in 0..3 {
             let hb = h * radau::A[2][j];
