@@ -45,9 +45,7 @@ impl EventTangents {
     pub fn new<M: OdeSystem>(model: &M, c: usize) -> Self {
         let (n, np) = (model.n_states(), model.n_params());
         Self {
-            actions: (0..model.n_events())
-                .map(|k| model.event_spec(k).action)
-                .collect(),
+            actions: actions(model),
             c,
             f_minus: vec![0.0; n],
             f_plus: vec![0.0; n],
@@ -83,32 +81,10 @@ impl EventTangents {
         let (t, c) = (hit.t, self.c);
         let n = self.f_minus.len();
         let np = self.w.len();
-        let rhs = |u: &[f64], f: &mut [f64]| {
-            model.rhs(
-                t,
-                ArrayView1::from(u),
-                ArrayView1::from(p),
-                ArrayViewMut1::from(f),
-            )
-        };
-        rhs(&hit.u_before, &mut self.f_minus);
-        rhs(&hit.u_after, &mut self.f_plus);
+        both_sides(model, hit, p, (&mut self.f_minus, &mut self.f_plus));
         // g_t + g_u f⁻, the same for every direction.
         let denominator = match hit.located_by {
-            Some(k) => {
-                let d =
-                    der.condition_jvp(k, (t, 1.0), &hit.u_before, &self.f_minus, p, &self.zeros);
-                if d == 0.0 || !d.is_finite() {
-                    return Err(SensitivityError::NonFiniteDerivative {
-                        what: "event time: the condition's rate g_t + g_u f vanishes at t* (a \
-                               grazing root)",
-                        t,
-                        component: k,
-                        value: d,
-                    });
-                }
-                Some((k, d))
-            }
+            Some(k) => Some((k, rate(der, k, hit, &self.f_minus, p, &self.zeros)?)),
             None => None,
         };
         for lane in 0..c {
@@ -181,9 +157,7 @@ impl EventAdjoint {
     pub fn new<M: OdeSystem>(model: &M) -> Self {
         let (n, np) = (model.n_states(), model.n_params());
         Self {
-            actions: (0..model.n_events())
-                .map(|k| model.event_spec(k).action)
-                .collect(),
+            actions: actions(model),
             f_minus: vec![0.0; n],
             f_plus: vec![0.0; n],
             x_bar: vec![0.0; n],
@@ -213,16 +187,7 @@ impl EventAdjoint {
     ) -> Result<(), SensitivityError> {
         let t = hit.t;
         let (n, np) = (self.f_minus.len(), self.unit_p.len());
-        let rhs = |u: &[f64], f: &mut [f64]| {
-            model.rhs(
-                t,
-                ArrayView1::from(u),
-                ArrayView1::from(p),
-                ArrayViewMut1::from(f),
-            )
-        };
-        rhs(&hit.u_before, &mut self.f_minus);
-        rhs(&hit.u_after, &mut self.f_plus);
+        both_sides(model, hit, p, (&mut self.f_minus, &mut self.f_plus));
         // The states before each jump, recomputed as the forward map met them.
         let jumps: Vec<usize> = hit
             .events
@@ -292,16 +257,7 @@ impl EventAdjoint {
         dt_bar += dot(&self.f_minus, &self.x_bar);
         lambda.copy_from_slice(&self.x_bar);
         if let Some(k) = hit.located_by {
-            let d = der.condition_jvp(k, (t, 1.0), &hit.u_before, &self.f_minus, p, &self.zeros_p);
-            if d == 0.0 || !d.is_finite() {
-                return Err(SensitivityError::NonFiniteDerivative {
-                    what: "event time: the condition's rate g_t + g_u f vanishes at t* (a grazing \
-                           root)",
-                    t,
-                    component: k,
-                    value: d,
-                });
-            }
+            let d = rate(der, k, hit, &self.f_minus, p, &self.zeros_p)?;
             let scale = -dt_bar / d;
             for (i, l) in lambda.iter_mut().enumerate() {
                 self.unit_u[i] = 1.0;
@@ -318,6 +274,55 @@ impl EventAdjoint {
         }
         crate::error::check_finite("adjoint λ before an event", t, lambda)
     }
+}
+
+/// Each event's action.
+fn actions<M: OdeSystem>(model: &M) -> Vec<EventAction> {
+    (0..model.n_events())
+        .map(|k| model.event_spec(k).action)
+        .collect()
+}
+
+/// f⁻ = f(t*, u⁻) and f⁺ = f(t*, u⁺).
+fn both_sides<M: OdeSystem>(
+    model: &M,
+    hit: &EventHit,
+    p: &[f64],
+    (f_minus, f_plus): (&mut [f64], &mut [f64]),
+) {
+    for (u, f) in [(&hit.u_before, f_minus), (&hit.u_after, f_plus)] {
+        model.rhs(
+            hit.t,
+            ArrayView1::from(&u[..]),
+            ArrayView1::from(p),
+            ArrayViewMut1::from(f),
+        );
+    }
+}
+
+/// The condition's rate g_t + g_u f⁻ at the root (the implicit-function theorem's denominator).
+///
+/// # Errors
+/// [`SensitivityError::NonFiniteDerivative`] when it vanishes (a grazing root: t* is not
+/// differentiable) or is not finite.
+fn rate<M: OdeSystem>(
+    der: &mut Derivatives<'_, M>,
+    k: usize,
+    hit: &EventHit,
+    f_minus: &[f64],
+    p: &[f64],
+    zeros: &[f64],
+) -> Result<f64, SensitivityError> {
+    let d = der.condition_jvp(k, (hit.t, 1.0), &hit.u_before, f_minus, p, zeros);
+    if d == 0.0 || !d.is_finite() {
+        return Err(SensitivityError::NonFiniteDerivative {
+            what: "event time: the condition's rate g_t + g_u f vanishes at t* (a grazing root)",
+            t: hit.t,
+            component: k,
+            value: d,
+        });
+    }
+    Ok(d)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
