@@ -207,7 +207,7 @@ fn drive<S: Stepper, M: OdeSystem>(
     let mut events = EventLocator::new(problem, options)?;
     let has_events = !events.is_empty();
     let mut hits = Vec::new();
-    let mut t_final = t_end;
+    let mut stopped_at = None;
     if has_events {
         events.start(stepper.t(), stepper.u())?;
     }
@@ -260,7 +260,7 @@ fn drive<S: Stepper, M: OdeSystem>(
             }
             let stop = hit.stop;
             if stop {
-                t_final = hit.t;
+                stopped_at = Some(hit.t);
                 y.copy_from_slice(&hit.u_after);
             }
             hits.push(hit);
@@ -279,10 +279,10 @@ fn drive<S: Stepper, M: OdeSystem>(
             states.extend_from_slice(stepper.u());
         }
     }
-    let u_end = if t_final == t_end {
-        stepper.u().to_vec()
-    } else {
-        y
+    // A stop ends the solution at t* with the state after the events there.
+    let u_end = match stopped_at {
+        Some(_) => y,
+        None => stepper.u().to_vec(),
     };
     let rows = times.len();
     Ok(Solution {
@@ -292,7 +292,7 @@ fn drive<S: Stepper, M: OdeSystem>(
         u_end: Array1::from(u_end),
         stats: stepper.stats(),
         t0,
-        t_end: t_final,
+        t_end: stopped_at.unwrap_or(t_end),
         events: hits,
         dense,
     })

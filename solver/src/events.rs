@@ -341,7 +341,17 @@ impl<'a, M: OdeSystem> EventLocator<'a, M> {
         if self.times.get(self.next_time).map(|&(t, _)| t) == Some(t_next) {
             self.located_by = None;
             self.collect_fired(stepper, t_next, t_next)?;
-            return Ok(Some(t_next));
+            if !self.fired.is_empty() {
+                return Ok(Some(t_next));
+            }
+            // Only disarmed events were due: pass them.
+            while self
+                .times
+                .get(self.next_time)
+                .is_some_and(|&(tk, _)| self.dir * (tk - t_next) <= 0.0)
+            {
+                self.next_time += 1;
+            }
         }
         Ok(None)
     }

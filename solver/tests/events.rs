@@ -474,3 +474,74 @@ fn time_events_outside_the_span_are_rejected() {
         Err(SolverError::TimeOutsideSpan { what: "event", t, .. }) if t == 3.0
     ));
 }
+
+/// u = [t, count]: event 0 (u₀ crosses 1/2) adds 10 and then disarms itself and arms event 1, doses of 1
+/// at t = 0.25 and 0.75 that start disarmed: only the second dose is given.
+struct Rearm;
+
+impl OdeSystem for Rearm {
+    fn n_states(&self) -> usize {
+        2
+    }
+    fn n_params(&self) -> usize {
+        0
+    }
+    fn rhs<S: Scalar>(
+        &self,
+        _t: S,
+        _u: ArrayView1<S>,
+        _p: ArrayView1<S>,
+        mut du: ArrayViewMut1<S>,
+    ) {
+        du[0] = S::one();
+        du[1] = S::zero();
+    }
+    fn n_events(&self) -> usize {
+        2
+    }
+    fn event_spec(&self, k: usize) -> EventSpec {
+        match k {
+            0 => EventSpec::crossing(Direction::Either, EventAction::Jump),
+            _ => EventSpec::at_times(vec![0.25, 0.75], EventAction::Jump).disarmed(),
+        }
+    }
+    fn event_condition<S: Scalar>(
+        &self,
+        _k: usize,
+        _t: S,
+        u: ArrayView1<S>,
+        _p: ArrayView1<S>,
+    ) -> S {
+        u[0] - 0.5
+    }
+    fn event_jump<S: Scalar>(
+        &self,
+        k: usize,
+        _t: S,
+        u: ArrayView1<S>,
+        _p: ArrayView1<S>,
+        mut u_new: ArrayViewMut1<S>,
+    ) {
+        u_new[1] = u[1] + if k == 0 { S::from(10.0) } else { S::one() };
+    }
+    fn event_fired(&self, k: usize, armed: &mut [bool]) {
+        if k == 0 {
+            armed[0] = false;
+            armed[1] = true;
+        }
+    }
+}
+
+#[test]
+fn events_arm_and_disarm_each_other() {
+    let problem = OdeProblem::new(Rearm, vec![0.0, 0.0], vec![], (0.0, 1.0)).unwrap();
+    for method in [Method::Tsit5, Method::RadauIIA5] {
+        let sol = solve(&problem, &SolverOptions::default().method(method)).unwrap();
+        let fired: Vec<(f64, Vec<usize>)> =
+            sol.events.iter().map(|h| (h.t, h.events.clone())).collect();
+        assert_eq!(fired.len(), 2, "{method}: {fired:?}");
+        assert!((fired[0].0 - 0.5).abs() < 1e-12 && fired[0].1 == vec![0]);
+        assert_eq!(fired[1], (0.75, vec![1]));
+        assert_eq!(sol.u_end[1], 11.0);
+    }
+}
