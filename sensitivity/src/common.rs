@@ -105,12 +105,9 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     for times in extra {
         tstops = merge_times(&tstops, times, t0, dir);
     }
-    if problem.model().n_events() > 0 {
-        // Time events are tstops, as in the solver's own solve.
-        let events = odesens_solver::EventLocator::new(problem, options)?;
-        let times: Vec<f64> = events.event_times().collect();
-        tstops = merge_times(&tstops, &times, t0, dir);
-    }
+    // Time events are tstops, as in the solver's own solve.
+    let with_events = odesens_solver::events::with_event_tstops(problem, options)?;
+    tstops = merge_times(&tstops, &with_events.tstops, t0, dir);
     Ok(options.clone().tstops(tstops).save_end_only().dense(false))
 }
 

@@ -21,19 +21,92 @@ use odesens_solver::{EventAction, EventHit, OdeSystem};
 use crate::ad::derivatives::Derivatives;
 use crate::error::SensitivityError;
 
-/// Buffers of the tangent map through events, and the event times' sensitivities found so far.
-pub(crate) struct EventTangents {
+/// What the tangent map and its transpose share: each event's action, f on both sides of the jump,
+/// and zero seeds.
+struct Sides {
     actions: Vec<EventAction>,
-    c: usize,
     f_minus: Vec<f64>,
     f_plus: Vec<f64>,
+    zeros_u: Vec<f64>,
+    zeros_p: Vec<f64>,
+}
+
+impl Sides {
+    fn new<M: OdeSystem>(model: &M) -> Self {
+        let (n, np) = (model.n_states(), model.n_params());
+        Self {
+            actions: (0..model.n_events())
+                .map(|k| model.event_spec(k).action)
+                .collect(),
+            f_minus: vec![0.0; n],
+            f_plus: vec![0.0; n],
+            zeros_u: vec![0.0; n],
+            zeros_p: vec![0.0; np],
+        }
+    }
+
+    /// f⁻ = f(t*, u⁻) and f⁺ = f(t*, u⁺), and the rate g_t + g_u f⁻ of the condition that located
+    /// t* (the implicit-function theorem's denominator), if one did.
+    ///
+    /// # Errors
+    /// [`SensitivityError::NonFiniteDerivative`] when the rate vanishes (a grazing root: t* is not
+    /// differentiable) or is not finite.
+    fn evaluate<M: OdeSystem>(
+        &mut self,
+        der: &mut Derivatives<'_, M>,
+        model: &M,
+        hit: &EventHit,
+        p: &[f64],
+    ) -> Result<Option<(usize, f64)>, SensitivityError> {
+        for (u, f) in [
+            (&hit.u_before, &mut self.f_minus),
+            (&hit.u_after, &mut self.f_plus),
+        ] {
+            model.rhs(
+                hit.t,
+                ArrayView1::from(&u[..]),
+                ArrayView1::from(p),
+                ArrayViewMut1::from(&mut f[..]),
+            );
+        }
+        let Some(k) = hit.located_by else {
+            return Ok(None);
+        };
+        let d = der.condition_jvp(
+            k,
+            (hit.t, 1.0),
+            &hit.u_before,
+            &self.f_minus,
+            p,
+            &self.zeros_p,
+        );
+        if d == 0.0 || !d.is_finite() {
+            return Err(SensitivityError::NonFiniteDerivative {
+                what: "event time: the condition's rate g_t + g_u f vanishes at t* (a grazing root)",
+                t: hit.t,
+                component: k,
+                value: d,
+            });
+        }
+        Ok(Some((k, d)))
+    }
+
+    /// Whether event k jumps.
+    fn jumps(&self, k: usize) -> bool {
+        self.actions[k] == EventAction::Jump
+    }
+}
+
+/// Buffers of the tangent map through events, and the event times' sensitivities found so far.
+pub(crate) struct EventTangents {
+    sides: Sides,
+    c: usize,
     s: Vec<f64>,
     w: Vec<f64>,
     x: Vec<f64>,
     x_new: Vec<f64>,
     u_cur: Vec<f64>,
     u_new: Vec<f64>,
-    zeros: Vec<f64>,
     /// t* of every firing, in order.
     pub times: Vec<f64>,
     /// dt*/dθ of every firing, `c` lanes each.
@@ -45,17 +118,14 @@ impl EventTangents {
     pub fn new<M: OdeSystem>(model: &M, c: usize) -> Self {
         let (n, np) = (model.n_states(), model.n_params());
         Self {
-            actions: actions(model),
+            sides: Sides::new(model),
             c,
-            f_minus: vec![0.0; n],
-            f_plus: vec![0.0; n],
             s: vec![0.0; n],
             w: vec![0.0; np],
             x: vec![0.0; n],
             x_new: vec![0.0; n],
             u_cur: vec![0.0; n],
             u_new: vec![0.0; n],
-            zeros: vec![0.0; np],
             times: Vec::new(),
             dt: Vec::new(),
         }
@@ -79,14 +149,9 @@ impl EventTangents {
         out: &mut [f64],
     ) -> Result<(), SensitivityError> {
         let (t, c) = (hit.t, self.c);
-        let n = self.f_minus.len();
-        let np = self.w.len();
-        both_sides(model, hit, p, (&mut self.f_minus, &mut self.f_plus));
+        let (n, np) = (self.s.len(), self.w.len());
         // g_t + g_u f⁻, the same for every direction.
-        let denominator = match hit.located_by {
-            Some(k) => Some((k, rate(der, k, hit, &self.f_minus, p, &self.zeros)?)),
-            None => None,
-        };
+        let denominator = self.sides.evaluate(der, model, hit, p)?;
         for lane in 0..c {
             for m in 0..n {
                 self.s[m] = s_minus[m * c + lane];
@@ -101,11 +166,11 @@ impl EventTangents {
                 None => 0.0,
             };
             for m in 0..n {
-                self.x[m] = self.s[m] + self.f_minus[m] * dt;
+                self.x[m] = self.s[m] + self.sides.f_minus[m] * dt;
             }
             self.u_cur.copy_from_slice(&hit.u_before);
             for &k in &hit.events {
-                if self.actions[k] == EventAction::Jump {
+                if self.sides.jumps(k) {
                     der.jump_jvp(
                         k,
                         (t, dt),
@@ -119,7 +184,7 @@ impl EventTangents {
                 }
             }
             for m in 0..n {
-                out[m * c + lane] = self.x[m] - self.f_plus[m] * dt;
+                out[m * c + lane] = self.x[m] - self.sides.f_plus[m] * dt;
             }
             self.dt.push(dt);
         }
@@ -137,18 +202,16 @@ impl EventTangents {
 /// The Jacobian columns of the condition and the jumps come from `Dual64` passes (one per input), so
 /// the adjoint of an event costs O(n + p) model evaluations: events are rare beside steps.
 pub(crate) struct EventAdjoint {
-    actions: Vec<EventAction>,
-    f_minus: Vec<f64>,
-    f_plus: Vec<f64>,
+    sides: Sides,
     x_bar: Vec<f64>,
     x_new: Vec<f64>,
     unit_u: Vec<f64>,
     unit_p: Vec<f64>,
-    zeros_u: Vec<f64>,
-    zeros_p: Vec<f64>,
     col: Vec<f64>,
     value: Vec<f64>,
-    /// The states before each jump of the firing (u⁻ first).
+    u: Vec<f64>,
+    /// The jumping events of the firing, and the states before each jump (u⁻ first).
+    jumps: Vec<usize>,
     chain: Vec<f64>,
 }
 
@@ -157,17 +220,15 @@ impl EventAdjoint {
     pub fn new<M: OdeSystem>(model: &M) -> Self {
         let (n, np) = (model.n_states(), model.n_params());
         Self {
-            actions: actions(model),
-            f_minus: vec![0.0; n],
-            f_plus: vec![0.0; n],
+            sides: Sides::new(model),
             x_bar: vec![0.0; n],
             x_new: vec![0.0; n],
             unit_u: vec![0.0; n],
             unit_p: vec![0.0; np],
-            zeros_u: vec![0.0; n],
-            zeros_p: vec![0.0; np],
             col: vec![0.0; n],
             value: vec![0.0; n],
+            u: vec![0.0; n],
+            jumps: Vec::new(),
             chain: Vec::new(),
         }
     }
@@ -186,40 +247,43 @@ impl EventAdjoint {
         p_bar: &mut [f64],
     ) -> Result<(), SensitivityError> {
         let t = hit.t;
-        let (n, np) = (self.f_minus.len(), self.unit_p.len());
-        both_sides(model, hit, p, (&mut self.f_minus, &mut self.f_plus));
+        let (n, np) = (self.u.len(), self.unit_p.len());
+        let denominator = self.sides.evaluate(der, model, hit, p)?;
+        let Sides {
+            f_minus,
+            f_plus,
+            zeros_u,
+            zeros_p,
+            ..
+        } = &self.sides;
         // The states before each jump, recomputed as the forward map met them.
-        let jumps: Vec<usize> = hit
-            .events
-            .iter()
-            .copied()
-            .filter(|&k| self.actions[k] == EventAction::Jump)
-            .collect();
+        self.jumps.clear();
+        self.jumps
+            .extend(hit.events.iter().copied().filter(|&k| self.sides.jumps(k)));
         self.chain.clear();
         self.chain.extend_from_slice(&hit.u_before);
-        for (j, &k) in jumps.iter().enumerate() {
-            let (before, _) = self.chain.split_at(j * n + n);
-            let u = before[j * n..].to_vec();
+        for (j, &k) in self.jumps.iter().enumerate() {
+            self.u.copy_from_slice(&self.chain[j * n..(j + 1) * n]);
             der.jump_jvp(
                 k,
                 (t, 0.0),
-                (&u, &self.zeros_u),
-                (p, &self.zeros_p),
+                (&self.u, zeros_u),
+                (p, zeros_p),
                 &mut self.value,
                 &mut self.col,
             );
             self.chain.extend_from_slice(&self.value);
         }
         self.x_bar.copy_from_slice(lambda);
-        let mut dt_bar: f64 = -dot(&self.f_plus, lambda);
-        for (j, &k) in jumps.iter().enumerate().rev() {
-            let u = self.chain[j * n..(j + 1) * n].to_vec();
+        let mut dt_bar: f64 = -dot(f_plus, lambda);
+        for (j, &k) in self.jumps.iter().enumerate().rev() {
+            let u = &self.chain[j * n..(j + 1) * n];
             // h_t · x̄.
             der.jump_jvp(
                 k,
                 (t, 1.0),
-                (&u, &self.zeros_u),
-                (p, &self.zeros_p),
+                (u, zeros_u),
+                (p, zeros_p),
                 &mut self.value,
                 &mut self.col,
             );
@@ -230,8 +294,8 @@ impl EventAdjoint {
                 der.jump_jvp(
                     k,
                     (t, 0.0),
-                    (&u, &self.unit_u),
-                    (p, &self.zeros_p),
+                    (u, &self.unit_u),
+                    (p, zeros_p),
                     &mut self.value,
                     &mut self.col,
                 );
@@ -244,7 +308,7 @@ impl EventAdjoint {
                 der.jump_jvp(
                     k,
                     (t, 0.0),
-                    (&u, &self.zeros_u),
+                    (u, zeros_u),
                     (p, &self.unit_p),
                     &mut self.value,
                     &mut self.col,
@@ -254,75 +318,25 @@ impl EventAdjoint {
             }
             std::mem::swap(&mut self.x_bar, &mut self.x_new);
         }
-        dt_bar += dot(&self.f_minus, &self.x_bar);
+        dt_bar += dot(f_minus, &self.x_bar);
         lambda.copy_from_slice(&self.x_bar);
-        if let Some(k) = hit.located_by {
-            let d = rate(der, k, hit, &self.f_minus, p, &self.zeros_p)?;
+        if let Some((k, d)) = denominator {
             let scale = -dt_bar / d;
             for (i, l) in lambda.iter_mut().enumerate() {
                 self.unit_u[i] = 1.0;
-                *l += scale
-                    * der.condition_jvp(k, (t, 0.0), &hit.u_before, &self.unit_u, p, &self.zeros_p);
+                *l +=
+                    scale * der.condition_jvp(k, (t, 0.0), &hit.u_before, &self.unit_u, p, zeros_p);
                 self.unit_u[i] = 0.0;
             }
             for (jp, pb) in p_bar.iter_mut().enumerate().take(np) {
                 self.unit_p[jp] = 1.0;
-                *pb += scale
-                    * der.condition_jvp(k, (t, 0.0), &hit.u_before, &self.zeros_u, p, &self.unit_p);
+                *pb +=
+                    scale * der.condition_jvp(k, (t, 0.0), &hit.u_before, zeros_u, p, &self.unit_p);
                 self.unit_p[jp] = 0.0;
             }
         }
         crate::error::check_finite("adjoint λ before an event", t, lambda)
     }
-}
-
-/// Each event's action.
-fn actions<M: OdeSystem>(model: &M) -> Vec<EventAction> {
-    (0..model.n_events())
-        .map(|k| model.event_spec(k).action)
-        .collect()
-}
-
-/// f⁻ = f(t*, u⁻) and f⁺ = f(t*, u⁺).
-fn both_sides<M: OdeSystem>(
-    model: &M,
-    hit: &EventHit,
-    p: &[f64],
-    (f_minus, f_plus): (&mut [f64], &mut [f64]),
-) {
-    for (u, f) in [(&hit.u_before, f_minus), (&hit.u_after, f_plus)] {
-        model.rhs(
-            hit.t,
-            ArrayView1::from(&u[..]),
-            ArrayView1::from(p),
-            ArrayViewMut1::from(f),
-        );
-    }
-}
-
-/// The condition's rate g_t + g_u f⁻ at the root (the implicit-function theorem's denominator).
-///
-/// # Errors
-/// [`SensitivityError::NonFiniteDerivative`] when it vanishes (a grazing root: t* is not
-/// differentiable) or is not finite.
-fn rate<M: OdeSystem>(
-    der: &mut Derivatives<'_, M>,
-    k: usize,
-    hit: &EventHit,
-    f_minus: &[f64],
-    p: &[f64],
-    zeros: &[f64],
-) -> Result<f64, SensitivityError> {
-    let d = der.condition_jvp(k, (hit.t, 1.0), &hit.u_before, f_minus, p, zeros);
-    if d == 0.0 || !d.is_finite() {
-        return Err(SensitivityError::NonFiniteDerivative {
-            what: "event time: the condition's rate g_t + g_u f vanishes at t* (a grazing root)",
-            t: hit.t,
-            component: k,
-            value: d,
-        });
-    }
-    Ok(d)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

@@ -6,7 +6,7 @@ use ndarray::{Array1, Array2};
 
 use crate::erk::Integrator;
 use crate::error::SolverError;
-use crate::events::EventLocator;
+use crate::events::{EventLocator, with_event_tstops};
 use crate::implicit::ImplicitIntegrator;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
@@ -46,19 +46,7 @@ pub fn solve<M: OdeSystem>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
-    let with_event_times;
-    let options = if problem.model().n_events() > 0 {
-        let locator = EventLocator::new(problem, options)?;
-        let mut tstops = options.tstops.clone();
-        tstops.extend(locator.event_times());
-        let dir = (problem.t_end() - problem.t0()).signum();
-        tstops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
-        tstops.dedup();
-        with_event_times = options.clone().tstops(tstops);
-        &with_event_times
-    } else {
-        options
-    };
+    let options = &*with_event_tstops(problem, options)?;
     if options.method.is_implicit() {
         let mut it = ImplicitIntegrator::new(problem, options)?;
         return drive(&mut it, problem, options, |_| false);

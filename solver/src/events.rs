@@ -54,6 +54,28 @@ fn sign(x: f64) -> i8 {
     }
 }
 
+/// `options` with the model's time-event times added to its tstops (sorted in the direction of
+/// integration, without repeats), so that the steps land on them; `options` itself for a model without
+/// events.
+///
+/// # Errors
+/// As [`EventLocator::new`].
+pub fn with_event_tstops<'o, M: OdeSystem>(
+    problem: &OdeProblem<M>,
+    options: &'o SolverOptions,
+) -> Result<std::borrow::Cow<'o, SolverOptions>, SolverError> {
+    if problem.model().n_events() == 0 {
+        return Ok(std::borrow::Cow::Borrowed(options));
+    }
+    let locator = EventLocator::new(problem, options)?;
+    let mut tstops = options.tstops.clone();
+    tstops.extend(locator.event_times());
+    let dir = (problem.t_end() - problem.t0()).signum();
+    tstops.sort_by(|a, b| (dir * a).total_cmp(&(dir * b)));
+    tstops.dedup();
+    Ok(std::borrow::Cow::Owned(options.clone().tstops(tstops)))
+}
+
 /// Finds, checks and fires the events of one solve, step by step: [`EventLocator::locate`] after each
 /// accepted step, then [`EventLocator::fire`] if it found one. [`crate::solve`] drives it; derivative
 /// code that drives a [`Stepper`] itself uses it the same way, so the same events happen at the same
