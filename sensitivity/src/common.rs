@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::ad::derivatives::{ChunkDual, DerivativeCounts, ScalarGradient};
 use crate::error::{SensitivityError, check_finite, check_times};
-use crate::objective::Objective;
+use crate::objective::{Firing, FiringCounter, Objective};
 
 /// Counters of a derivative computation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -148,6 +148,9 @@ pub(crate) struct ObjectiveTracker<'o, O: Objective> {
     /// ∂g/∂u and ∂g/∂p of the last gradient evaluation.
     pub g_u: Vec<f64>,
     pub g_p: Vec<f64>,
+    /// Sums of the event terms' gradients.
+    event_u: Vec<f64>,
+    event_p: Vec<f64>,
 }
 
 impl<'o, O: Objective> ObjectiveTracker<'o, O> {
@@ -159,6 +162,8 @@ impl<'o, O: Objective> ObjectiveTracker<'o, O> {
             grad: ScalarGradient::new(n, np),
             g_u: vec![0.0; n],
             g_p: vec![0.0; np],
+            event_u: Vec::new(),
+            event_p: Vec::new(),
         }
     }
 
@@ -218,6 +223,74 @@ impl<'o, O: Objective> ObjectiveTracker<'o, O> {
         Ok(r)
     }
 
+    /// Σ of the event terms c(t*, u⁻, p) of `firings` (one firing's events).
+    pub fn event_value(&self, firings: &[Firing], t: f64, u: &[f64], p: &[f64]) -> f64 {
+        firings
+            .iter()
+            .map(|&f| {
+                self.objective
+                    .event_cost::<f64>(f, t, ArrayView1::from(u), ArrayView1::from(p))
+            })
+            .sum()
+    }
+
+    /// The gradient of the event terms of `firings` at (t*, u⁻, p): ∂c/∂u into `g_u`, ∂c/∂p into
+    /// `g_p` (summed over the firings); returns ∂c/∂t*.
+    ///
+    /// # Errors
+    /// [`SensitivityError::NonFiniteDerivative`] if the gradient is not finite.
+    pub fn event_gradient(
+        &mut self,
+        firings: &[Firing],
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+    ) -> Result<f64, SensitivityError> {
+        let objective = self.objective;
+        let (n, np) = (u.len(), p.len());
+        self.event_u.resize(n, 0.0);
+        self.event_p.resize(np, 0.0);
+        self.event_u.iter_mut().for_each(|x| *x = 0.0);
+        self.event_p.iter_mut().for_each(|x| *x = 0.0);
+        let mut c_t = 0.0;
+        for &f in firings {
+            self.grad
+                .gradient(u, p, &mut self.g_u, &mut self.g_p, |ud, pd| {
+                    objective.event_cost::<ChunkDual>(f, ChunkDual::constant(t), ud, pd)
+                });
+            for (a, g) in self.event_u.iter_mut().zip(&self.g_u) {
+                *a += g;
+            }
+            for (a, g) in self.event_p.iter_mut().zip(&self.g_p) {
+                *a += g;
+            }
+            // ∂c/∂t*: one pass with t* seeded.
+            let mut eps = [0.0; crate::ad::derivatives::CHUNK];
+            eps[0] = 1.0;
+            let (uc, pc) = self.grad.constants(u, p);
+            c_t += objective
+                .event_cost::<ChunkDual>(
+                    f,
+                    ChunkDual::new(t, eps),
+                    ArrayView1::from(uc),
+                    ArrayView1::from(pc),
+                )
+                .eps[0];
+        }
+        self.g_u.copy_from_slice(&self.event_u);
+        self.g_p.copy_from_slice(&self.event_p);
+        self.check(t)?;
+        if !c_t.is_finite() {
+            return Err(SensitivityError::NonFiniteDerivative {
+                what: "objective gradient ∂c/∂t* (event term)",
+                t,
+                component: 0,
+                value: c_t,
+            });
+        }
+        Ok(c_t)
+    }
+
     fn check(&self, t: f64) -> Result<(), SensitivityError> {
         check_finite("objective gradient ∂g/∂u", t, &self.g_u)?;
         check_finite("objective gradient ∂g/∂p", t, &self.g_p)
@@ -275,13 +348,15 @@ pub(crate) struct TangentRecord<'o, O: Objective> {
 }
 
 impl<'o, O: Objective> TangentRecord<'o, O> {
-    /// Whether save or observation times are still ahead.
-    pub fn pending(&self) -> bool {
-        self.next_save < self.save_times.len()
-            || self
-                .tracker
-                .as_ref()
-                .is_some_and(|tr| tr.next < tr.times().len())
+    /// The first save (`"save"`) or observation (`"observation"`) time still ahead, if any.
+    pub fn pending(&self) -> Option<(&'static str, f64)> {
+        if let Some(&t) = self.save_times.get(self.next_save) {
+            return Some(("save", t));
+        }
+        self.tracker
+            .as_ref()
+            .and_then(|tr| tr.times().get(tr.next))
+            .map(|&t| ("observation", t))
     }
 
     /// For `lanes` directions of a system with n states and np parameters.
@@ -330,20 +405,51 @@ impl<'o, O: Objective> TangentRecord<'o, O> {
     }
 }
 
+impl<O: Objective> TangentRecord<'_, O> {
+    /// At a firing (`firings` of `hit`, parameters `p`): G += Σ c(t*, u⁻, p) and
+    /// dG/dθ += c_t dt*/dθ + c_u u̇⁻ + c_p ṗ per lane, with `dt` = dt*/dθ per lane and `u_minus_dot` =
+    /// du⁻/dθ = s⁻ + f⁻ dt*/dθ (n × lanes).
+    ///
+    /// # Errors
+    /// [`SensitivityError::NonFiniteDerivative`] if the event terms' gradient is not finite.
+    pub fn record_event(
+        &mut self,
+        (firings, hit, p): (&[Firing], &odesens_solver::EventHit, &[f64]),
+        dt: &[f64],
+        u_minus_dot: &[f64],
+        pdot: &[f64],
+    ) -> Result<(), SensitivityError> {
+        let Some(tr) = self.tracker.as_mut() else {
+            return Ok(());
+        };
+        if !tr.objective().has_event_cost() {
+            return Ok(());
+        }
+        self.value += tr.event_value(firings, hit.t, &hit.u_before, p);
+        let c_t = tr.event_gradient(firings, hit.t, &hit.u_before, p)?;
+        for (d, dt) in self.d_objective.iter_mut().zip(dt) {
+            *d += c_t * dt;
+        }
+        add_directional(tr, 1.0, u_minus_dot, pdot, &mut self.d_objective);
+        Ok(())
+    }
+}
+
 /// The events of a forward pass: the step in which each fired (its index among the accepted steps)
 /// and the firing.
 pub(crate) type EventRecord = Vec<(usize, odesens_solver::EventHit)>;
 
-/// Runs `stepper` to the end, evaluating G = Σ_k g_k + h Σ_i b_i r(t_i, Y_i) along the steps (the same
-/// quadrature for every method, [`StepStages`]); `before_step(stepper, k)` is called before the k-th
-/// accepted step (for checkpoints). With `events`, the model's events are located and fired after each
-/// step as the solver does (an observation at an event time reads the state after the jump). Returns G,
-/// the number of steps and the events. The one forward pass of every derivative computation and every
-/// stepper.
+/// Runs `stepper` to the end, evaluating G = Σ_k g_k + h Σ_i b_i r(t_i, Y_i) + Σ_j c_j along the steps
+/// (the same quadrature for every method, [`StepStages`]); `before_step(stepper, k)` is called before the
+/// k-th accepted step (for checkpoints). With `events`, the model's events are located and fired after
+/// each step as the solver does (an observation at an event time reads the state after the jump; the
+/// event terms c_j read t* and the state before it); a stop ends the pass at t*. Returns G, the number
+/// of steps and the events. The one forward pass of every derivative computation and every stepper.
 ///
 /// # Errors
-/// Solver and objective errors; [`SensitivityError::Unsupported`] for running costs or a stop with
-/// events.
+/// Solver and objective errors; [`SensitivityError::Unsupported`] for running costs with events;
+/// [`SensitivityError::AfterStop`] for observations after a stop; [`SensitivityError::MissingEvent`]
+/// from [`Objective::check_events`].
 pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
     stepper: &mut S,
     objective: &O,
@@ -360,6 +466,8 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
     }
     let running = objective.has_running_cost();
     let mut hits = Vec::new();
+    let mut counter = FiringCounter::new(events.as_ref().map_or(0, |ev| ev.n_events()));
+    let mut firings = Vec::new();
     if let Some(ev) = events.as_mut() {
         if running {
             return Err(SensitivityError::Unsupported {
@@ -370,6 +478,7 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
         ev.start(t0, u0)?;
     }
     let mut steps = 0;
+    let mut stopped = None;
     while !stepper.is_finished() {
         before_step(stepper, steps);
         let t_prev = stepper.t();
@@ -388,11 +497,10 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
             Some(_) => {
                 let ev = events.as_mut().expect("events located");
                 let hit = ev.fire(stepper, t_prev)?;
+                counter.next(&hit.events, &mut firings);
+                value += tracker.event_value(&firings, hit.t, &hit.u_before, p);
                 if hit.stop {
-                    return Err(SensitivityError::Unsupported {
-                        operation: "objectives and adjoints of a solve that an event stops (the \
-                                    span's end moves with θ)",
-                    });
+                    stopped = Some(hit.t);
                 }
                 let t = hit.t;
                 hits.push((steps, hit));
@@ -409,8 +517,32 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
             tracker.next += 1;
         }
         steps += 1;
+        if let Some(t_stop) = stopped {
+            if let Some(&t) = tracker.times().get(tracker.next) {
+                return Err(SensitivityError::AfterStop {
+                    what: "observation",
+                    t,
+                    t_stop,
+                });
+            }
+            break;
+        }
     }
+    objective.check_events(&counter.counts)?;
     Ok((value, steps, hits))
+}
+
+/// The events of each firing of a forward pass ([`Firing`]), in order.
+pub(crate) fn firings_of(record: &EventRecord, n_events: usize) -> Vec<Vec<Firing>> {
+    let mut counter = FiringCounter::new(n_events);
+    record
+        .iter()
+        .map(|(_, hit)| {
+            let mut out = Vec::new();
+            counter.next(&hit.events, &mut out);
+            out
+        })
+        .collect()
 }
 
 /// The jump of λ at an observation: if the next observation (counting back) is at `t`,

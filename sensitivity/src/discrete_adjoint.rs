@@ -19,7 +19,7 @@ use crate::common::{
 };
 use crate::error::SensitivityError;
 use crate::events::EventAdjoint;
-use crate::objective::Objective;
+use crate::objective::{Firing, Objective};
 use crate::step_diff::{AdjointState, StepDiff, WithStepper, dispatch};
 
 /// The backward pass's working state.
@@ -29,18 +29,21 @@ struct Engine<'a, 'o, 'e, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> {
     der: Derivatives<'a, M>,
     state: AdjointState<'o, O>,
     model: &'a M,
-    /// The forward pass's events, by step, and the transposed event map's buffers.
+    /// The forward pass's events, by step, their firings, and the transposed event map's buffers.
     events: &'e crate::common::EventRecord,
+    firings: Vec<Vec<Firing>>,
     event_adjoint: EventAdjoint,
 }
 
 impl<'a, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> Engine<'a, '_, '_, M, S, O> {
+    /// The index (in the record) of the event that fired in step `step`, if any.
+    fn event_index(&self, step: usize) -> Option<usize> {
+        self.events.binary_search_by_key(&step, |(k, _)| *k).ok()
+    }
+
     /// The event that fired in step `step`, if any.
     fn event_of(&self, step: usize) -> Option<&odesens_solver::EventHit> {
-        self.events
-            .binary_search_by_key(&step, |(k, _)| *k)
-            .ok()
-            .map(|i| &self.events[i].1)
+        self.event_index(step).map(|i| &self.events[i].1)
     }
 }
 
@@ -56,17 +59,18 @@ impl<'a, M: OdeSystem + 'a, S: StepDiff<'a, M>, O: Objective> Reversal
     /// Takes the next step from the integrator's current state and differentiates it backwards; a
     /// step an event cut is differentiated up to the event, through the event's map.
     fn adjoint_current(&mut self, step: usize) -> Result<(), SensitivityError> {
-        match self.event_of(step) {
+        match self.event_index(step) {
             None => self
                 .replay
                 .adjoint_step(&mut self.work, &mut self.der, &mut self.state),
-            Some(hit) => {
-                let hit = hit.clone();
+            Some(i) => {
+                let hit = &self.events[i].1;
+                self.event_adjoint.firings.clone_from(&self.firings[i]);
                 self.replay.adjoint_event_step(
                     &mut self.work,
                     &mut self.der,
                     &mut self.state,
-                    (self.model, &hit, &mut self.event_adjoint),
+                    (self.model, hit, &mut self.event_adjoint),
                 )
             }
         }
@@ -172,6 +176,7 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
             der: Derivatives::new(problem.model()).with_vjp_mode(settings.vjp),
             state: AdjointState::new(objective, n, &p, settings.record_trajectory),
             model: problem.model(),
+            firings: crate::common::firings_of(&events, problem.model().n_events()),
             events: &events,
             event_adjoint: EventAdjoint::new(problem.model()),
         };

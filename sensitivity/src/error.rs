@@ -47,6 +47,29 @@ pub enum SensitivityError {
         /// What was asked, and why it cannot be done.
         operation: &'static str,
     },
+    /// An objective reads an event that did not fire as often as it needs (`event`: `None` for any).
+    #[error("the objective reads firing {needed} of event {event:?}, but it fired {fired} times")]
+    MissingEvent {
+        /// The event read (`None`: any event).
+        event: Option<usize>,
+        /// The firings needed.
+        needed: usize,
+        /// The firings that happened.
+        fired: usize,
+    },
+    /// A save or observation time lies after an event that stopped the integration.
+    #[error(
+        "{what} time {t} lies after the stop at t* = {t_stop} (an event stopped the integration; \
+             the span's end moves with θ: read the stop with an event term, e.g. EventTime)"
+    )]
+    AfterStop {
+        /// `"observation"` or `"save"`.
+        what: &'static str,
+        /// The time asked for.
+        t: f64,
+        /// Where the integration stopped.
+        t_stop: f64,
+    },
     /// A setting is outside its valid range.
     #[error("invalid setting {name} = {value}: must be {valid}")]
     InvalidSetting {

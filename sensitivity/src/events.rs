@@ -19,7 +19,9 @@ use ndarray::{ArrayView1, ArrayViewMut1};
 use odesens_solver::{EventAction, EventHit, OdeSystem};
 
 use crate::ad::derivatives::Derivatives;
+use crate::common::ObjectiveTracker;
 use crate::error::SensitivityError;
+use crate::objective::{Firing, Objective};
 
 /// What the tangent map and its transpose share: each event's action, f on both sides of the jump,
 /// and zero seeds.
@@ -111,6 +113,9 @@ pub(crate) struct EventTangents {
     pub times: Vec<f64>,
     /// dt*/dθ of every firing, `c` lanes each.
     pub dt: Vec<f64>,
+    /// The last firing's du⁻/dθ = s⁻ + f⁻ dt*/dθ (n × c): the tangent of the state at the moving
+    /// event, for the objective's event terms.
+    pub u_minus_dot: Vec<f64>,
 }
 
 impl EventTangents {
@@ -128,11 +133,13 @@ impl EventTangents {
             u_new: vec![0.0; n],
             times: Vec::new(),
             dt: Vec::new(),
+            u_minus_dot: vec![0.0; n * c],
         }
     }
 
     /// Maps s⁻ (`s_minus`, n × c: the interpolant's tangent at t*) across the firing `hit` to s⁺ in
-    /// `out` (n × c), recording dt*/dθ.
+    /// `out` (n × c), recording dt*/dθ. At a stop nothing continues at fixed time: `out` is the
+    /// tangent of the final state u(t*) itself, s⁻ + f⁻ dt*/dθ.
     ///
     /// # Errors
     /// [`SensitivityError::NonFiniteDerivative`] when g_t + g_u f⁻ vanishes (a grazing root: t* is not
@@ -167,6 +174,7 @@ impl EventTangents {
             };
             for m in 0..n {
                 self.x[m] = self.s[m] + self.sides.f_minus[m] * dt;
+                self.u_minus_dot[m * c + lane] = self.x[m];
             }
             self.u_cur.copy_from_slice(&hit.u_before);
             for &k in &hit.events {
@@ -183,8 +191,10 @@ impl EventTangents {
                     std::mem::swap(&mut self.x, &mut self.x_new);
                 }
             }
+            // f⁺ dt*: the later steps start at the moving t* (none after a stop).
+            let shift = if hit.stop { 0.0 } else { dt };
             for m in 0..n {
-                out[m * c + lane] = self.x[m] - self.sides.f_plus[m] * dt;
+                out[m * c + lane] = self.x[m] - self.sides.f_plus[m] * shift;
             }
             self.dt.push(dt);
         }
@@ -197,7 +207,11 @@ impl EventTangents {
 /// given λ⁺ = ∂G/∂u just after the event (at fixed time), λ⁻ on s⁻ and the parameters' part, by
 ///
 /// x̄ = λ⁺, dt̄ = −f⁺·λ⁺; through each jump (last first) x̄ ← h_uᵀ x̄, dt̄ += h_t·x̄, p̄ += h_pᵀ x̄;
+/// then with the objective's event terms c(t*, u⁻, p) x̄ += c_u, dt̄ += c_t, p̄ += c_p;
 /// then dt̄ += f⁻·x̄ and λ⁻ = x̄ − (dt̄ / (g_t + g_u f⁻)) g_u, p̄ −= (dt̄ / (g_t + g_u f⁻)) g_p.
+/// At a stop λ⁺ is on the final state u(t*) itself (no f⁺ term: nothing continues).
+///
+/// The same map is the jump condition of the continuous adjoint at an event.
 ///
 /// The Jacobian columns of the condition and the jumps come from `Dual64` passes (one per input), so
 /// the adjoint of an event costs O(n + p) model evaluations: events are rare beside steps.
@@ -213,6 +227,9 @@ pub(crate) struct EventAdjoint {
     /// The jumping events of the firing, and the states before each jump (u⁻ first).
     jumps: Vec<usize>,
     chain: Vec<f64>,
+    /// The events of the firing being mapped, as the objective's event terms see them (set by the
+    /// caller).
+    pub firings: Vec<Firing>,
 }
 
 impl EventAdjoint {
@@ -230,19 +247,22 @@ impl EventAdjoint {
             u: vec![0.0; n],
             jumps: Vec::new(),
             chain: Vec::new(),
+            firings: Vec::new(),
         }
     }
 
-    /// Maps λ⁺ (in `lambda`) across the firing `hit` to λ⁻, adding the parameters' part to `p_bar`.
+    /// Maps λ⁺ (in `lambda`) across the firing `hit` (its events in `self.firings`) to λ⁻, adding the
+    /// parameters' part to `p_bar` and the gradient of `tracker`'s event terms.
     ///
     /// # Errors
-    /// As [`EventTangents::apply`].
-    pub fn apply<M: OdeSystem>(
+    /// As [`EventTangents::apply`]; a non-finite gradient of the event terms.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply<M: OdeSystem, O: Objective>(
         &mut self,
         der: &mut Derivatives<'_, M>,
         model: &M,
         hit: &EventHit,
-        p: &[f64],
+        (tracker, p): (&mut ObjectiveTracker<'_, O>, &[f64]),
         lambda: &mut [f64],
         p_bar: &mut [f64],
     ) -> Result<(), SensitivityError> {
@@ -275,7 +295,7 @@ impl EventAdjoint {
             self.chain.extend_from_slice(&self.value);
         }
         self.x_bar.copy_from_slice(lambda);
-        let mut dt_bar: f64 = -dot(f_plus, lambda);
+        let mut dt_bar: f64 = if hit.stop { 0.0 } else { -dot(f_plus, lambda) };
         for (j, &k) in self.jumps.iter().enumerate().rev() {
             let u = &self.chain[j * n..(j + 1) * n];
             // h_t · x̄.
@@ -317,6 +337,15 @@ impl EventAdjoint {
                 *pb += dot(&self.col, &self.x_bar);
             }
             std::mem::swap(&mut self.x_bar, &mut self.x_new);
+        }
+        if tracker.objective().has_event_cost() {
+            dt_bar += tracker.event_gradient(&self.firings, t, &hit.u_before, p)?;
+            for (x, g) in self.x_bar.iter_mut().zip(&tracker.g_u) {
+                *x += g;
+            }
+            for (pb, g) in p_bar.iter_mut().zip(&tracker.g_p) {
+                *pb += g;
+            }
         }
         dt_bar += dot(f_minus, &self.x_bar);
         lambda.copy_from_slice(&self.x_bar);

@@ -23,7 +23,7 @@ use crate::common::{
 use crate::cost_model::forward_blocks;
 use crate::error::{SensitivityError, check_times};
 use crate::events::EventTangents;
-use crate::objective::Objective;
+use crate::objective::{FiringCounter, Objective};
 use crate::step_diff::{
     Capability, StepDiff, StepFamily, Tangents, WithStepper, dispatch, require,
 };
@@ -128,6 +128,8 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     let mut events = EventLocator::new(problem, options)?;
     let has_events = !events.is_empty();
     let mut event_tangents = EventTangents::new(problem.model(), tg.c);
+    let mut counter = FiringCounter::new(problem.model().n_events());
+    let mut firings = Vec::new();
     let (mut udot_n, mut s_minus) = (Vec::new(), Vec::new());
     if has_events {
         if objective.is_some_and(|o| o.has_running_cost()) {
@@ -206,21 +208,32 @@ fn run_chunk<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
                     &s_minus,
                     &mut tg.udot,
                 )?;
+                counter.next(&hit.events, &mut firings);
+                let dt = &event_tangents.dt[event_tangents.dt.len() - tg.c..];
+                rec.record_event(
+                    (&firings, &hit, &p),
+                    dt,
+                    &event_tangents.u_minus_dot,
+                    &tg.pdot,
+                )?;
                 // An observation or save time at t* reads the state after the jump.
                 rec.record(t_star, &hit.u_after, &p, &tg.udot, &tg.pdot)?;
                 if hit.stop {
                     // The event times and their sensitivities are the result; nothing after t* is.
-                    if rec.pending() {
-                        return Err(SensitivityError::Unsupported {
-                            operation: "save or observation times after an event that stops the \
-                                        integration (the span's end moves with θ): the event's time \
-                                        and dt*/dθ are in ForwardSensitivities",
+                    if let Some((what, t)) = rec.pending() {
+                        return Err(SensitivityError::AfterStop {
+                            what,
+                            t,
+                            t_stop: t_star,
                         });
                     }
                     break;
                 }
             }
         }
+    }
+    if let Some(o) = objective {
+        o.check_events(&counter.counts)?;
     }
     let stats = SensitivityStats {
         forward: stepper.stats(),

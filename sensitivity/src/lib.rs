@@ -82,7 +82,8 @@ pub use forward::{
 pub use gradient_check::{GradientCheck, check_gradient, objective_value};
 pub use hessian::{HessianVectorProduct, hessian_vector_product};
 pub use objective::{
-    ComponentAt, IntegralOfSquare, LeastSquares, Objective, SquaredNormAt, WeightedSumAt,
+    ComponentAt, EventTime, EventTimeMisfit, Firing, IntegralOfSquare, LeastSquares, Objective,
+    SquaredNormAt, WeightedSumAt,
 };
 
 /// Re-export of the solver crate.

@@ -2,11 +2,13 @@
 //! closed-form derivatives, threshold dosing against central differences, and the derivative
 //! computations that do not handle events yet refusing them with a typed error.
 
-use odesens_models::{BouncingBall, ScheduledDoses, ThresholdDosing};
+use odesens_models::{
+    BouncingBall, DoublePendulum, DoublePendulumFlip, ScheduledDoses, ThresholdDosing,
+};
 use odesens_sensitivity::{
-    Checkpointing, ContinuousSettings, Directions, ForwardSettings, Gradient, LeastSquares,
-    SensitivityAlgorithm, SensitivityError, SquaredNormAt, check_gradient, forward_sensitivities,
-    gradient, hessian_vector_product, objective_value,
+    Checkpointing, ContinuousSettings, Directions, EventTime, EventTimeMisfit, ForwardSettings,
+    Gradient, LeastSquares, SensitivityAlgorithm, SensitivityError, SquaredNormAt, check_gradient,
+    forward_sensitivities, gradient, hessian_vector_product, objective_value,
 };
 use odesens_solver::{Method, OdeProblem, SolverOptions};
 
@@ -538,4 +540,140 @@ fn a_root_with_zero_slope_is_located_and_differentiated() {
     )
     .unwrap();
     assert!(rel_diff(&adjoint, &forward) < 1e-12);
+}
+
+/// Objectives that read event times: the k-th bounce time and a misfit of observed bounce times, by
+/// forward sensitivities and the discrete adjoint against the closed form; the time until the double
+/// pendulum first flips, forward against adjoint (every policy) and against central differences.
+#[test]
+fn event_time_objectives_match_the_closed_form_and_each_other() {
+    let (h0, g, e) = (1.0, 9.81, 0.8);
+    let ball = OdeProblem::new(BouncingBall, vec![h0, 0.0], vec![g, e], (0.0, 3.0)).unwrap();
+    let third = EventTime::new(0, 2);
+    let observed = vec![0.46, 1.2, 1.8];
+    let misfit = EventTimeMisfit::new(0, observed.clone());
+    // The closed forms: t_3 and ½ Σ_k (t_k − d_k)², with derivatives for (g, e, h0, v0).
+    let (t3, dt3) = BouncingBall::bounce_time_derivatives(h0, g, e, 3);
+    let (mut value, mut d_misfit) = (0.0, [0.0; 4]);
+    for (k, d) in observed.iter().enumerate() {
+        let (tk, dtk) = BouncingBall::bounce_time_derivatives(h0, g, e, k + 1);
+        value += 0.5 * (tk - d) * (tk - d);
+        for j in 0..4 {
+            d_misfit[j] += (tk - d) * dtk[j];
+        }
+    }
+    for method in [Method::Tsit5, Method::Kvaerno5, Method::RadauIIA5] {
+        let options = SolverOptions::default().method(method).tol(1e-12);
+        for algorithm in [
+            SensitivityAlgorithm::Forward,
+            SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        ] {
+            for (name, grad, (v, d)) in [
+                (
+                    "t_3",
+                    gradient(&ball, &options, &third, &algorithm).unwrap(),
+                    (t3, dt3),
+                ),
+                (
+                    "misfit",
+                    gradient(&ball, &options, &misfit, &algorithm).unwrap(),
+                    (value, d_misfit),
+                ),
+            ] {
+                assert!((grad.value - v).abs() < 1e-11 * v, "{method} {name}");
+                let got = grad.to_vec();
+                let scale = d.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+                for j in 0..4 {
+                    let rel = (got[j] - d[j]).abs() / scale;
+                    assert!(
+                        rel < 1e-9,
+                        "{method} {algorithm:?} {name}: ∂/∂θ_{j} = {} vs {}: {rel:e}",
+                        got[j],
+                        d[j]
+                    );
+                }
+            }
+        }
+    }
+    let methods = [
+        Method::Tsit5,
+        Method::Dp5,
+        Method::Bs3,
+        Method::Vern7,
+        Method::Vern9,
+        Method::TrBdf2,
+        Method::Kvaerno5,
+        Method::RadauIIA5,
+    ];
+    adjoint_agrees("ball t_3", &ball, &third, &methods);
+    adjoint_agrees("ball misfit", &ball, &misfit, &methods);
+
+    // The double pendulum's flip: a stop event; G = t* of the first flip.
+    let flip = OdeProblem::new(
+        DoublePendulumFlip,
+        vec![2.0, 1.0, 0.0, 0.0],
+        DoublePendulum::bench_params(),
+        (0.0, 10.0),
+    )
+    .unwrap();
+    let first = EventTime::first();
+    adjoint_agrees(
+        "flip time",
+        &flip,
+        &first,
+        &[Method::Tsit5, Method::Vern9, Method::RadauIIA5],
+    );
+    // Central differences with a small step: the flip time's second derivatives are large (a chaotic
+    // system), so the default step's truncation error is 2.7e-5 (measured for four methods alike).
+    let options = SolverOptions::default().method(Method::Vern9).tol(1e-13);
+    let adjoint = gradient(
+        &flip,
+        &options,
+        &first,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    )
+    .unwrap();
+    let sol = odesens_solver::solve(&flip, &options).unwrap();
+    assert_eq!(adjoint.value, sol.t_end);
+    let check = check_gradient(&flip, &options, &first, &adjoint, Some(3e-7)).unwrap();
+    println!(
+        "flip time {:.12}: adjoint vs central differences {:.2e}",
+        adjoint.value, check.max_rel_error
+    );
+    assert!(check.max_rel_error < 1e-6, "{check:?}");
+}
+
+#[test]
+fn event_objectives_and_stops_report_bad_requests() {
+    let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
+    let options = SolverOptions::default().tol(1e-8);
+    for algorithm in [
+        SensitivityAlgorithm::Forward,
+        SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+    ] {
+        // Six bounces before t = 3: the tenth is missing.
+        assert!(matches!(
+            gradient(&ball, &options, &EventTime::new(0, 9), &algorithm),
+            Err(SensitivityError::MissingEvent {
+                event: Some(0),
+                needed: 10,
+                fired: 6
+            })
+        ));
+        // An observation after a stop.
+        let flip = OdeProblem::new(
+            DoublePendulumFlip,
+            vec![2.0, 1.0, 0.0, 0.0],
+            DoublePendulum::bench_params(),
+            (0.0, 10.0),
+        )
+        .unwrap();
+        match gradient(&flip, &options, &SquaredNormAt::new(10.0), &algorithm) {
+            Err(SensitivityError::AfterStop { t, t_stop, .. }) => {
+                assert_eq!(t, 10.0);
+                assert!(t_stop < 10.0);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -179,6 +179,11 @@ impl<'a, M: OdeSystem> EventLocator<'a, M> {
         self.specs.is_empty()
     }
 
+    /// The number of events of the model.
+    pub fn n_events(&self) -> usize {
+        self.specs.len()
+    }
+
     /// The times of the time events (to add to the tstops).
     pub fn event_times(&self) -> impl Iterator<Item = f64> + '_ {
         self.times.iter().map(|&(t, _)| t)

@@ -440,6 +440,18 @@ impl ScalarGradient {
         }
     }
 
+    /// (u, p) as dual constants (no seed), for a pass that seeds something else.
+    pub fn constants(&mut self, u: &[f64], p: &[f64]) -> (&[ChunkDual], &[ChunkDual]) {
+        for (d, &x) in self.ud.iter_mut().zip(u) {
+            *d = ChunkDual::constant(x);
+        }
+        for (d, &x) in self.pd.iter_mut().zip(p) {
+            *d = ChunkDual::constant(x);
+        }
+        self.dual_passes += 1;
+        (&self.ud, &self.pd)
+    }
+
     /// Writes ∂g/∂u into `g_u` and ∂g/∂p into `g_p` (overwritten) and returns g(u, p), in
     /// ⌈(n + np)/CHUNK⌉ passes of `g` with dual numbers.
     pub fn gradient<F>(
