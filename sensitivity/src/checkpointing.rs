@@ -270,7 +270,7 @@ pub(crate) fn forward_with_checkpoints<S: Stepper, O: crate::objective::Objectiv
     let keep_every = keep_every(checkpointing);
     let mut stored = Vec::new();
     let (value, steps, events) =
-        crate::common::forward_pass(stepper, objective, p, start, events, |s, k| {
+        crate::common::forward_pass(stepper, objective, p, start, events, |s, k, _| {
             if keep_every.is_some_and(|every| k.is_multiple_of(every)) {
                 stored.push(s.checkpoint());
             }

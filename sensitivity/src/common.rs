@@ -440,8 +440,9 @@ impl<O: Objective> TangentRecord<'_, O> {
 pub(crate) type EventRecord = Vec<(usize, odesens_solver::EventHit)>;
 
 /// Runs `stepper` to the end, evaluating G = Σ_k g_k + h Σ_i b_i r(t_i, Y_i) + Σ_j c_j along the steps
-/// (the same quadrature for every method, [`StepStages`]); `before_step(stepper, k)` is called before the
-/// k-th accepted step (for checkpoints). With `events`, the model's events are located and fired after
+/// (the same quadrature for every method, [`StepStages`]); `before_step(stepper, k, restarted)` is
+/// called before the k-th accepted step (for checkpoints), `restarted` telling whether an event cut the
+/// step before and the stepper restarted after it. With `events`, the model's events are located and fired after
 /// each step as the solver does (an observation at an event time reads the state after the jump; the
 /// event terms c_j read t* and the state before it); a stop ends the pass at t*. Returns G, the number
 /// of steps and the events. The one forward pass of every derivative computation and every stepper.
@@ -456,7 +457,7 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
     p: &[f64],
     (t0, u0): (f64, &[f64]),
     mut events: Option<&mut odesens_solver::EventLocator<'_, M>>,
-    mut before_step: impl FnMut(&S, usize),
+    mut before_step: impl FnMut(&S, usize, bool),
 ) -> Result<(f64, usize, EventRecord), SensitivityError> {
     let mut tracker = ObjectiveTracker::new(objective, u0.len(), p.len());
     let mut value = 0.0;
@@ -480,7 +481,8 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
     let mut steps = 0;
     let mut stopped = None;
     while !stepper.is_finished() {
-        before_step(stepper, steps);
+        let restarted = steps > 0 && hits.last().is_some_and(|(k, _)| k + 1 == steps);
+        before_step(stepper, steps, restarted);
         let t_prev = stepper.t();
         let t_next = {
             let step = stepper.step_accepted()?;

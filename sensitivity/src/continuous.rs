@@ -30,17 +30,19 @@ use std::sync::Mutex;
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use odesens_solver::linalg::SparsityPattern;
 use odesens_solver::{
-    DenseOutput, ImplicitIntegrator, Integrator, LinearSolverKind, Method, OdeProblem, OdeSystem,
-    Scalar, SolverError, SolverOptions, Statistics, StepStages, Stepper,
+    DenseOutput, EventHit, EventLocator, ImplicitIntegrator, Integrator, LinearSolverKind, Method,
+    OdeProblem, OdeSystem, Scalar, SolverError, SolverOptions, Statistics, StepStages, Stepper,
 };
 
 use crate::ad::derivatives::Derivatives;
 use crate::checkpointing::{Action, Checkpointing, Stack, revolve};
 use crate::common::{
-    Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options, forward_pass,
+    EventRecord, Gradient, ObjectiveTracker, SensitivityStats, check_objective, derivative_options,
+    forward_pass,
 };
 use crate::error::{SensitivityError, check_finite};
-use crate::objective::Objective;
+use crate::events::EventAdjoint;
+use crate::objective::{Firing, Objective};
 use crate::step_diff::{Capability, StepDiff, StepFamily, WithStepper, dispatch, require};
 
 /// Settings of the backward solve.
@@ -277,6 +279,39 @@ impl<'a, 'o, M: OdeSystem, O: Objective> AdjointSystem<'a, 'o, M, O> {
         Ok(jumped)
     }
 
+    /// The adjoint's jump at an event (`hit`, its `firings`): λ⁺ ↦ λ⁻ and q += the parameters' part,
+    /// by the transposed event map ([`EventAdjoint`]: the continuous adjoint's jump condition, the
+    /// same as the discrete one's); backsolve's u jumps back to u⁻.
+    fn event_jump(
+        &self,
+        hit: &EventHit,
+        firings: &[Firing],
+        ev: &mut EventAdjoint,
+        z: &mut [f64],
+        q_outside: &mut [f64],
+    ) -> Result<(), SensitivityError> {
+        let (n, offset) = (self.n, self.offset());
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        ev.firings.clear();
+        ev.firings.extend_from_slice(firings);
+        if self.layout == Layout::Backsolve {
+            z[..n].copy_from_slice(&hit.u_before);
+        }
+        let (lambda, q) = match self.layout {
+            Layout::LambdaOnly => (&mut z[..], &mut q_outside[..]),
+            _ => z[offset..].split_at_mut(n),
+        };
+        ev.apply(
+            &mut inner.der,
+            self.model,
+            hit,
+            (&mut inner.tracker, &inner.p),
+            lambda,
+            q,
+        )
+    }
+
     fn eval(&self, t: f64, z: &[f64], dz: &mut [f64]) {
         let (n, offset) = (self.n, self.offset());
         let mut guard = self.lock();
@@ -505,8 +540,19 @@ struct Backward<'s, 'a, 'o, M: OdeSystem, O: Objective, B, F> {
     /// The integrator's state, and q when it is integrated outside ([`Layout::LambdaOnly`]).
     z: Vec<f64>,
     q: Vec<f64>,
+    /// The forward pass's events, the last ones first to be crossed.
+    events: BackwardEvents<'s>,
     t0: f64,
     t_end: f64,
+}
+
+/// The events the backward solve crosses: the forward pass's record, each firing's events, how many
+/// are still ahead (counted from the start), and the transposed event map's buffers.
+struct BackwardEvents<'s> {
+    record: &'s EventRecord,
+    firings: Vec<Vec<Firing>>,
+    left: usize,
+    adjoint: EventAdjoint,
 }
 
 impl<'s, 'a, 'o, M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B, SolverError>>
@@ -517,7 +563,7 @@ impl<'s, 'a, 'o, M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B,
     fn new(
         make: F,
         system: &'s AdjointSystem<'a, 'o, M, O>,
-        obs: &'o [f64],
+        (obs, events): (&'o [f64], &'s EventRecord),
         (z, q): (Vec<f64>, Vec<f64>),
         (t0, t_end): (f64, f64),
     ) -> Self {
@@ -529,9 +575,36 @@ impl<'s, 'a, 'o, M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B,
             obs_left: obs.len(),
             z,
             q,
+            events: BackwardEvents {
+                record: events,
+                firings: crate::common::firings_of(events, system.model.n_events()),
+                left: events.len(),
+                adjoint: EventAdjoint::new(system.model),
+            },
             t0,
             t_end,
         }
+    }
+
+    /// At t: the observation jumps, then the jumps of the events that fired at t (an observation at
+    /// an event time reads the state after it). Returns whether z changed.
+    fn jumps_at(&mut self, t: f64) -> Result<bool, SensitivityError> {
+        let mut changed =
+            self.system
+                .jump(self.obs, t, &mut self.z, &mut self.q, &mut self.obs_left)?;
+        let ev = &mut self.events;
+        while ev.left > 0 && ev.record[ev.left - 1].1.t == t {
+            ev.left -= 1;
+            self.system.event_jump(
+                &ev.record[ev.left].1,
+                &ev.firings[ev.left],
+                &mut ev.adjoint,
+                &mut self.z,
+                &mut self.q,
+            )?;
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// The failure recorded inside the adjoint system, else `result`'s.
@@ -542,27 +615,28 @@ impl<'s, 'a, 'o, M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B,
         }
     }
 
-    /// Integrates backwards down to `t_stop` (a tstop), adding observation jumps on the way; the first
-    /// call first adds the observations at t_end.
+    /// Integrates backwards down to `t_stop` (a tstop), adding observation and event jumps on the way;
+    /// the first call first adds those at t_end.
     fn run_to(&mut self, t_stop: f64) -> Result<(), SensitivityError> {
         if self.back.is_none() {
             let made = (self.make)();
             let mut back = self.first_error(made)?;
             self.z.copy_from_slice(back.u());
-            if self.system.jump(
-                self.obs,
-                self.t_end,
-                &mut self.z,
-                &mut self.q,
-                &mut self.obs_left,
-            )? {
+            if self.jumps_at(self.t_end)? {
                 back.set_state(&self.z)?;
             }
             self.back = Some(back);
         }
+        let mut back = self.back.take().expect("built above");
+        let result = self.run_built(&mut back, t_stop);
+        self.back = Some(back);
+        result
+    }
+
+    /// [`Backward::run_to`] with the integrator built.
+    fn run_built(&mut self, back: &mut B, t_stop: f64) -> Result<(), SensitivityError> {
         let offset = self.system.offset();
         let quadrature = self.system.layout == Layout::LambdaOnly;
-        let back = self.back.as_mut().expect("built above");
         while !back.is_finished() && back.t() != t_stop {
             {
                 let step = back.step_accepted();
@@ -592,10 +666,7 @@ impl<'s, 'a, 'o, M: OdeSystem, O: Objective, B: Stepper, F: FnMut() -> Result<B,
                 continue;
             }
             self.z.copy_from_slice(back.u());
-            if self
-                .system
-                .jump(self.obs, t, &mut self.z, &mut self.q, &mut self.obs_left)?
-            {
+            if self.jumps_at(t)? {
                 back.set_state(&self.z)?;
             }
         }
@@ -649,10 +720,6 @@ fn run<M: OdeSystem, O: Objective>(
             valid: "false with an implicit backward method (it integrates q outside its error norm)",
         });
     }
-    crate::common::reject_events(
-        problem,
-        "the continuous adjoint of a model with events (not implemented yet: use forward sensitivities)",
-    )?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     dispatch(
         opts.method,
@@ -695,16 +762,38 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Job<'a, '_, M, O> {
     }
 }
 
-/// The forward pass's record: segments of `seg` steps starting at `starts`, their checkpoints (all of
-/// them if `keep_all`, else a binomial reversal from `initial` with `snapshots` slots).
-struct Segments<C> {
+/// The forward pass's record: segments starting at `starts` with the steps from `first_steps` (of
+/// `seg` steps, or fewer where an event cut a segment short: every event ends one), their checkpoints
+/// (all of them if `keep_all`, else a binomial reversal from `initial` with `snapshots` slots), and the
+/// events.
+struct Segments<'e, C> {
     initial: C,
     stored: Vec<C>,
     starts: Vec<f64>,
-    seg: usize,
+    first_steps: Vec<usize>,
     keep_all: bool,
     snapshots: usize,
     steps: usize,
+    events: &'e EventRecord,
+}
+
+/// Replays the forward steps `steps` from the replay's current point, restarting it after each event
+/// as the forward pass did.
+fn advance_steps<S: Stepper>(
+    replay: &mut S,
+    steps: std::ops::Range<usize>,
+    events: &EventRecord,
+) -> Result<(), SensitivityError> {
+    for k in steps {
+        replay.step_accepted()?;
+        if let Ok(i) = events.binary_search_by_key(&k, |(step, _)| *step) {
+            let hit = &events[i].1;
+            if !hit.stop {
+                replay.restart_at(hit.t, &hit.u_after)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the reversal returns: the final integrator state and q, the backward counters, and the replay's.
@@ -722,7 +811,7 @@ struct Reversed {
 /// reversal) with dense output just before the backward integrator crosses it.
 fn reverse<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective, B: Stepper>(
     (problem, opts): (&'a OdeProblem<M>, &SolverOptions),
-    segments: Segments<S::Checkpoint>,
+    segments: Segments<'_, S::Checkpoint>,
     mut bw: Backward<'_, '_, '_, M, O, B, impl FnMut() -> Result<B, SolverError>>,
     backsolve: bool,
 ) -> Result<Reversed, SensitivityError> {
@@ -731,10 +820,11 @@ fn reverse<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective, B: Stepper>(
         initial,
         stored,
         starts,
-        seg,
+        first_steps,
         keep_all,
         snapshots,
         steps,
+        events,
     } = segments;
     let units = starts.len();
     let mut recomputation = Statistics::default();
@@ -745,36 +835,48 @@ fn reverse<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective, B: Stepper>(
     } else {
         let mut replay = S::start(problem, opts)?;
         let mut spare: Option<DenseOutput> = None;
-        let len = |j: usize| (steps - j * seg).min(seg);
+        // The steps of unit j.
+        let unit = |j: usize| first_steps[j]..first_steps.get(j + 1).copied().unwrap_or(steps);
         if keep_all {
             for j in (0..units).rev() {
                 replay.restore(&stored[j])?;
-                load_segment(&mut replay, system, &mut spare, len(j))?;
+                load_segment(&mut replay, system, &mut spare, unit(j).len())?;
                 bw.run_to(starts[j])?;
             }
             peak_snapshots = stored.len();
         } else {
-            // Binomial reversal over the segments.
+            // Binomial reversal over the segments; the unit each slot's checkpoint stands before.
             let mut st = Stack::new(initial, snapshots);
-            revolve(units, snapshots.min(units.max(1)), |action| match action {
-                Action::Reverse { slot, advance } => {
-                    replay.restore(&st.items[slot])?;
-                    for _ in 0..advance * seg {
-                        replay.step_accepted()?;
+            let mut at = vec![0usize; 1];
+            let mut advance =
+                |replay: &mut S, from: usize, count: usize| -> Result<(), SensitivityError> {
+                    if count > 0 {
+                        let range = unit(from).start..unit(from + count - 1).end;
+                        recomputed_steps += range.len();
+                        advance_steps(replay, range, events)?;
                     }
-                    recomputed_steps += advance * seg;
-                    // The unit reversed: slot's unit + advance.
-                    let j = unit_of(&starts, replay.t());
-                    load_segment(&mut replay, system, &mut spare, len(j))?;
+                    Ok(())
+                };
+            revolve(units, snapshots.min(units.max(1)), |action| match action {
+                Action::Reverse {
+                    slot,
+                    advance: count,
+                } => {
+                    replay.restore(&st.items[slot])?;
+                    advance(&mut replay, at[slot], count)?;
+                    let j = at[slot] + count;
+                    load_segment(&mut replay, system, &mut spare, unit(j).len())?;
                     bw.run_to(starts[j])
                 }
-                Action::Store { slot, advance } => {
+                Action::Store {
+                    slot,
+                    advance: count,
+                } => {
                     replay.restore(&st.items[slot])?;
-                    for _ in 0..advance * seg {
-                        replay.step_accepted()?;
-                    }
-                    recomputed_steps += advance * seg;
-                    st.push(&replay);
+                    advance(&mut replay, at[slot], count)?;
+                    let new = st.push(&replay);
+                    at.resize(new + 1, 0);
+                    at[new] = at[slot] + count;
                     Ok(())
                 }
                 Action::Release => {
@@ -828,23 +930,30 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     };
     let mut stored: Vec<S::Checkpoint> = Vec::new();
     let mut starts: Vec<f64> = Vec::new();
+    let mut first_steps: Vec<usize> = Vec::new();
     // Where each segment's first step ends.
     let mut first_ends: Vec<f64> = Vec::new();
-    let no_events: Option<&mut odesens_solver::EventLocator<'_, M>> = None;
-    let (value, steps, _) = forward_pass(
+    let mut locator = EventLocator::new(problem, opts)?;
+    let locator = (!locator.is_empty()).then_some(&mut locator);
+    let (value, steps, events) = forward_pass(
         &mut forward,
         objective,
         &p,
         (t0, &u0),
-        no_events,
-        |integ, k| {
+        locator,
+        |integ, k, restarted| {
             if backsolve {
                 return;
             }
-            if k >= 1 && (k - 1).is_multiple_of(seg) {
+            if first_steps.last().is_some_and(|&f| f + 1 == k) {
                 first_ends.push(integ.t());
             }
-            if k.is_multiple_of(seg) {
+            // A segment every `seg` steps, and one after each event (u jumps there).
+            if first_steps
+                .last()
+                .is_none_or(|&f| restarted || k - f == seg)
+            {
+                first_steps.push(k);
                 starts.push(integ.t());
                 if keep_all {
                     stored.push(integ.checkpoint());
@@ -852,8 +961,12 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
             }
         },
     )?;
-    first_ends.resize(starts.len(), t_end);
-    let u_end = forward.u().to_vec();
+    // A stop ends the span at its t*, with the state there.
+    let (t_last, u_end) = match events.last() {
+        Some((_, hit)) if hit.stop => (hit.t, hit.u_after.clone()),
+        _ => (t_end, forward.u().to_vec()),
+    };
+    first_ends.resize(starts.len(), t_last);
     let forward_stats = forward.stats();
     let units = starts.len();
 
@@ -862,13 +975,14 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     let obs = objective.observation_times();
     let mut stops: Vec<f64> = obs.to_vec();
     stops.extend(starts.iter().copied());
+    stops.extend(events.iter().map(|(_, hit)| hit.t));
     stops.extend(options.tstops.iter().copied());
     stops.extend([t0, t_end]);
     stops.sort_by(f64::total_cmp);
     // Reach stops closer to another stop than round-off could resolve would ask for a step the
     // schedule refuses as too small: leave those out.
     let backward_method = settings.method.unwrap_or(options.method);
-    let reach: Vec<f64> = reach_stops(backward_method, &starts, &first_ends, t_end)
+    let reach: Vec<f64> = reach_stops(backward_method, &starts, &first_ends, t_last)
         .into_iter()
         .filter(|&r| {
             let at = stops.partition_point(|&s| s < r);
@@ -880,7 +994,7 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         })
         .collect();
     stops.extend(reach);
-    stops.retain(|&t| t != t0 && t != t_end);
+    stops.retain(|&t| t != t0 && t != t_end && (t - t_last) * (t0 - t_last) > 0.0);
     let back_dir = (t0 - t_end).signum();
     stops.sort_by(|a, b| (back_dir * a).total_cmp(&(back_dir * b)));
     stops.dedup();
@@ -936,24 +1050,25 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         z[..n].copy_from_slice(&u_end);
     }
     let q = vec![0.0; if layout == Layout::LambdaOnly { np } else { 0 }];
-    let back_problem = OdeProblem::new(system, z.clone(), Vec::<f64>::new(), (t_end, t0))?;
+    let back_problem = OdeProblem::new(system, z.clone(), Vec::<f64>::new(), (t_last, t0))?;
     let system = back_problem.model();
     let segments = Segments {
         initial,
         stored,
         starts,
-        seg,
+        first_steps,
         keep_all,
         snapshots,
         steps,
+        events: &events,
     };
     let mut rev = if layout == Layout::LambdaOnly {
         let make = || ImplicitIntegrator::new(&back_problem, &bopts);
-        let bw = Backward::new(make, system, obs, (z, q), (t0, t_end));
+        let bw = Backward::new(make, system, (obs, &events), (z, q), (t0, t_last));
         reverse::<S, M, O, _>((problem, opts), segments, bw, backsolve)?
     } else {
         let make = || Integrator::new(&back_problem, &bopts);
-        let bw = Backward::new(make, system, obs, (z, q), (t0, t_end));
+        let bw = Backward::new(make, system, (obs, &events), (z, q), (t0, t_last));
         reverse::<S, M, O, _>((problem, opts), segments, bw, backsolve)?
     };
     let mut obs_left = rev.obs_left;
@@ -1026,12 +1141,4 @@ fn reach_stops(method: Method, starts: &[f64], first_ends: &[f64], t_end: f64) -
         }
     }
     stops
-}
-
-/// The index of the segment starting at t.
-fn unit_of(starts: &[f64], t: f64) -> usize {
-    starts
-        .iter()
-        .position(|&s| s == t)
-        .expect("segments start at step boundaries the replay reaches exactly")
 }

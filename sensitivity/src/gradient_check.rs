@@ -74,7 +74,7 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Value<'a, '_, M, O> 
             self.p,
             self.span,
             events,
-            |_, _| {},
+            |_, _, _| {},
         )?;
         Ok(value)
     }
