@@ -279,3 +279,62 @@ fn step_replay_reproduces_every_step_bit_for_bit() {
         assert_eq!(checked, integrator.stats().accepted_steps);
     }
 }
+
+/// Van der Pol (μ = 10) with a third component q' = a·sin(50 t) riding along (p = [μ, a]): outside the
+/// error norm it must not change the steps of any method, explicit or implicit.
+struct WithRider;
+
+impl OdeSystem for WithRider {
+    fn n_states(&self) -> usize {
+        3
+    }
+    fn n_params(&self) -> usize {
+        2
+    }
+    fn rhs<S: Scalar>(
+        &self,
+        t: S,
+        u: ndarray::ArrayView1<S>,
+        p: ndarray::ArrayView1<S>,
+        mut du: ndarray::ArrayViewMut1<S>,
+    ) {
+        du[0] = u[1];
+        du[1] = p[0] * (S::one() - u[0] * u[0]) * u[1] - u[0];
+        du[2] = (t * 50.0).sin() * p[1];
+    }
+}
+
+#[test]
+fn components_outside_the_error_norm_do_not_vote_for_any_method() {
+    let rider = |a: f64| {
+        OdeProblem::new(WithRider, vec![2.0, 0.0, 0.0], vec![10.0, a], (0.0, 5.0)).unwrap()
+    };
+    let (loud, quiet) = (rider(1e6), rider(0.0));
+    for method in [
+        Method::Tsit5,
+        Method::Vern9,
+        Method::TrBdf2,
+        Method::Kvaerno5,
+        Method::RadauIIA5,
+    ] {
+        let options = SolverOptions::default().method(method).tol(1e-7);
+        let voting = solve(&loud, &options).unwrap();
+        let seminorm = options.clone().error_norm_components(2);
+        let (a, b) = (
+            solve(&loud, &seminorm).unwrap(),
+            solve(&quiet, &seminorm).unwrap(),
+        );
+        println!(
+            "{method}: {} steps with q voting, {} without",
+            voting.stats.accepted_steps, a.stats.accepted_steps
+        );
+        assert!(
+            voting.stats.accepted_steps > a.stats.accepted_steps,
+            "{method}"
+        );
+        // The same steps and bits as with a silent q.
+        assert_eq!(a.stats, b.stats, "{method}");
+        assert_eq!(a.u_end[0], b.u_end[0], "{method}");
+        assert_eq!(a.u_end[1], b.u_end[1], "{method}");
+    }
+}

@@ -153,6 +153,8 @@ struct Core<'a, M: OdeSystem> {
     p: Vec<f64>,
     atol: Vec<f64>,
     rtol: f64,
+    /// Components in the error norms (the first `norm_n`).
+    norm_n: usize,
     t: f64,
     u: Vec<f64>,
     /// ESDIRK: stage derivatives K_i, s × n; K_0 = f(t_n, u_n) (FSAL: the last stage of the previous
@@ -236,14 +238,15 @@ impl<M: OdeSystem> Core<'_, M> {
         singular(result, self.t, h)
     }
 
-    /// RMS norm of v scaled by `scale`.
+    /// RMS norm of v scaled by `scale`, over the components in the error norm.
     fn norm(&self, v: &[f64]) -> f64 {
         let sum: f64 = v
             .iter()
             .zip(&self.scale)
+            .take(self.norm_n)
             .map(|(x, s)| (x / s).powi(2))
             .sum();
-        (sum / self.n as f64).sqrt()
+        (sum / self.norm_n.max(1) as f64).sqrt()
     }
 
     /// One step attempt of size h: Ok(Some(err)) with the scaled error norm, Ok(None) if Newton failed.
@@ -388,6 +391,12 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             atol.iter_mut().for_each(|a| *a *= ratio);
             rtol = mapped;
         }
+        // Components outside the error norm (`error_norm_components`) weigh nothing: an infinite atol
+        // scales them to 0 in every norm (error estimate, Newton's convergence, initial step).
+        let norm_n = options.error_norm_components.unwrap_or(n).min(n);
+        atol.iter_mut()
+            .skip(norm_n)
+            .for_each(|a| *a = f64::INFINITY);
         let (t0, t_end) = (problem.t0(), problem.t_end());
         let schedule = Schedule::new(options, (t0, t_end), Landing::Reach)?;
         let stages = scheme.stages();
@@ -432,6 +441,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             p: problem.params().to_vec(),
             atol,
             rtol,
+            norm_n,
             t: t0,
             u: problem.u0().to_vec(),
             k: vec![0.0; stages * n],

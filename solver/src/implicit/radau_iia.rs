@@ -165,11 +165,11 @@ impl<M: OdeSystem> Core<'_, M> {
             r.lu2.solve_in_place(&mut r.dw[n..]);
             let mut sum = 0.0;
             for i in 0..3 {
-                for m in 0..n {
+                for m in 0..self.norm_n {
                     sum += (r.dw[i * n + m] / self.scale[m]).powi(2);
                 }
             }
-            let dyno = (sum / (3 * n) as f64).sqrt();
+            let dyno = (sum / (3 * self.norm_n.max(1)) as f64).sqrt();
             if !dyno.is_finite() {
                 break;
             }
