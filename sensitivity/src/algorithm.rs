@@ -21,6 +21,7 @@ use crate::discrete_adjoint::{AdjointSettings, adjoint_gradient};
 use crate::error::SensitivityError;
 use crate::forward::forward_gradient;
 use crate::objective::Objective;
+use crate::running;
 use crate::step_diff::{Capability, StepFamily};
 
 /// How [`gradient`] differentiates (see the module docs for the trade-offs).
@@ -103,7 +104,30 @@ impl SensitivityAlgorithm {
 /// Solver errors; objective errors; invalid algorithm settings ([`SensitivityError::InvalidSetting`]);
 /// [`SensitivityError::UnsupportedMethod`] where the method cannot be differentiated this way;
 /// [`SensitivityError::NonFiniteDerivative`] if a tangent or adjoint becomes NaN/∞.
+///
+/// # Events and running costs
+/// With events, a running cost ∫ r dt is integrated as one more state and differentiated through the
+/// events with it (see `running`): the solve takes the same steps with explicit methods, and G's
+/// integral is read on the interpolant at each event. Not with an event that stops the integration
+/// ([`SensitivityError::Unsupported`]).
 pub fn gradient<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    algorithm: &SensitivityAlgorithm,
+) -> Result<Gradient, SensitivityError> {
+    if running::augments(problem, objective) {
+        let n = problem.n_states();
+        return running::with_running_cost(problem, options, objective, |p, o, obj| {
+            gradient_of(p, o, obj, algorithm)
+        })
+        .map(|g| running::strip_gradient(g, n));
+    }
+    gradient_of(problem, options, objective, algorithm)
+}
+
+/// [`gradient`] without the augmented path for running costs with events.
+fn gradient_of<M: OdeSystem, O: Objective>(
     problem: &OdeProblem<M>,
     options: &SolverOptions,
     objective: &O,
@@ -124,15 +148,16 @@ pub fn gradient<M: OdeSystem, O: Objective>(
             // Without the cost model's measurements (implicit methods for now) the adjoint is the
             // safe choice: its cost does not grow with the number of parameters.
             let chosen = if problem.model().n_events() > 0 {
-                // Only forward sensitivities differentiate through events so far.
-                SensitivityAlgorithm::Forward
+                // The cost model does not measure events: the adjoint, whose cost does not grow
+                // with the number of parameters.
+                SensitivityAlgorithm::adjoint(Checkpointing::KeepAll)
             } else if StepFamily::of(options.method).supports(Capability::CostModel) {
                 let directions = problem.n_states() + problem.model().n_params();
                 CostModel::measure(problem, options, objective)?.recommend(directions)
             } else {
                 SensitivityAlgorithm::adjoint(Checkpointing::KeepAll)
             };
-            gradient(problem, options, objective, &chosen)
+            gradient_of(problem, options, objective, &chosen)
         }
     }
 }

@@ -443,6 +443,27 @@ pub fn forward_directional_derivatives<M: OdeSystem, O: Objective>(
     objective: &O,
     directions: &Directions,
 ) -> Result<DirectionalDerivatives, SensitivityError> {
+    if crate::running::augments(problem, objective) {
+        // With events the running cost is a state: the directions get a zero row for it.
+        let (n, np) = (problem.n_states(), problem.model().n_params());
+        let (du0, dp) = directions.seeds(n, np)?;
+        let mut dz0 = Array2::zeros((n + 1, du0.ncols()));
+        dz0.slice_mut(ndarray::s![..n, ..]).assign(&du0);
+        let augmented = Directions::Custom { du0: dz0, dp };
+        return crate::running::with_running_cost(problem, options, objective, |p, o, obj| {
+            directional_of(p, o, obj, &augmented)
+        });
+    }
+    directional_of(problem, options, objective, directions)
+}
+
+/// [`forward_directional_derivatives`] without the augmented path for running costs with events.
+fn directional_of<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+    directions: &Directions,
+) -> Result<DirectionalDerivatives, SensitivityError> {
     let (n, np) = (problem.n_states(), problem.model().n_params());
     check_objective(problem, objective)?;
     let (du0, dp) = directions.seeds(n, np)?;
@@ -481,7 +502,7 @@ pub(crate) fn forward_gradient<M: OdeSystem, O: Objective>(
         value,
         derivatives,
         stats,
-    } = forward_directional_derivatives(problem, options, objective, &Directions::All)?;
+    } = directional_of(problem, options, objective, &Directions::All)?;
     let grad = derivatives.as_slice().expect("contiguous");
     Ok(Gradient {
         value,

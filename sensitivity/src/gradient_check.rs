@@ -36,6 +36,21 @@ pub fn objective_value<M: OdeSystem, O: Objective>(
     options: &SolverOptions,
     objective: &O,
 ) -> Result<f64, SensitivityError> {
+    if crate::running::augments(problem, objective) {
+        // The same definition of ∫ r dt as the gradients' with events.
+        return crate::running::with_running_cost(problem, options, objective, |p, o, obj| {
+            value_of(p, o, obj)
+        });
+    }
+    value_of(problem, options, objective)
+}
+
+/// [`objective_value`] without the augmented path for running costs with events.
+fn value_of<M: OdeSystem, O: Objective>(
+    problem: &OdeProblem<M>,
+    options: &SolverOptions,
+    objective: &O,
+) -> Result<f64, SensitivityError> {
     check_objective(problem, objective)?;
     let opts = derivative_options(problem, options, &[objective.observation_times()])?;
     let (p, u0) = (problem.params().to_vec(), problem.u0().to_vec());

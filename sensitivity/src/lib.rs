@@ -64,6 +64,7 @@ mod forward;
 mod gradient_check;
 mod hessian;
 mod objective;
+mod running;
 mod step_diff;
 
 pub use ad::derivatives::{self, DerivativeCounts, VjpMode};

@@ -72,7 +72,8 @@ pub trait Objective: Sync {
     /// g_k(t_k, u, p) for observation `k`.
     fn observation<S: Scalar>(&self, k: usize, t: f64, u: ArrayView1<S>, p: ArrayView1<S>) -> S;
 
-    /// Whether the integral term ∫ r dt is present (default: no).
+    /// Whether the integral term ∫ r dt is present (default: no). With events it is integrated as one
+    /// more state of the solve (see [`crate::gradient`]).
     fn has_running_cost(&self) -> bool {
         false
     }

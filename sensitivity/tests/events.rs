@@ -160,16 +160,16 @@ fn derivatives_that_do_not_handle_events_refuse_them() {
         hessian_vector_product(&problem, &options, &objective, &[1.0, 0.0], &[0.0, 0.0]),
         Err(SensitivityError::Unsupported { .. })
     ));
-    // Auto chooses forward sensitivities, which go through events.
+    // Auto chooses the keep-all discrete adjoint, which goes through events.
     let auto = gradient(&problem, &options, &objective, &SensitivityAlgorithm::Auto).unwrap();
-    let forward = gradient(
+    let adjoint = gradient(
         &problem,
         &options,
         &objective,
-        &SensitivityAlgorithm::Forward,
+        &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
     )
     .unwrap();
-    assert_eq!(auto.wrt_params, forward.wrt_params);
+    assert_eq!(auto.wrt_params, adjoint.wrt_params);
 }
 
 #[test]
@@ -793,4 +793,137 @@ fn continuous_adjoint_through_events_matches_the_discrete_one() {
     .unwrap();
     check("ball backsolve", &discrete, &backsolve);
     println!("worst continuous vs discrete through events: {worst:.2e} (tol {tol:e})");
+}
+
+/// G = ∫ c dt (the area under the curve of a dosing model).
+struct Auc;
+
+impl odesens_sensitivity::Objective for Auc {
+    fn observation_times(&self) -> &[f64] {
+        &[]
+    }
+    fn observation<S: odesens_solver::Scalar>(
+        &self,
+        _k: usize,
+        _t: f64,
+        u: ndarray::ArrayView1<S>,
+        _p: ndarray::ArrayView1<S>,
+    ) -> S {
+        u[0] * S::from(0.0)
+    }
+    fn has_running_cost(&self) -> bool {
+        true
+    }
+    fn running_cost<S: odesens_solver::Scalar>(
+        &self,
+        _t: f64,
+        u: ndarray::ArrayView1<S>,
+        _p: ndarray::ArrayView1<S>,
+    ) -> S {
+        u[0]
+    }
+}
+
+/// Running costs through events (the integral as one more state): the area under doses at fixed
+/// times against its closed form, forward against every adjoint, and central differences.
+#[test]
+fn running_costs_through_events_match_the_closed_form_and_each_other() {
+    let (c0, k, t_end) = (1.0, 0.5, 5.0);
+    let doses = OdeProblem::new(ScheduledDoses, vec![c0], vec![k], (0.0, t_end)).unwrap();
+    // AUC = c0 (1 − e^{−kT})/k + Σ_d D (1 − e^{−k(T − t_d)})/k.
+    let part = |tau: f64| {
+        let e = (-k * tau).exp();
+        ((1.0 - e) / k, (tau * e * k - (1.0 - e)) / (k * k))
+    };
+    let (a, da) = part(t_end);
+    let (mut auc, mut d_k, d_c0) = (c0 * a, c0 * da, a);
+    for td in ScheduledDoses::TIMES {
+        let (a, da) = part(t_end - td);
+        auc += ScheduledDoses::DOSE * a;
+        d_k += ScheduledDoses::DOSE * da;
+    }
+    let methods = [
+        Method::Tsit5,
+        Method::Dp5,
+        Method::Bs3,
+        Method::Vern7,
+        Method::Vern9,
+        Method::TrBdf2,
+        Method::Kvaerno5,
+        Method::RadauIIA5,
+    ];
+    for method in methods {
+        let options = SolverOptions::default().method(method).tol(1e-11);
+        for algorithm in [
+            SensitivityAlgorithm::Forward,
+            SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+            SensitivityAlgorithm::interpolating(),
+        ] {
+            let g = gradient(&doses, &options, &Auc, &algorithm).unwrap();
+            let errors = [
+                (g.value - auc).abs() / auc,
+                (g.wrt_params[0] - d_k).abs() / d_k.abs(),
+                (g.wrt_u0[0] - d_c0).abs() / d_c0,
+            ];
+            println!(
+                "AUC {method} {}: {:.1e} {:.1e} {:.1e}",
+                algorithm.name(),
+                errors[0],
+                errors[1],
+                errors[2]
+            );
+            // TR-BDF2 is of order 2: its own error at this tolerance is 7e-9.
+            let bound = if method == Method::TrBdf2 { 1e-7 } else { 1e-8 };
+            assert!(
+                errors.iter().all(|&e| e < bound),
+                "{method} {algorithm:?}: {errors:?}"
+            );
+        }
+    }
+    adjoint_agrees("doses AUC", &doses, &Auc, &methods);
+    let dosing = OdeProblem::new(
+        ThresholdDosing,
+        vec![10.0],
+        vec![0.3, 2.0, 5.0],
+        (0.0, 12.0),
+    )
+    .unwrap();
+    adjoint_agrees("threshold dosing AUC", &dosing, &Auc, &methods);
+    let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
+    let height = odesens_sensitivity::IntegralOfSquare::new(0);
+    adjoint_agrees("ball ∫x²", &ball, &height, &methods);
+    // The threshold's AUC against central differences (tight tolerances).
+    for method in [Method::Tsit5, Method::RadauIIA5] {
+        let options = SolverOptions::default().method(method).tol(1e-12);
+        let g = gradient(
+            &dosing,
+            &options,
+            &Auc,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        )
+        .unwrap();
+        let check = check_gradient(&dosing, &options, &Auc, &g, None).unwrap();
+        println!(
+            "threshold dosing AUC {method}: vs central differences {:.1e}",
+            check.max_rel_error
+        );
+        assert!(check.max_rel_error < 1e-6, "{method}: {check:?}");
+    }
+    // An integral that would end at a moving stop is refused.
+    let flip = OdeProblem::new(
+        DoublePendulumFlip,
+        vec![2.0, 1.0, 0.0, 0.0],
+        DoublePendulum::bench_params(),
+        (0.0, 10.0),
+    )
+    .unwrap();
+    assert!(matches!(
+        gradient(
+            &flip,
+            &SolverOptions::default(),
+            &height,
+            &SensitivityAlgorithm::Forward
+        ),
+        Err(SensitivityError::Unsupported { .. })
+    ));
 }
