@@ -531,6 +531,7 @@ pub(crate) fn forward_pass<S: Stepper, O: Objective, M: OdeSystem>(
         }
     }
     objective.check_events(&counter.counts)?;
+    check_finite("objective G", stepper.t(), &[value])?;
     Ok((value, steps, hits))
 }
 

@@ -479,6 +479,10 @@ fn directional_of<M: OdeSystem, O: Objective>(
         value = res.value;
         add_stats(&mut stats, &res.stats);
     }
+    // An overflow in G or its derivatives (u0 = 1e308, say) is an error, not an answer.
+    let t_end = problem.t_end();
+    crate::error::check_finite("objective G", t_end, &[value])?;
+    crate::error::check_finite("dG/dθ", t_end, derivatives.as_slice().expect("contiguous"))?;
     Ok(DirectionalDerivatives {
         value,
         derivatives,

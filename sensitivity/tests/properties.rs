@@ -111,6 +111,28 @@ fn case() -> impl Strategy<Value = Case> {
     })
 }
 
+/// Cases per property: 48 (CI), or `ODESENS_CASES` (the large run, docs/testing.md).
+fn cases() -> u32 {
+    std::env::var("ODESENS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+/// err/tol ≤ bound, or (with `ODESENS_PROPERTY_STATS` set, to measure the bounds) a line
+/// `STAT what method err/tol` on stdout instead of the check.
+fn within(what: &str, method: Method, err: f64, tol: f64, bound: f64) -> Result<(), TestCaseError> {
+    if std::env::var_os("ODESENS_PROPERTY_STATS").is_some() {
+        println!("STAT {what} {method} {:.3e}", err / tol);
+        return Ok(());
+    }
+    prop_assert!(
+        err <= bound * tol,
+        "{what}: {err:e} at tol {tol:e} ({method}, bound {bound:e} × tol)"
+    );
+    Ok(())
+}
+
 /// The gradient of the case's objective by an algorithm.
 type GradientOf =
     Box<dyn Fn(&OdeProblem<RandomLinear>, &SolverOptions, &SensitivityAlgorithm) -> Gradient>;
@@ -174,12 +196,14 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     let truth = g(&problem, &truth_opts, &SensitivityAlgorithm::Forward).to_vec();
     let err = rel_diff_max_norm(&keep_all, &truth);
     // The global error of a solution controlled locally at tol, propagated over t ≤ 2 with growth up
-    // to e^{0.6}: stated bound 1000 × tol.
-    prop_assert!(
-        err <= 1e3 * c.tol,
-        "discrete vs truth {err:e} at tol {:e}",
-        c.tol
-    );
+    // to e^{0.6}. Worst discrete error / tol over 10⁴ cases: Vern7 0.04, DP5 28, Tsit5 66, Radau IIA5
+    // 132, Kvaerno5 1.5e3. Stated bounds: 1e3 × tol, 3e3 × tol for Kvaerno5.
+    let bound = if c.method == Method::Kvaerno5 {
+        3e3
+    } else {
+        1e3
+    };
+    within("linear discrete", c.method, err, c.tol, bound)?;
     let continuous = g(
         &problem,
         &opts,
@@ -188,20 +212,16 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     .to_vec();
     let err = rel_diff_max_norm(&continuous, &truth);
     // The continuous adjoint (its backward method is the forward one by default) reads u(t) from the
-    // forward dense output. Worst error / tol over 600 cases: Tsit5 3.4, DP5 0.8, Vern7 0.6, Radau IIA5
-    // 2.9; Kvaerno5 3.3e3, whatever the backward method: its dense output is the cubic Hermite
+    // forward dense output. Worst error / tol over 10⁴ cases: Vern7 0.5, Tsit5 4.6, DP5 12, Radau IIA5
+    // 114; Kvaerno5 1.7e3, whatever the backward method: its dense output is the cubic Hermite
     // interpolant of the step ends (as in OrdinaryDiffEq and diffrax), of order 3 against its steps' 5,
-    // and its steps are long. Stated bounds: 100 × tol, and 5,000 × tol after Kvaerno5.
+    // and its steps are long. Stated bounds: 300 × tol, and 5,000 × tol after Kvaerno5.
     let bound = if c.method == Method::Kvaerno5 {
         5e3
     } else {
-        1e2
+        3e2
     };
-    prop_assert!(
-        err <= bound * c.tol,
-        "continuous vs truth {err:e} at tol {:e}",
-        c.tol
-    );
+    within("linear continuous", c.method, err, c.tol, bound)?;
     Ok(())
 }
 
@@ -209,7 +229,7 @@ proptest! {
     // A fixed seed: CI sees the same 48 cases every run (edit the seed or the count to explore further;
     // failures found so are replayed first from properties.proptest-regressions).
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: cases(),
         rng_seed: proptest::test_runner::RngSeed::Fixed(0x0de5e45),
         ..ProptestConfig::default()
     })]
@@ -260,4 +280,290 @@ fn kvaerno5_backward_stages_past_a_segment_start() {
     let err = rel_diff_max_norm(&g(&problem, &opts, &kvaerno_backward).to_vec(), &truth);
     println!("Kvaerno5 backward at tol 1e-8: {err:.1e}");
     assert!(err <= 1e2 * c.tol, "{err:e}");
+}
+
+/// The second family (nonlinear, exact answers from conserved quantities): for a first integral I of
+/// the flow, I(u(T), p) = I(u0, p) for every u0 and p, so the gradient of G = I(u(T), p) is
+/// ∇_{u0}G = ∇_u I(u0, p) and ∇_pG = ∂_p I(u0, p), known exactly whatever the integrator. Kepler's
+/// energy and angular momentum (random bound orbits), and the Lotka–Volterra invariant (random rates
+/// and initial populations).
+mod conserved {
+    use super::*;
+    use odesens_models::{Kepler, LotkaVolterra};
+
+    /// G = I(u(T), p) for a first integral I.
+    struct Invariant<F> {
+        times: [f64; 1],
+        value: F,
+    }
+
+    /// The first integrals, generic over the scalar.
+    trait FirstIntegral: Sync + Send {
+        fn eval<S: Scalar>(&self, u: ArrayView1<S>, p: ArrayView1<S>) -> S;
+    }
+
+    impl<F: FirstIntegral> Objective for Invariant<F> {
+        fn observation_times(&self) -> &[f64] {
+            &self.times
+        }
+        fn observation<S: Scalar>(
+            &self,
+            _k: usize,
+            _t: f64,
+            u: ArrayView1<S>,
+            p: ArrayView1<S>,
+        ) -> S {
+            self.value.eval(u, p)
+        }
+    }
+
+    /// Kepler's energy ½|v|² − 1/|q|.
+    struct Energy;
+    impl FirstIntegral for Energy {
+        fn eval<S: Scalar>(&self, u: ArrayView1<S>, _p: ArrayView1<S>) -> S {
+            (u[2] * u[2] + u[3] * u[3]) * 0.5 - (u[0] * u[0] + u[1] * u[1]).sqrt().recip()
+        }
+    }
+
+    /// Kepler's angular momentum q1 v2 − q2 v1.
+    struct Momentum;
+    impl FirstIntegral for Momentum {
+        fn eval<S: Scalar>(&self, u: ArrayView1<S>, _p: ArrayView1<S>) -> S {
+            u[0] * u[3] - u[1] * u[2]
+        }
+    }
+
+    /// Lotka–Volterra's V = δx − γ ln x + βy − α ln y.
+    struct PredatorPrey;
+    impl FirstIntegral for PredatorPrey {
+        fn eval<S: Scalar>(&self, u: ArrayView1<S>, p: ArrayView1<S>) -> S {
+            p[2] * u[0] - p[3] * u[0].ln() + p[1] * u[1] - p[0] * u[1].ln()
+        }
+    }
+
+    /// One generated case: the system, its start, the exact gradient (parameters, then u0).
+    #[derive(Debug, Clone)]
+    pub(super) struct NonlinearCase {
+        kepler: bool,
+        /// Kepler: energy (0) or angular momentum (1).
+        which: usize,
+        u0: Vec<f64>,
+        p: Vec<f64>,
+        t_end: f64,
+        method: Method,
+        tol: f64,
+    }
+
+    const NONLINEAR_METHODS: [Method; 7] = [
+        Method::Tsit5,
+        Method::Dp5,
+        Method::Vern7,
+        Method::Vern9,
+        Method::Bs3,
+        Method::Kvaerno5,
+        Method::RadauIIA5,
+    ];
+
+    impl NonlinearCase {
+        /// A Lotka–Volterra case (the invariant as objective).
+        pub(crate) fn lotka_volterra(
+            u0: [f64; 2],
+            p: [f64; 4],
+            t_end: f64,
+            method: Method,
+            tol: f64,
+        ) -> Self {
+            Self {
+                kepler: false,
+                which: 0,
+                u0: u0.to_vec(),
+                p: p.to_vec(),
+                t_end,
+                method,
+                tol,
+            }
+        }
+    }
+
+    pub(super) fn nonlinear_case() -> impl Strategy<Value = NonlinearCase> {
+        (
+            any::<bool>(),
+            0..2usize,
+            // Kepler: radius, direction, speed as a fraction of escape speed, flight angle.
+            (0.6f64..1.4, 0.0f64..6.2, 0.5f64..0.85, -0.6f64..0.6),
+            // Lotka–Volterra: populations and rates around the classic ones.
+            (
+                0.5f64..2.0,
+                0.5f64..2.0,
+                prop::collection::vec(0.7f64..1.3, 4),
+            ),
+            1.0f64..6.0,
+            0..NONLINEAR_METHODS.len(),
+            prop::sample::select(vec![1e-6, 1e-8]),
+        )
+            .prop_map(
+                |(kepler, which, (r, phi, speed, angle), (x, y, scale), t_end, m, tol)| {
+                    let (u0, p) = if kepler {
+                        let v = speed * (2.0 / r).sqrt();
+                        let (s, c) = phi.sin_cos();
+                        let (vs, vc) = (phi + std::f64::consts::FRAC_PI_2 + angle).sin_cos();
+                        (vec![r * c, r * s, v * vc, v * vs], vec![])
+                    } else {
+                        let p = LotkaVolterra::classic_params()
+                            .iter()
+                            .zip(&scale)
+                            .map(|(a, b)| a * b)
+                            .collect();
+                        (vec![x, y], p)
+                    };
+                    NonlinearCase {
+                        kepler,
+                        which,
+                        u0,
+                        p,
+                        t_end,
+                        method: NONLINEAR_METHODS[m],
+                        tol,
+                    }
+                },
+            )
+    }
+
+    /// The exact gradient (parameters, then u0) of I(u(T), p) = I(u0, p).
+    fn exact(c: &NonlinearCase) -> Vec<f64> {
+        let u = &c.u0;
+        if c.kepler {
+            if c.which == 0 {
+                let r3 = (u[0] * u[0] + u[1] * u[1]).powf(1.5);
+                vec![u[0] / r3, u[1] / r3, u[2], u[3]]
+            } else {
+                vec![u[3], -u[2], -u[1], u[0]]
+            }
+        } else {
+            let p = &c.p;
+            let (x, y) = (u[0], u[1]);
+            // ∂V/∂(α, β, δ, γ), then ∂V/∂(x, y).
+            vec![-y.ln(), y, x, -x.ln(), p[2] - p[3] / x, p[1] - p[0] / y]
+        }
+    }
+
+    /// The gradient of the case's objective by `algorithm`, as one vector.
+    fn gradient_by(
+        c: &NonlinearCase,
+        opts: &SolverOptions,
+        algorithm: &SensitivityAlgorithm,
+    ) -> Vec<f64> {
+        fn run<M: OdeSystem, F: FirstIntegral>(
+            model: M,
+            c: &NonlinearCase,
+            f: F,
+            opts: &SolverOptions,
+            algorithm: &SensitivityAlgorithm,
+        ) -> Vec<f64> {
+            let problem = OdeProblem::new(model, c.u0.clone(), c.p.clone(), (0.0, c.t_end))
+                .expect("a valid problem");
+            let objective = Invariant {
+                times: [c.t_end],
+                value: f,
+            };
+            gradient(&problem, opts, &objective, algorithm)
+                .expect("a gradient")
+                .to_vec()
+        }
+        match (c.kepler, c.which) {
+            (true, 0) => run(Kepler, c, Energy, opts, algorithm),
+            (true, _) => run(Kepler, c, Momentum, opts, algorithm),
+            (false, _) => run(LotkaVolterra, c, PredatorPrey, opts, algorithm),
+        }
+    }
+
+    pub(super) fn check_nonlinear(c: &NonlinearCase) -> Result<(), TestCaseError> {
+        let opts = SolverOptions::default()
+            .method(c.method)
+            .rtol(c.tol)
+            .atol(c.tol)
+            .max_steps(200_000);
+        let forward = gradient_by(c, &opts, &SensitivityAlgorithm::Forward);
+        let keep_all = gradient_by(
+            c,
+            &opts,
+            &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+        );
+        let agreement = rel_diff_max_norm(&keep_all, &forward);
+        // Both differentiate the same steps; the implicit methods' stage systems are iterated to a
+        // relative change of 1e-13 (LINEAR_TOL): in 1 of ~2,000 cases (Kvaerno5, Lotka–Volterra,
+        // kvaerno5_lotka_volterra_forward_matches_adjoint) that left 4.4e-10, where factoring every
+        // exact stage matrix gives 1.5e-11. Stated: 1e-10 explicit, 1e-9 implicit.
+        let agreement_bound = if c.method.is_implicit() { 1e-9 } else { 1e-10 };
+        prop_assert!(
+            agreement <= agreement_bound,
+            "forward vs adjoint {agreement:e} ({})",
+            c.method
+        );
+        let binomial = gradient_by(
+            c,
+            &opts,
+            &SensitivityAlgorithm::adjoint(Checkpointing::Binomial { snapshots: 3 }),
+        );
+        prop_assert_eq!(&binomial, &keep_all);
+        let exact = exact(c);
+        let err = rel_diff_max_norm(&keep_all, &exact);
+        // The global error over up to six time units of eccentric orbits (speeds up to 0.85 of the
+        // escape speed) or predator–prey cycles, amplified in ∇I where a population is small: worst
+        // discrete error / tol over 10⁴ cases Vern9 114, Vern7 150, BS3 528, Tsit5 2.6e3, Radau IIA5
+        // 4.8e3, DP5 8.9e3. Kvaerno5's embedded estimate falls ~10× below its true local error at the
+        // step sizes of tol 1e-6 (the error is O(h⁶) with a large constant, the estimate O(h⁵)), so its
+        // global error is 10–50 × tol on u and up to 1.6e5 × tol in this gradient
+        // (kvaerno5_lotka_volterra_forward_matches_adjoint). Stated bounds: 1e4 × tol, 3e5 × tol for
+        // Kvaerno5.
+        let bound = if c.method == Method::Kvaerno5 {
+            3e5
+        } else {
+            1e4
+        };
+        within("nonlinear discrete", c.method, err, c.tol, bound)?;
+        let continuous = gradient_by(
+            c,
+            &opts,
+            &SensitivityAlgorithm::InterpolatingAdjoint(ContinuousSettings::default()),
+        );
+        let err = rel_diff_max_norm(&continuous, &exact);
+        // Worst continuous error / tol over 10⁴ cases: Vern7 14, Vern9 35, Tsit5 210, BS3 590, DP5
+        // 1.4e3, Radau IIA5 4.8e3; Kvaerno5 1.6e5 (its estimate, above, and its cubic Hermite dense
+        // output, as in the linear family). Stated bounds: 1e4 × tol, and 3e5 × tol after Kvaerno5.
+        let bound = if c.method == Method::Kvaerno5 {
+            3e5
+        } else {
+            1e4
+        };
+        within("nonlinear continuous", c.method, err, c.tol, bound)?;
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x1de5e45),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn gradients_of_first_integrals_are_exact(c in conserved::nonlinear_case()) {
+        conserved::check_nonlinear(&c)?;
+    }
+}
+
+/// A minimized case of the nonlinear family (10⁴-case run): Kvaerno5 on Lotka–Volterra at tol 1e-6,
+/// where forward and adjoint must agree to round-off.
+#[test]
+fn kvaerno5_lotka_volterra_forward_matches_adjoint() {
+    let c = conserved::NonlinearCase::lotka_volterra(
+        [1.9731904541825485, 0.5],
+        [1.0499999999999998, 0.7, 3.767092276003467, 0.7],
+        5.27559417697113,
+        Method::Kvaerno5,
+        1e-6,
+    );
+    conserved::check_nonlinear(&c).unwrap();
 }
