@@ -324,6 +324,9 @@ pub(crate) fn reverse<R: Reversal>(
     let (steps, snapshots) = (record.steps, record.snapshots);
     let stored = &record.stored;
     let mut recomputed_steps = 0;
+    // Room allocated for checkpoints beyond those held (a vector's spare capacity).
+    let size = std::mem::size_of::<<R::S as Stepper>::Checkpoint>();
+    let mut spare_bytes = (stored.capacity() - stored.len()) * size;
     let peak_snapshots = match checkpointing {
         Checkpointing::KeepAll | Checkpointing::Uniform { every: 1 } => {
             for (k, cp) in stored.iter().enumerate().rev() {
@@ -382,13 +385,14 @@ pub(crate) fn reverse<R: Reversal>(
                     Ok(())
                 }
             })?;
+            spare_bytes = (st.items.capacity() - st.peak) * size;
             st.peak
         }
     };
     Ok(ReversalCost {
         peak_snapshots,
         recomputed_steps,
-        peak_checkpoint_bytes: peak_snapshots * record.checkpoint_bytes,
+        peak_checkpoint_bytes: peak_snapshots * record.checkpoint_bytes + spare_bytes,
     })
 }
 

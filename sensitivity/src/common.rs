@@ -22,7 +22,9 @@ pub struct SensitivityStats {
     pub recomputed_steps: usize,
     /// Checkpoints stored at the peak.
     pub peak_snapshots: usize,
-    /// Bytes of checkpoint data stored at the peak.
+    /// Bytes of checkpoints held at the peak: each checkpoint's struct and vectors (state, first
+    /// stage, implicit methods' Jacobian and Radau's polynomial) and the spare room of the container
+    /// holding them. The steppers' and the adjoint's own working buffers are not counted.
     pub peak_checkpoint_bytes: usize,
     /// Derivative evaluations (jvp, vjp, dual passes).
     pub derivatives: DerivativeCounts,

@@ -69,11 +69,11 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Bytes of floating-point data the checkpoint holds (state, first stage and scalars).
+    /// Bytes the checkpoint occupies: the struct itself and the capacity of its vectors (state,
+    /// first stage).
     pub fn bytes(&self) -> usize {
-        (self.u.len() + self.k1.len() + 2) * std::mem::size_of::<f64>()
-            + std::mem::size_of::<ControllerMemory>()
-            + 3 * std::mem::size_of::<usize>()
+        std::mem::size_of::<Self>()
+            + (self.u.capacity() + self.k1.capacity()) * std::mem::size_of::<f64>()
     }
 }
 

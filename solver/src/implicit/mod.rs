@@ -321,10 +321,14 @@ pub struct ImplicitCheckpoint {
 }
 
 impl ImplicitCheckpoint {
-    /// Bytes of floating-point data held (state, first stage, Jacobian, controller memory).
+    /// Bytes the checkpoint occupies: the struct itself and the capacity of its vectors (state,
+    /// first stage, Jacobian, Radau's collocation polynomial and scalars).
     pub fn bytes(&self) -> usize {
-        8 * (self.u.len() + self.k0.len() + self.jac.len() + self.radau.len() + 3)
-            + std::mem::size_of::<ControllerMemory>()
+        std::mem::size_of::<Self>()
+            + 8 * (self.u.capacity()
+                + self.k0.capacity()
+                + self.jac.capacity()
+                + self.radau.capacity())
     }
 }
 
