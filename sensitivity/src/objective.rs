@@ -66,11 +66,17 @@ impl FiringCounter {
 /// # Requirements
 /// Observation times sorted in the direction of integration, inside the span (t0 allowed).
 pub trait Objective: Sync {
-    /// The observation times t_k.
-    fn observation_times(&self) -> &[f64];
+    /// The observation times t_k (default: none).
+    fn observation_times(&self) -> &[f64] {
+        &[]
+    }
 
-    /// g_k(t_k, u, p) for observation `k`.
-    fn observation<S: Scalar>(&self, k: usize, t: f64, u: ArrayView1<S>, p: ArrayView1<S>) -> S;
+    /// g_k(t_k, u, p) for observation `k` (called only for the times of
+    /// [`Objective::observation_times`]; the default, for objectives without observations, is zero).
+    fn observation<S: Scalar>(&self, k: usize, t: f64, u: ArrayView1<S>, p: ArrayView1<S>) -> S {
+        let _ = (k, t, p);
+        u[0] * S::from(0.0)
+    }
 
     /// Whether the integral term ∫ r dt is present (default: no). With events it is integrated as one
     /// more state of the solve (see [`crate::gradient`]).
@@ -279,12 +285,6 @@ impl IntegralOfSquare {
 }
 
 impl Objective for IntegralOfSquare {
-    fn observation_times(&self) -> &[f64] {
-        &[]
-    }
-    fn observation<S: Scalar>(&self, _k: usize, _t: f64, u: ArrayView1<S>, _p: ArrayView1<S>) -> S {
-        u[0] * S::from(0.0)
-    }
     fn has_running_cost(&self) -> bool {
         true
     }
@@ -326,12 +326,6 @@ impl EventTime {
 }
 
 impl Objective for EventTime {
-    fn observation_times(&self) -> &[f64] {
-        &[]
-    }
-    fn observation<S: Scalar>(&self, _k: usize, _t: f64, u: ArrayView1<S>, _p: ArrayView1<S>) -> S {
-        u[0] * S::from(0.0)
-    }
     fn has_event_cost(&self) -> bool {
         true
     }
@@ -378,12 +372,6 @@ impl EventTimeMisfit {
 }
 
 impl Objective for EventTimeMisfit {
-    fn observation_times(&self) -> &[f64] {
-        &[]
-    }
-    fn observation<S: Scalar>(&self, _k: usize, _t: f64, u: ArrayView1<S>, _p: ArrayView1<S>) -> S {
-        u[0] * S::from(0.0)
-    }
     fn has_event_cost(&self) -> bool {
         true
     }

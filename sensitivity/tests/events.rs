@@ -12,6 +12,18 @@ use odesens_sensitivity::{
 };
 use odesens_solver::{Method, OdeProblem, SolverOptions};
 
+/// Every method, explicit and implicit.
+const ALL_METHODS: [Method; 8] = [
+    Method::Tsit5,
+    Method::Dp5,
+    Method::Bs3,
+    Method::Vern7,
+    Method::Vern9,
+    Method::TrBdf2,
+    Method::Kvaerno5,
+    Method::RadauIIA5,
+];
+
 /// x(T), v(T) after bounce k (t_k < T < t_{k+1}) and their derivatives with respect to (g, e, h0, v0).
 fn state_derivatives(h0: f64, g: f64, e: f64, k: usize, t: f64) -> [[f64; 4]; 2] {
     let w1 = (2.0 * g * h0).sqrt();
@@ -350,16 +362,7 @@ fn adjoint_agrees<M: odesens_solver::OdeSystem>(
 
 #[test]
 fn discrete_adjoint_through_events_matches_forward_for_every_policy() {
-    let methods = [
-        Method::Tsit5,
-        Method::Dp5,
-        Method::Bs3,
-        Method::Vern7,
-        Method::Vern9,
-        Method::TrBdf2,
-        Method::Kvaerno5,
-        Method::RadauIIA5,
-    ];
+    let methods = ALL_METHODS;
     let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
     adjoint_agrees("ball", &ball, &SquaredNormAt::new(3.0), &methods);
     let dosing = OdeProblem::new(
@@ -590,16 +593,7 @@ fn event_time_objectives_match_the_closed_form_and_each_other() {
             }
         }
     }
-    let methods = [
-        Method::Tsit5,
-        Method::Dp5,
-        Method::Bs3,
-        Method::Vern7,
-        Method::Vern9,
-        Method::TrBdf2,
-        Method::Kvaerno5,
-        Method::RadauIIA5,
-    ];
+    let methods = ALL_METHODS;
     adjoint_agrees("ball t_3", &ball, &third, &methods);
     adjoint_agrees("ball misfit", &ball, &misfit, &methods);
 
@@ -799,18 +793,6 @@ fn continuous_adjoint_through_events_matches_the_discrete_one() {
 struct Auc;
 
 impl odesens_sensitivity::Objective for Auc {
-    fn observation_times(&self) -> &[f64] {
-        &[]
-    }
-    fn observation<S: odesens_solver::Scalar>(
-        &self,
-        _k: usize,
-        _t: f64,
-        u: ndarray::ArrayView1<S>,
-        _p: ndarray::ArrayView1<S>,
-    ) -> S {
-        u[0] * S::from(0.0)
-    }
     fn has_running_cost(&self) -> bool {
         true
     }
@@ -842,16 +824,7 @@ fn running_costs_through_events_match_the_closed_form_and_each_other() {
         auc += ScheduledDoses::DOSE * a;
         d_k += ScheduledDoses::DOSE * da;
     }
-    let methods = [
-        Method::Tsit5,
-        Method::Dp5,
-        Method::Bs3,
-        Method::Vern7,
-        Method::Vern9,
-        Method::TrBdf2,
-        Method::Kvaerno5,
-        Method::RadauIIA5,
-    ];
+    let methods = ALL_METHODS;
     for method in methods {
         let options = SolverOptions::default().method(method).tol(1e-11);
         for algorithm in [

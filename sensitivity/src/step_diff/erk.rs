@@ -300,14 +300,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for Integrator<'a, M> {
         }
         let step = self.accepted_step().expect("a step was just accepted");
         st.enter(hit.t, &hit.u_after)?;
-        events.apply(
-            der,
-            model,
-            hit,
-            (&mut st.tracker, &st.p),
-            &mut st.lambda,
-            &mut st.p_bar,
-        )?;
+        st.cross_event(der, (model, hit, events))?;
         let mut w = std::mem::take(&mut work.w);
         tab.dense_weights((hit.t - step.t) / step.h, &mut w);
         let result = reverse_stages(work, der, st, &step, Some(&w));

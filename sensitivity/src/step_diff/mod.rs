@@ -213,6 +213,26 @@ impl<'o, O: Objective> AdjointState<'o, O> {
         Ok(())
     }
 
+    /// At an event (`hit` of `model`): λ⁺ ↦ λ⁻ and p̄ by the transposed event map `events`, with
+    /// the objective's event terms.
+    ///
+    /// # Errors
+    /// As [`EventAdjoint::apply`].
+    pub fn cross_event<M: OdeSystem>(
+        &mut self,
+        der: &mut Derivatives<'_, M>,
+        (model, hit, events): (&M, &EventHit, &mut EventAdjoint),
+    ) -> Result<(), SensitivityError> {
+        events.apply(
+            der,
+            model,
+            hit,
+            (&mut self.tracker, &self.p),
+            &mut self.lambda,
+            &mut self.p_bar,
+        )
+    }
+
     /// The observation due at t (if any): λ += ∂g_k/∂u(u), p̄ += ∂g_k/∂p.
     pub fn observe(&mut self, t: f64, u: &[f64]) -> Result<(), SensitivityError> {
         observation_jump(

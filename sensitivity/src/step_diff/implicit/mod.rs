@@ -425,14 +425,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for ImplicitIntegrator<'a, M> {
     ) -> Result<(), SensitivityError> {
         work.step.take(self)?;
         st.enter(hit.t, &hit.u_after)?;
-        events.apply(
-            der,
-            model,
-            hit,
-            (&mut st.tracker, &st.p),
-            &mut st.lambda,
-            &mut st.p_bar,
-        )?;
+        st.cross_event(der, (model, hit, events))?;
         let step = &work.step;
         let (n, h) = (st.lambda.len(), step.h);
         let mut w = [0.0; 4];
