@@ -5,6 +5,9 @@
 //! Also the 2-D Brusselator at N = 32 (2048 states, the BrussScaling form) with Kvaerno5 at rtol 1e-6,
 //! atol 1e-6 on the sparse path (coloured Jacobian, faer sparse LU) and on the dense one.
 //!
+//! And the gradient of ‖u(1e5)‖² on Robertson (rtol 1e-8, atol 1e-10) by forward sensitivities and the
+//! keep-all discrete adjoint for each implicit method, beside its solve (`stiff_gradient/…`).
+//!
 //! Run: `cargo bench --bench stiff` (writes `data/benchmarks/stiff.json`).
 
 use std::hint::black_box;
@@ -12,6 +15,7 @@ use std::hint::black_box;
 use criterion::Criterion;
 use odesens::models::{Brusselator2D, Hires, Robertson};
 use odesens::prelude::*;
+use odesens::sensitivity::{Checkpointing, SensitivityAlgorithm, SquaredNormAt, gradient};
 use odesens::solver::LinearSolverKind;
 
 mod common;
@@ -117,6 +121,36 @@ fn benches(c: &mut Criterion) {
         group.bench_function(id.trim_start_matches("stiff/"), |b| {
             b.iter(|| solve(black_box(&bruss), &opts).expect("solve"))
         });
+    }
+    group.finish();
+    // Gradients on Robertson: forward and keep-all adjoint beside the solve, per implicit method.
+    let stiff_robertson = Robertson::problem(1e5).expect("valid");
+    let objective = SquaredNormAt::new(1e5);
+    let mut group = c.benchmark_group("stiff_gradient");
+    group.sample_size(20);
+    for method in Method::IMPLICIT {
+        let opts = SolverOptions::default()
+            .method(method)
+            .rtol(1e-8)
+            .atol(1e-10)
+            .save_end_only();
+        group.bench_function(format!("robertson_{}_solve", method.name()), |b| {
+            b.iter(|| solve(black_box(&stiff_robertson), &opts).expect("solve"))
+        });
+        for (name, algorithm) in [
+            ("forward", SensitivityAlgorithm::Forward),
+            (
+                "adjoint",
+                SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+            ),
+        ] {
+            group.bench_function(format!("robertson_{}_{name}", method.name()), |b| {
+                b.iter(|| {
+                    gradient(black_box(&stiff_robertson), &opts, &objective, &algorithm)
+                        .expect("gradient")
+                })
+            });
+        }
     }
     group.finish();
     let robertson = Robertson::problem(Robertson::REFERENCE[0].0).expect("valid");

@@ -28,9 +28,10 @@ pub struct SensitivityStats {
     pub peak_checkpoint_bytes: usize,
     /// Derivative evaluations (jvp, vjp, dual passes).
     pub derivatives: DerivativeCounts,
-    /// Implicit methods: stage systems of the tangents or the adjoint that the iteration preconditioned by
-    /// the step's own factorization did not settle within a few iterations, and that were solved with
-    /// the exact stage Jacobians factored instead (one Jacobian and one LU each).
+    /// Implicit methods: stage systems of the tangents or the adjoint solved with the exact stage
+    /// Jacobians factored (one Jacobian and one LU each): every one of small dense problems (n + p ≤ 16),
+    /// and otherwise those that the iteration preconditioned by the step's own factorization did not
+    /// settle within a few iterations.
     pub exact_stage_factorizations: usize,
     /// Implicit methods on sparse problems: stage systems solved by GMRES preconditioned by the step's
     /// factorization (no exact factorization needed): every stage system of an ESDIRK adjoint, and the

@@ -15,7 +15,7 @@
 use odesens_solver::linalg::LinearSolver;
 use odesens_solver::{EsdirkTableau, ImplicitIntegrator, OdeSystem, Scheme};
 
-use super::{ImplicitWork, KRYLOV, LINEAR_MAX, Richardson, StepData, krylov_ok, max_abs};
+use super::{ImplicitWork, KRYLOV, Richardson, StepData, krylov_ok, max_abs};
 use crate::ad::derivatives::Derivatives;
 use crate::error::SensitivityError;
 use crate::objective::Objective;
@@ -67,7 +67,7 @@ pub(super) fn tangent<M: OdeSystem>(
         }
         let mut converged = false;
         let mut rule = Richardson::new();
-        for _ in 0..LINEAR_MAX {
+        for _ in 0..lin.iterations(np) {
             let ydot = &mut tg.ydot[i * nc..(i + 1) * nc];
             der.jvp_block(ti, &lin.y, p, ydot, &tg.pdot, &mut tg.out, c);
             // δ = M⁻¹(r + hγ(J_i Ẏ + f_p ṗ) − Ẏ), column by column.
@@ -212,7 +212,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
         let fixed_point = if w.lin.sparse.is_some() {
             0
         } else {
-            LINEAR_MAX
+            w.lin.iterations(st.p.len())
         };
         for _ in 0..fixed_point {
             for m in 0..n {

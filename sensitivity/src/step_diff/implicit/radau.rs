@@ -15,7 +15,7 @@
 use odesens_solver::linalg::{DenseLu, LinearSolver, SparseLu};
 use odesens_solver::{ImplicitIntegrator, OdeSystem, SolverError, radau};
 
-use super::{ImplicitWork, LINEAR_MAX, Richardson, StageLinear, StepData, max_abs};
+use super::{ImplicitWork, Richardson, StageLinear, StepData, max_abs};
 use crate::ad::derivatives::Derivatives;
 use crate::error::SensitivityError;
 use crate::objective::Objective;
@@ -127,7 +127,7 @@ pub(super) fn tangent<M: OdeSystem>(
     }
     let mut converged = false;
     let mut rule = Richardson::new();
-    for _ in 0..LINEAR_MAX {
+    for _ in 0..lin.iterations(np) {
         for i in 0..3 {
             step.copy_stage(i, &mut lin.y);
             der.jvp_block(
@@ -259,7 +259,7 @@ pub(super) fn adjoint<M: OdeSystem, O: Objective>(
     };
     let mut converged = false;
     let mut rule = Richardson::new();
-    for _ in 0..LINEAR_MAX {
+    for _ in 0..w.lin.iterations(st.p.len()) {
         // Residual c + (J_jᵀ ν_j)_j − μ, then μ += M_frozen⁻ᵀ residual.
         for j in 0..3 {
             for m in 0..n {
