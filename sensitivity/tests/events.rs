@@ -24,6 +24,23 @@ const ALL_METHODS: [Method; 8] = [
     Method::RadauIIA5,
 ];
 
+/// The benchmark pendulum released at rest from (θ1, θ2) = (2, 1), stopping at its first flip
+/// (t ≤ 10).
+fn flip_problem() -> OdeProblem<DoublePendulumFlip> {
+    OdeProblem::new(
+        DoublePendulumFlip,
+        vec![2.0, 1.0, 0.0, 0.0],
+        DoublePendulum::bench_params(),
+        (0.0, 10.0),
+    )
+    .unwrap()
+}
+
+/// The ball dropped from h0 = 1 at rest, g = 9.81, e = 0.8, on [0, 3] (six bounces).
+fn ball_problem() -> OdeProblem<BouncingBall> {
+    OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap()
+}
+
 /// x(T), v(T) after bounce k (t_k < T < t_{k+1}) and their derivatives with respect to (g, e, h0, v0).
 fn state_derivatives(h0: f64, g: f64, e: f64, k: usize, t: f64) -> [[f64; 4]; 2] {
     let w1 = (2.0 * g * h0).sqrt();
@@ -363,7 +380,7 @@ fn adjoint_agrees<M: odesens_solver::OdeSystem>(
 #[test]
 fn discrete_adjoint_through_events_matches_forward_for_every_policy() {
     let methods = ALL_METHODS;
-    let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
+    let ball = ball_problem();
     adjoint_agrees("ball", &ball, &SquaredNormAt::new(3.0), &methods);
     let dosing = OdeProblem::new(
         ThresholdDosing,
@@ -598,13 +615,7 @@ fn event_time_objectives_match_the_closed_form_and_each_other() {
     adjoint_agrees("ball misfit", &ball, &misfit, &methods);
 
     // The double pendulum's flip: a stop event; G = t* of the first flip.
-    let flip = OdeProblem::new(
-        DoublePendulumFlip,
-        vec![2.0, 1.0, 0.0, 0.0],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .unwrap();
+    let flip = flip_problem();
     let first = EventTime::first();
     adjoint_agrees(
         "flip time",
@@ -634,7 +645,7 @@ fn event_time_objectives_match_the_closed_form_and_each_other() {
 
 #[test]
 fn event_objectives_and_stops_report_bad_requests() {
-    let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
+    let ball = ball_problem();
     let options = SolverOptions::default().tol(1e-8);
     for algorithm in [
         SensitivityAlgorithm::Forward,
@@ -650,13 +661,7 @@ fn event_objectives_and_stops_report_bad_requests() {
             })
         ));
         // An observation after a stop.
-        let flip = OdeProblem::new(
-            DoublePendulumFlip,
-            vec![2.0, 1.0, 0.0, 0.0],
-            DoublePendulum::bench_params(),
-            (0.0, 10.0),
-        )
-        .unwrap();
+        let flip = flip_problem();
         match gradient(&flip, &options, &SquaredNormAt::new(10.0), &algorithm) {
             Err(SensitivityError::AfterStop { t, t_stop, .. }) => {
                 assert_eq!(t, 10.0);
@@ -672,7 +677,7 @@ fn event_objectives_and_stops_report_bad_requests() {
 /// explicit and implicit backward solves, every segment policy, and the backsolve adjoint.
 #[test]
 fn continuous_adjoint_through_events_matches_the_discrete_one() {
-    let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
+    let ball = ball_problem();
     let dosing = OdeProblem::new(
         ThresholdDosing,
         vec![10.0],
@@ -683,13 +688,7 @@ fn continuous_adjoint_through_events_matches_the_discrete_one() {
     let doses = OdeProblem::new(ScheduledDoses, vec![1.0], vec![0.5], (0.0, 5.0)).unwrap();
     let fit =
         LeastSquares::new(vec![2.5, 3.0, 5.0], ndarray::Array2::from_elem((3, 1), 0.5)).unwrap();
-    let flip = OdeProblem::new(
-        DoublePendulumFlip,
-        vec![2.0, 1.0, 0.0, 0.0],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .unwrap();
+    let flip = flip_problem();
     let tol = 1e-8;
     let mut worst = 0.0f64;
     let mut check = |name: &str, discrete: &Gradient, continuous: &Gradient| {
@@ -862,7 +861,7 @@ fn running_costs_through_events_match_the_closed_form_and_each_other() {
     )
     .unwrap();
     adjoint_agrees("threshold dosing AUC", &dosing, &Auc, &methods);
-    let ball = OdeProblem::new(BouncingBall, vec![1.0, 0.0], vec![9.81, 0.8], (0.0, 3.0)).unwrap();
+    let ball = ball_problem();
     let height = odesens_sensitivity::IntegralOfSquare::new(0);
     adjoint_agrees("ball ∫x²", &ball, &height, &methods);
     // The threshold's AUC against central differences (tight tolerances).
@@ -883,13 +882,7 @@ fn running_costs_through_events_match_the_closed_form_and_each_other() {
         assert!(check.max_rel_error < 1e-6, "{method}: {check:?}");
     }
     // An integral that would end at a moving stop is refused.
-    let flip = OdeProblem::new(
-        DoublePendulumFlip,
-        vec![2.0, 1.0, 0.0, 0.0],
-        DoublePendulum::bench_params(),
-        (0.0, 10.0),
-    )
-    .unwrap();
+    let flip = flip_problem();
     assert!(matches!(
         gradient(
             &flip,
