@@ -126,3 +126,56 @@ impl OdeSystem for Hires {
         dy[7] = -r + k12 * y[6];
     }
 }
+
+/// The Oregonator, Field & Noyes' model of the Belousov–Zhabotinsky reaction (Hairer & Wanner II
+/// §IV.1; Bari test set "orego"): y1' = s (y2 + y1 (1 − q y1 − y2)), y2' = (y3 − (1 + y1) y2)/s,
+/// y3' = w (y1 − y3), p = [s, q, w] = [77.27, 8.375e-6, 0.161], y0 = (1, 2, 3). Periodic with sharp
+/// fronts; stiff throughout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Oregonator;
+
+impl Oregonator {
+    /// [s, q, w] = [77.27, 8.375e-6, 0.161].
+    pub const PARAMS: [f64; 3] = [77.27, 8.375e-6, 0.161];
+
+    /// Published y(t) at t = 30 (Hairer's reference run) and t = 360 (the Bari test set's end point);
+    /// data/reference/stiff.json.
+    pub const REFERENCE: [(f64, [f64; 3]); 2] = [
+        (
+            30.0,
+            [1.000661467180497, 1512.778937348249, 10358.54312767229],
+        ),
+        (
+            360.0,
+            [1.000814870318523, 1228.178521549917, 132.0554942846706],
+        ),
+    ];
+
+    /// y0 = (1, 2, 3) on [0, t_end] with [`Self::PARAMS`].
+    ///
+    /// # Errors
+    /// [`odesens_solver::SolverError::InvalidTimeSpan`] for a bad `t_end`.
+    pub fn problem(t_end: f64) -> Result<OdeProblem<Oregonator>, odesens_solver::SolverError> {
+        OdeProblem::new(
+            Oregonator,
+            vec![1.0, 2.0, 3.0],
+            Self::PARAMS.to_vec(),
+            (0.0, t_end),
+        )
+    }
+}
+
+impl OdeSystem for Oregonator {
+    fn n_states(&self) -> usize {
+        3
+    }
+    fn n_params(&self) -> usize {
+        3
+    }
+    fn rhs<S: Scalar>(&self, _t: S, y: ArrayView1<S>, p: ArrayView1<S>, mut dy: ArrayViewMut1<S>) {
+        let (s, q, w) = (p[0], p[1], p[2]);
+        dy[0] = s * (y[1] + y[0] * (S::one() - q * y[0] - y[1]));
+        dy[1] = (y[2] - (S::one() + y[0]) * y[1]) / s;
+        dy[2] = w * (y[0] - y[2]);
+    }
+}

@@ -713,6 +713,13 @@ fn run<M: OdeSystem, O: Objective>(
     if backsolve {
         require(backward_method, Capability::BacksolveAdjoint)?;
     }
+    if backward_method.is_multistep() {
+        return Err(SensitivityError::UnsupportedMethod {
+            method: backward_method,
+            operation: "the continuous adjoint's backward solve with BDF/NDF (not yet: choose \
+                        Kvaerno5 or RadauIIA5)",
+        });
+    }
     if settings.quadrature_in_error_norm && backward_method.is_implicit() {
         return Err(SensitivityError::InvalidSetting {
             name: "ContinuousSettings.quadrature_in_error_norm",

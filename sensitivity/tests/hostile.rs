@@ -384,6 +384,7 @@ fn hostile_values_at_every_door_give_typed_errors_or_finite_answers() {
         Method::Vern9,
         Method::Kvaerno5,
         Method::RadauIIA5,
+        Method::Bdf,
     ] {
         for x in VALUES {
             solver_doors(&mut t, method, x);

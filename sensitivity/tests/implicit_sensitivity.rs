@@ -368,3 +368,45 @@ fn derivatives_of_the_automatic_method_say_it_is_unsupported() {
         })
     ));
 }
+
+#[test]
+fn bdf_derivatives_are_refused_with_a_typed_error() {
+    // BDF solves, but its derivatives do not exist yet: every derivative door says so instead of
+    // differentiating another method's steps.
+    let (problem, objective) = robertson_case();
+    for method in Method::MULTISTEP {
+        let options = SolverOptions::default()
+            .method(method)
+            .rtol(1e-6)
+            .atol(1e-10);
+        assert!(solve(&problem, &options).is_ok());
+        for algorithm in [
+            SensitivityAlgorithm::Forward,
+            SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
+            SensitivityAlgorithm::interpolating(),
+        ] {
+            match gradient(&problem, &options, &objective, &algorithm) {
+                Err(odesens_sensitivity::SensitivityError::UnsupportedMethod {
+                    method: m, ..
+                }) => {
+                    assert_eq!(m, method)
+                }
+                other => panic!("{algorithm:?}: expected UnsupportedMethod, got {other:?}"),
+            }
+        }
+        // Nor as the continuous adjoint's backward method.
+        let kv = SolverOptions::default()
+            .method(Method::Kvaerno5)
+            .rtol(1e-6)
+            .atol(1e-10);
+        let backward =
+            SensitivityAlgorithm::InterpolatingAdjoint(odesens_sensitivity::ContinuousSettings {
+                method: Some(method),
+                ..Default::default()
+            });
+        assert!(matches!(
+            gradient(&problem, &kv, &objective, &backward),
+            Err(odesens_sensitivity::SensitivityError::UnsupportedMethod { .. })
+        ));
+    }
+}

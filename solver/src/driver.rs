@@ -8,6 +8,7 @@ use crate::erk::Integrator;
 use crate::error::SolverError;
 use crate::events::{EventLocator, with_event_tstops};
 use crate::implicit::ImplicitIntegrator;
+use crate::implicit::bdf::BdfIntegrator;
 use crate::options::{Saving, SolverOptions};
 use crate::problem::{OdeProblem, check_times};
 use crate::solution::{Solution, Statistics};
@@ -47,6 +48,10 @@ pub fn solve<M: OdeSystem>(
     options: &SolverOptions,
 ) -> Result<Solution, SolverError> {
     let options = &*with_event_tstops(problem, options)?;
+    if options.method.is_multistep() {
+        let mut it = BdfIntegrator::new(problem, options)?;
+        return drive(&mut it, problem, options, |_| false);
+    }
     if options.method.is_implicit() {
         let mut it = ImplicitIntegrator::new(problem, options)?;
         return drive(&mut it, problem, options, |_| false);

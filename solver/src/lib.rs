@@ -16,6 +16,8 @@
 //! | [`Method::TrBdf2`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 2(3) | 3 | yes | 3 (Hermite) |
 //! | [`Method::Kvaerno5`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 5(4) | 7 | yes | 3 (Hermite) |
 //! | [`Method::RadauIIA5`] (implicit, stiff; [`solve`], [`ImplicitIntegrator`]) | 5(3) | 3 | no | 3 (collocation) |
+//! | [`Method::Bdf`] (multistep, stiff; [`solve`], [`BdfIntegrator`]) | 1–5 (variable) | 1 (Newton) | — | k (interpolating polynomial) |
+//! | [`Method::Ndf`] (ode15s' NDF, same code) | 1–5 (variable) | 1 (Newton) | — | k |
 //! | [`Method::AutoTsit5Radau5`] (opt-in switching; [`solve`]) | — | — | — | — |
 #![warn(missing_docs)]
 #![allow(clippy::excessive_precision)]
@@ -42,6 +44,7 @@ pub use driver::solve;
 pub use erk::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
 pub use error::SolverError;
 pub use events::{Direction, EventAction, EventHit, EventLocator, EventSpec, Trigger};
+pub use implicit::bdf::{BdfCheckpoint, BdfIntegrator, BdfStep};
 pub use implicit::{
     ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, collocation_differences,
 };

@@ -116,6 +116,15 @@ pub struct ImplicitConfig {
     /// ESDIRKs: the Jacobian is recomputed after an accepted step whose Newton iteration contracted
     /// more slowly than this rate (default 0.3); otherwise only when Newton fails.
     pub jacobian_refresh_rate: f64,
+    /// BDF/NDF ([`Method::Bdf`], [`Method::Ndf`]): the highest order, 1 ..= 5 (default 5; ode15s'
+    /// `MaxOrder`, CVODE's `maxord`). Lower it for problems whose eigenvalues lie near the imaginary
+    /// axis, where the higher orders are not stable.
+    #[serde(default = "default_bdf_max_order")]
+    pub bdf_max_order: usize,
+}
+
+fn default_bdf_max_order() -> usize {
+    crate::implicit::bdf::MAX_ORDER
 }
 
 impl Default for ImplicitConfig {
@@ -126,6 +135,7 @@ impl Default for ImplicitConfig {
             newton_kappa: 0.03,
             lu_reuse: 0.2,
             jacobian_refresh_rate: 0.3,
+            bdf_max_order: default_bdf_max_order(),
         }
     }
 }
@@ -164,6 +174,13 @@ impl ImplicitConfig {
             rate,
             rate > 0.0 && !rate.is_nan(),
             "> 0 (may be ∞: refresh only when Newton fails)",
+        )?;
+        let order = self.bdf_max_order;
+        in_range(
+            "implicit.bdf_max_order",
+            order as f64,
+            (1..=crate::implicit::bdf::MAX_ORDER).contains(&order),
+            "1 ..= 5",
         )
     }
 }

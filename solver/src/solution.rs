@@ -50,6 +50,9 @@ pub(crate) enum DenseKind {
     /// Radau IIA's collocation polynomial (stage order 3): stored "stages" (u_{n+1} − u_n)/h and
     /// RADAU5's divided differences / h.
     Radau,
+    /// BDF's interpolating polynomial: the stored "u_n" is D_0 = u_{n+1}, the stored "stages" the
+    /// backward differences D_1 … D_k divided by h (zero beyond the step's order k).
+    Bdf,
 }
 
 impl DenseKind {
@@ -58,6 +61,7 @@ impl DenseKind {
             DenseKind::Explicit(tab) => tab.total_stages(),
             DenseKind::Hermite => 3,
             DenseKind::Radau => 4,
+            DenseKind::Bdf => crate::implicit::bdf::MAX_ORDER,
         }
     }
 
@@ -94,6 +98,15 @@ impl DenseKind {
                 w[0] = theta * tm * tm;
                 w[1] = theta * theta * tm;
                 w[2] = theta + theta * tm * (1.0 - 2.0 * theta);
+            }
+            DenseKind::Bdf => {
+                // The BDF step stores D_0 = u_{n+1} in place of u_n and k_j = D_{j+1}/h: the
+                // interpolating polynomial D_0 + Σ_j D_j Π_{m<j} (θ − 1 + m)/(m + 1).
+                let mut p = 1.0;
+                for (m, wm) in w.iter_mut().enumerate().take(self.stages()) {
+                    p *= (theta - 1.0 + m as f64) / (m + 1) as f64;
+                    *wm = p;
+                }
             }
             DenseKind::Radau => {
                 // u_{n+1} + s(c₁ + (s − c₂ + 1)(c₂' + (s − c₁ + 1)c₃)), s = θ − 1 (radau5's CONTR5).

@@ -104,7 +104,7 @@ fn the_counter_counts() {
 #[test]
 fn implicit_solves_allocate_only_at_set_up() {
     use odesens_models::Robertson;
-    for method in Method::IMPLICIT {
+    for method in Method::IMPLICIT.into_iter().chain(Method::MULTISTEP) {
         // The whole solve with output at the end only: the count must not depend on the number of steps.
         let count_solve = |t_end: f64| {
             let problem = Robertson::problem(t_end).unwrap();

@@ -13,22 +13,70 @@ use crate::problem::OdeProblem;
 use crate::system::OdeSystem;
 
 impl<M: OdeSystem> Core<'_, M> {
-    /// J at (t, u): the model's own (dense path), or by n forward-mode passes (dense), or one per colour
-    /// (sparse).
+    /// J at (t, u) into `jac` (see [`JacobianEvaluator::evaluate`]); the factorizations made with the
+    /// old J are void.
     pub(super) fn jacobian(&mut self, t: f64) {
-        let n = self.n;
-        for (d, &x) in self.pd.iter_mut().zip(&self.p) {
+        self.jw.evaluate(
+            self.problem.model(),
+            t,
+            &self.u,
+            &self.p,
+            &self.lu,
+            &mut self.jac,
+        );
+        self.stats.jacobian_evaluations += 1;
+        self.jac_fresh = true;
+        self.factored_hg = 0.0;
+        if let Some(r) = self.radau.as_mut() {
+            r.factored_h2 = 0.0;
+        }
+    }
+}
+
+/// Evaluates J = ∂f/∂u for an iteration matrix: the model's own dense or sparse Jacobian, or n
+/// forward-mode passes (dense), or one pass per colour of the pattern's column colouring (sparse).
+pub(crate) struct JacobianEvaluator {
+    /// Colour of each column and the number of colours (sparse Jacobians).
+    pub colors: Option<(Vec<usize>, usize)>,
+    ud: Vec<Dual64>,
+    pd: Vec<Dual64>,
+    fd: Vec<Dual64>,
+}
+
+impl JacobianEvaluator {
+    /// Buffers for n states and np parameters; `colors` for a sparse `Lu`.
+    pub fn new(n: usize, np: usize, colors: Option<(Vec<usize>, usize)>) -> Self {
+        Self {
+            colors,
+            ud: vec![Dual64::from(0.0); n],
+            pd: vec![Dual64::from(0.0); np],
+            fd: vec![Dual64::from(0.0); n],
+        }
+    }
+
+    /// J at (t, u) with parameters p into `jac`, in the layout of `lu` (column-major n × n, or the
+    /// sparse pattern's CSC positions).
+    pub fn evaluate<M: OdeSystem>(
+        &mut self,
+        model: &M,
+        t: f64,
+        u: &[f64],
+        p: &[f64],
+        lu: &Lu,
+        jac: &mut [f64],
+    ) {
+        let n = u.len();
+        for (d, &x) in self.pd.iter_mut().zip(p) {
             *d = Dual64::from(x);
         }
-        if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, &self.lu) {
+        if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, lu) {
             let pattern = lu.pattern();
-            let model = self.problem.model();
-            let own = model.sparse_jacobian(t, &self.u, &self.p, pattern, &mut self.jac);
+            let own = model.sparse_jacobian(t, u, p, pattern, jac);
             for c in (0..*count).filter(|_| !own) {
                 for (i, d) in self.ud.iter_mut().enumerate() {
-                    *d = Dual64::new(self.u[i], f64::from(u8::from(colors[i] == c)));
+                    *d = Dual64::new(u[i], f64::from(u8::from(colors[i] == c)));
                 }
-                self.problem.model().rhs(
+                model.rhs(
                     Dual64::from(t),
                     ArrayView1::from(&self.ud[..]),
                     ArrayView1::from(&self.pd[..]),
@@ -38,35 +86,25 @@ impl<M: OdeSystem> Core<'_, M> {
                 // this colour touches them).
                 for j in (0..n).filter(|&j| colors[j] == c) {
                     for (k, &i) in pattern.col_range(j).zip(pattern.col_rows(j)) {
-                        self.jac[k] = self.fd[i].eps;
+                        jac[k] = self.fd[i].eps;
                     }
                 }
             }
-        } else if !self
-            .problem
-            .model()
-            .jacobian(t, &self.u, &self.p, &mut self.jac)
-        {
+        } else if !model.jacobian(t, u, p, jac) {
             for j in 0..n {
                 for (i, d) in self.ud.iter_mut().enumerate() {
-                    *d = Dual64::new(self.u[i], f64::from(u8::from(i == j)));
+                    *d = Dual64::new(u[i], f64::from(u8::from(i == j)));
                 }
-                self.problem.model().rhs(
+                model.rhs(
                     Dual64::from(t),
                     ArrayView1::from(&self.ud[..]),
                     ArrayView1::from(&self.pd[..]),
                     ArrayViewMut1::from(&mut self.fd[..]),
                 );
                 for i in 0..n {
-                    self.jac[j * n + i] = self.fd[i].eps;
+                    jac[j * n + i] = self.fd[i].eps;
                 }
             }
-        }
-        self.stats.jacobian_evaluations += 1;
-        self.jac_fresh = true;
-        self.factored_hg = 0.0;
-        if let Some(r) = self.radau.as_mut() {
-            r.factored_h2 = 0.0;
         }
     }
 }

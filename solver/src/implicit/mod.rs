@@ -24,11 +24,12 @@
 
 #![allow(clippy::needless_range_loop)] // component loops over several equal-length buffers
 
+pub(crate) mod bdf;
 mod esdirk;
 mod jacobian;
 mod radau_iia;
 
-use jacobian::choose_pattern;
+use jacobian::{JacobianEvaluator, choose_pattern};
 use radau_iia::{RadauState, complex_pattern, transform, transform_t};
 
 use crate::control::{Controller, ControllerMemory, StepController, StepFeedback};
@@ -42,7 +43,6 @@ use crate::system::OdeSystem;
 use crate::tableau::EsdirkTableau;
 use crate::tableau::radau5 as radau;
 use ndarray::{ArrayView1, ArrayViewMut1};
-use num_dual::Dual64;
 
 /// Which implicit scheme an [`ImplicitIntegrator`] runs.
 #[derive(Debug, Clone, Copy)]
@@ -176,11 +176,8 @@ struct Core<'a, M: OdeSystem> {
     /// The factorization's hγ (ESDIRK) or h/γ (Radau): `lu` holds I − hg·J. 0: none.
     factored_hg: f64,
     lu: Lu,
-    /// Colour of each column and the number of colours (sparse Jacobians).
-    colors: Option<(Vec<usize>, usize)>,
-    ud: Vec<Dual64>,
-    pd: Vec<Dual64>,
-    fd: Vec<Dual64>,
+    /// The Jacobian's evaluation (and the column colouring of sparse ones).
+    jw: JacobianEvaluator,
     stats: Statistics,
     radau: Option<Box<RadauState>>,
     /// The first non-finite rhs value (t, component, value) met by the last attempt's Newton iteration.
@@ -460,10 +457,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
             jac_fresh: false,
             factored_hg: 0.0,
             lu,
-            colors,
-            ud: vec![Dual64::from(0.0); n],
-            pd: vec![Dual64::from(0.0); problem.model().n_params()],
-            fd: vec![Dual64::from(0.0); n],
+            jw: JacobianEvaluator::new(n, problem.model().n_params(), colors),
             stats: Statistics::default(),
             radau,
             non_finite: None,
@@ -628,7 +622,7 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
     /// solve factors it by sparse LU (`None`: dense LU). Derivative code uses them for the exact stage
     /// matrices, so that a sparse problem never meets a dense n × n matrix.
     pub fn sparsity(&self) -> Option<(&SparsityPattern, &[usize], usize)> {
-        match (&self.s.lu, &self.s.colors) {
+        match (&self.s.lu, &self.s.jw.colors) {
             (Lu::Sparse(lu), Some((colors, count))) => Some((lu.pattern(), colors, *count)),
             _ => None,
         }
