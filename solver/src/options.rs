@@ -124,7 +124,7 @@ pub struct ImplicitConfig {
 }
 
 fn default_bdf_max_order() -> usize {
-    crate::implicit::bdf::MAX_ORDER
+    crate::tableau::BDF_MAX_ORDER
 }
 
 impl Default for ImplicitConfig {
@@ -179,7 +179,7 @@ impl ImplicitConfig {
         in_range(
             "implicit.bdf_max_order",
             order as f64,
-            (1..=crate::implicit::bdf::MAX_ORDER).contains(&order),
+            (1..=crate::tableau::BDF_MAX_ORDER).contains(&order),
             "1 ..= 5",
         )
     }

@@ -61,7 +61,7 @@ impl DenseKind {
             DenseKind::Explicit(tab) => tab.total_stages(),
             DenseKind::Hermite => 3,
             DenseKind::Radau => 4,
-            DenseKind::Bdf => crate::implicit::bdf::MAX_ORDER,
+            DenseKind::Bdf => crate::tableau::BDF_MAX_ORDER,
         }
     }
 

@@ -32,7 +32,7 @@ use crate::system::OdeSystem;
 use crate::tableau::Method;
 
 /// The highest order.
-pub const MAX_ORDER: usize = 5;
+pub const MAX_ORDER: usize = crate::tableau::BDF_MAX_ORDER;
 /// Rows of the difference array: D_0 … D_{MAX_ORDER + 2}.
 const ROWS: usize = MAX_ORDER + 3;
 /// Newton iterations per attempt (ode15s: 4).

@@ -189,6 +189,9 @@ pub enum Method {
     AutoTsit5Radau5,
 }
 
+/// The highest order of [`Method::Bdf`] and [`Method::Ndf`].
+pub const BDF_MAX_ORDER: usize = 5;
+
 impl Method {
     /// All explicit methods, for loops in tests and benches.
     pub const ALL: [Method; 5] = [
