@@ -19,7 +19,7 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 
 use super::jacobian::{JacobianEvaluator, choose_pattern};
-use super::singular;
+use super::{factor_shifted, singular};
 use crate::control::Controller;
 use crate::error::SolverError;
 use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu};
@@ -649,11 +649,7 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
                     || (c / self.factored_c - 1.0).abs() > self.lu_reuse
                     || self.steps_since_lu >= MAX_STEPS_PER_FACTORIZATION
                 {
-                    let jac = &self.jac;
-                    let result = self.lu.factor(&mut |i, j, pos| {
-                        let identity = if i == j { 1.0 } else { 0.0 };
-                        identity - c * jac[pos]
-                    });
+                    let result = factor_shifted(&mut self.lu, &self.jac, c);
                     self.stats.factorizations += 1;
                     self.factored_c = if result.is_ok() { c } else { 0.0 };
                     self.newton_rate = 1.0;
@@ -891,13 +887,9 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         self.has_step = false;
         self.factored_c = 0.0;
         if cp.factored_c != 0.0 {
-            let (jac, c) = (&self.jac, cp.factored_c);
-            let result = self.lu.factor(&mut |i, j, pos| {
-                let identity = if i == j { 1.0 } else { 0.0 };
-                identity - c * jac[pos]
-            });
+            let result = factor_shifted(&mut self.lu, &self.jac, cp.factored_c);
             singular(result, cp.t, cp.h_abs)?;
-            self.factored_c = c;
+            self.factored_c = cp.factored_c;
         }
         Ok(())
     }

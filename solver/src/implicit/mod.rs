@@ -225,11 +225,7 @@ impl<M: OdeSystem> Core<'_, M> {
 
     /// Factors M = I − hg·J.
     fn refactor(&mut self, hg: f64, h: f64) -> Result<(), SolverError> {
-        let jac = &self.jac;
-        let result = self.lu.factor(&mut |i, j, k| {
-            let identity = if i == j { 1.0 } else { 0.0 };
-            identity - hg * jac[k]
-        });
+        let result = factor_shifted(&mut self.lu, &self.jac, hg);
         self.stats.factorizations += 1;
         self.factored_hg = if result.is_ok() { hg } else { 0.0 };
         singular(result, self.t, h)
@@ -254,6 +250,15 @@ impl<M: OdeSystem> Core<'_, M> {
             Scheme::Radau5 => self.attempt_radau(h),
         }
     }
+}
+
+/// Factors I − c·J into `lu`, with J in the layout of `lu` (the iteration matrix of every implicit
+/// method here). Err(pivot) for a singular matrix.
+fn factor_shifted(lu: &mut Lu, jac: &[f64], c: f64) -> Result<(), usize> {
+    lu.factor(&mut |i, j, k| {
+        let identity = if i == j { 1.0 } else { 0.0 };
+        identity - c * jac[k]
+    })
 }
 
 /// A factorization's result as the solver's error: a failed pivot is a singular iteration matrix at (t, h).
