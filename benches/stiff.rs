@@ -6,7 +6,7 @@
 //! atol 1e-6 on the sparse path (coloured Jacobian, faer sparse LU) and on the dense one.
 //!
 //! And the gradient of ‖u(1e5)‖² on Robertson (rtol 1e-8, atol 1e-10) by forward sensitivities and the
-//! keep-all discrete adjoint for each implicit method, beside its solve (`stiff_gradient/…`).
+//! keep-all discrete adjoint for each implicit method and BDF, beside its solve (`stiff_gradient/…`).
 //!
 //! Run: `cargo bench --bench stiff` (writes `data/benchmarks/stiff.json`).
 
@@ -128,7 +128,7 @@ fn benches(c: &mut Criterion) {
     let objective = SquaredNormAt::new(1e5);
     let mut group = c.benchmark_group("stiff_gradient");
     group.sample_size(20);
-    for method in Method::IMPLICIT {
+    for method in Method::IMPLICIT.into_iter().chain([Method::Bdf]) {
         let opts = SolverOptions::default()
             .method(method)
             .rtol(1e-8)

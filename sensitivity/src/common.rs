@@ -95,13 +95,6 @@ pub(crate) fn derivative_options<M: OdeSystem>(
     options: &SolverOptions,
     extra: &[&[f64]],
 ) -> Result<SolverOptions, SensitivityError> {
-    if options.method.is_multistep() {
-        return Err(SensitivityError::UnsupportedMethod {
-            method: options.method,
-            operation: "derivatives of BDF/NDF steps (not yet: choose Kvaerno5 or RadauIIA5 for \
-                        stiff problems)",
-        });
-    }
     if options.method == odesens_solver::Method::AutoTsit5Radau5 {
         return Err(SensitivityError::UnsupportedMethod {
             method: options.method,

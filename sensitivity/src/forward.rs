@@ -297,8 +297,8 @@ impl<'a, M: OdeSystem, O: Objective> WithStepper<'a, M> for Chunks<'a, '_, M, O>
         let nd = du0.ncols();
         // Balanced blocks, one per thread where possible, at most CHUNK directions each. All directions
         // share one block when the tangents are in the error control (one step sequence), and for the
-        // implicit family, whose tangents reuse the step's factorization for every direction.
-        let block = if self.error_control || S::FAMILY == StepFamily::Implicit {
+        // implicit families, whose tangents share the step's factorization across directions.
+        let block = if self.error_control || S::FAMILY != StepFamily::ExplicitRk {
             nd.max(1)
         } else {
             forward_blocks(nd, rayon::current_num_threads()).0

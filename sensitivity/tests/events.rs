@@ -12,8 +12,8 @@ use odesens_sensitivity::{
 };
 use odesens_solver::{Method, OdeProblem, SolverOptions};
 
-/// Every method, explicit and implicit.
-const ALL_METHODS: [Method; 8] = [
+/// Every method, explicit, implicit Runge–Kutta and multistep.
+const ALL_METHODS: [Method; 10] = [
     Method::Tsit5,
     Method::Dp5,
     Method::Bs3,
@@ -22,6 +22,8 @@ const ALL_METHODS: [Method; 8] = [
     Method::TrBdf2,
     Method::Kvaerno5,
     Method::RadauIIA5,
+    Method::Bdf,
+    Method::Ndf,
 ];
 
 /// The benchmark pendulum released at rest from (θ1, θ2) = (2, 1), stopping at its first flip
@@ -75,6 +77,8 @@ fn bouncing_ball_tangents_match_the_closed_form() {
         Method::Kvaerno5,
         Method::TrBdf2,
         Method::RadauIIA5,
+        Method::Bdf,
+        Method::Ndf,
     ] {
         let problem =
             OdeProblem::new(BouncingBall, vec![h0, 0.0], vec![g, e], (0.0, t_end)).unwrap();
@@ -89,11 +93,20 @@ fn bouncing_ball_tangents_match_the_closed_form() {
         .unwrap();
         // Directions: parameters (g, e), then initial values (h0, v0).
         assert_eq!(sens.event_times.len(), 6, "{method}");
+        // The bounce times carry the solution's error: BDF's is the largest at this tolerance (each
+        // bounce restarts it at order 1; its global error is 10–20 tolerances, docs/stiff.md), up to
+        // 1.3e-11 relative measured at the sixth bounce.
+        // The derivatives likewise carry the discretization's error: 3.3e-9 for BDF's du(3)/de.
+        let (time_tol, deriv_tol) = if method.is_multistep() {
+            (1e-10, 1e-8)
+        } else {
+            (1e-12, 1e-9)
+        };
         let mut worst = 0.0f64;
         for (k, &t) in sens.event_times.iter().enumerate() {
             let (tk, dtk) = BouncingBall::bounce_time_derivatives(h0, g, e, k + 1);
             assert!(
-                (t - tk).abs() < 1e-12 * tk,
+                (t - tk).abs() < time_tol * tk,
                 "{method}: t_{} = {t} vs {tk}",
                 k + 1
             );
@@ -102,7 +115,7 @@ fn bouncing_ball_tangents_match_the_closed_form() {
                 let rel = (got - x).abs() / x.abs().max(1e-3);
                 worst = worst.max(rel);
                 assert!(
-                    rel < 1e-9,
+                    rel < deriv_tol,
                     "{method}: dt_{}/dθ_{d} = {got} vs {x}: {rel:e}",
                     k + 1
                 );
@@ -115,7 +128,7 @@ fn bouncing_ball_tangents_match_the_closed_form() {
                 let rel = (got - x).abs() / x.abs().max(1.0);
                 worst = worst.max(rel);
                 assert!(
-                    rel < 1e-9,
+                    rel < deriv_tol,
                     "{method}: du_{m}/dθ_{d} = {got} vs {x}: {rel:e}"
                 );
             }
@@ -140,6 +153,7 @@ fn threshold_dosing_gradient_matches_central_differences() {
         Method::Vern9,
         Method::Kvaerno5,
         Method::RadauIIA5,
+        Method::Bdf,
     ] {
         let options = SolverOptions::default().method(method).tol(1e-11);
         let grad = gradient(
@@ -826,10 +840,15 @@ fn running_costs_through_events_match_the_closed_form_and_each_other() {
     let methods = ALL_METHODS;
     for method in methods {
         let options = SolverOptions::default().method(method).tol(1e-11);
+        // BDF's continuous adjoint solves λ backwards with Radau IIA (BDF is no backward method yet).
+        let backward = method.is_multistep().then_some(Method::RadauIIA5);
         for algorithm in [
             SensitivityAlgorithm::Forward,
             SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
-            SensitivityAlgorithm::interpolating(),
+            SensitivityAlgorithm::InterpolatingAdjoint(odesens_sensitivity::ContinuousSettings {
+                method: backward,
+                ..Default::default()
+            }),
         ] {
             let g = gradient(&doses, &options, &Auc, &algorithm).unwrap();
             let errors = [

@@ -79,6 +79,11 @@ fn repeated_gradients_do_not_grow_the_heap() {
             Method::RadauIIA5,
             SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
         ),
+        (Method::Bdf, SensitivityAlgorithm::Forward),
+        (
+            Method::Bdf,
+            SensitivityAlgorithm::adjoint(Checkpointing::Binomial { snapshots: 4 }),
+        ),
     ] {
         let options = SolverOptions::default().method(method).tol(1e-8);
         let run = || gradient(&problem, &options, &objective, &algorithm).unwrap();

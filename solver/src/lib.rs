@@ -44,7 +44,9 @@ pub use driver::solve;
 pub use erk::{AcceptedStep, Checkpoint, Integrator, ProposedStep, StepOutcome, StepReplay};
 pub use error::SolverError;
 pub use events::{Direction, EventAction, EventHit, EventLocator, EventSpec, Trigger};
-pub use implicit::bdf::{BdfCheckpoint, BdfIntegrator, BdfStep};
+pub use implicit::bdf::{
+    BdfCheckpoint, BdfIntegrator, BdfStep, DifferenceMap, QUADRATURE as BDF_QUADRATURE,
+};
 pub use implicit::{
     ImplicitCheckpoint, ImplicitIntegrator, ImplicitStep, Scheme, collocation_differences,
 };

@@ -102,11 +102,7 @@ impl DenseKind {
             DenseKind::Bdf => {
                 // The BDF step stores D_0 = u_{n+1} in place of u_n and k_j = D_{j+1}/h: the
                 // interpolating polynomial D_0 + Σ_j D_j Π_{m<j} (θ − 1 + m)/(m + 1).
-                let mut p = 1.0;
-                for (m, wm) in w.iter_mut().enumerate().take(self.stages()) {
-                    p *= (theta - 1.0 + m as f64) / (m + 1) as f64;
-                    *wm = p;
-                }
+                crate::tableau::bdf_dense_weights(theta, w);
             }
             DenseKind::Radau => {
                 // u_{n+1} + s(c₁ + (s − c₂ + 1)(c₂' + (s − c₁ + 1)c₃)), s = θ − 1 (radau5's CONTR5).

@@ -1,5 +1,5 @@
 //! One derivative per scheme: [`StepDiff`], the tangent and the adjoint of one accepted step, implemented
-//! once for each stepper family (explicit RK in [`erk`], ESDIRK and Radau IIA in [`implicit`]).
+//! once for each stepper family (explicit RK in [`erk`], ESDIRK, Radau IIA and BDF/NDF in [`implicit`]).
 //!
 //! A step Φ_n: (u_n, p) ↦ u_{n+1} with its step size frozen has the tangent map
 //! u̇_{n+1} = ∂Φ/∂u u̇_n + ∂Φ/∂p ṗ and the adjoint map λ_n = (∂Φ/∂u)ᵀ λ_{n+1}, p̄ += (∂Φ/∂p)ᵀ λ_{n+1}. The
@@ -14,8 +14,8 @@ pub(crate) mod erk;
 pub(crate) mod implicit;
 
 use odesens_solver::{
-    EventHit, ImplicitIntegrator, Integrator, Method, OdeProblem, OdeSystem, SolverError,
-    SolverOptions, StepStages, Stepper,
+    BdfIntegrator, EventHit, ImplicitIntegrator, Integrator, Method, OdeProblem, OdeSystem,
+    SolverError, SolverOptions, StepStages, Stepper,
 };
 
 use crate::ad::derivatives::Derivatives;
@@ -31,12 +31,16 @@ pub(crate) enum StepFamily {
     ExplicitRk,
     /// ESDIRK and Radau IIA ([`ImplicitIntegrator`]).
     Implicit,
+    /// BDF and NDF ([`BdfIntegrator`]).
+    Multistep,
 }
 
 impl StepFamily {
     /// The family that takes `method`'s steps.
     pub fn of(method: Method) -> Self {
-        if method.is_implicit() {
+        if method.is_multistep() {
+            StepFamily::Multistep
+        } else if method.is_implicit() {
             StepFamily::Implicit
         } else {
             StepFamily::ExplicitRk
@@ -47,7 +51,7 @@ impl StepFamily {
     pub fn supports(self, capability: Capability) -> bool {
         match (self, capability) {
             (StepFamily::ExplicitRk, _) => true,
-            (StepFamily::Implicit, _) => false,
+            (StepFamily::Implicit | StepFamily::Multistep, _) => false,
         }
     }
 }
@@ -356,5 +360,6 @@ pub(crate) fn dispatch<'a, M: OdeSystem + 'a, J: WithStepper<'a, M>>(
     match StepFamily::of(method) {
         StepFamily::ExplicitRk => job.run::<Integrator<'a, M>>(),
         StepFamily::Implicit => job.run::<ImplicitIntegrator<'a, M>>(),
+        StepFamily::Multistep => job.run::<BdfIntegrator<'a, M>>(),
     }
 }

@@ -22,7 +22,7 @@ use super::jacobian::{JacobianEvaluator, choose_pattern};
 use super::{factor_shifted, singular};
 use crate::control::Controller;
 use crate::error::SolverError;
-use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu};
+use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
 use crate::options::SolverOptions;
 use crate::problem::OdeProblem;
 use crate::schedule::{Landing, Refusal, Schedule};
@@ -47,6 +47,21 @@ const MAX_FACTOR: f64 = 10.0;
 /// The NDF shifts κ_k of Shampine & Reichelt (1997), Table 1 (κ_5 = 0: the order-5 NDF is not more
 /// efficient than BDF5 at equal stability).
 const NDF_KAPPA: [f64; MAX_ORDER + 1] = [0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0];
+
+/// A linear map of the differences D_0 … D_k: new D_j = Σ_i W_ij D_i (identity outside the order's
+/// block).
+pub type DifferenceMap = [[f64; MAX_ORDER + 1]; MAX_ORDER + 1];
+
+/// The identity [`DifferenceMap`].
+const IDENTITY: DifferenceMap = {
+    let mut w = [[0.0; MAX_ORDER + 1]; MAX_ORDER + 1];
+    let mut i = 0;
+    while i <= MAX_ORDER {
+        w[i][i] = 1.0;
+        i += 1;
+    }
+    w
+};
 
 /// γ_k, α_k = (1 − κ_k) γ_k and the error constants κ_k γ_k + 1/(k + 1), k = 0 … 5.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +124,8 @@ pub struct BdfCheckpoint {
     steps_since_jac: usize,
     next_stop: usize,
     attempts: usize,
+    pending: DifferenceMap,
+    start: Option<f64>,
 }
 
 impl BdfCheckpoint {
@@ -118,10 +135,23 @@ impl BdfCheckpoint {
     }
 }
 
+/// The nodes and weights of 3-point Gauss–Legendre quadrature on [0, 1]: a running cost over a BDF step
+/// is integrated on the step's interpolating polynomial (degree k ≤ 5, which the rule integrates
+/// exactly), so the quadrature keeps the order of the solution.
+pub const QUADRATURE: ([f64; 3], [f64; 3]) = {
+    // c = 1/2 ∓ √15/10, 1/2; b = 5/18, 8/18, 5/18.
+    const R: f64 = 0.387_298_334_620_741_7;
+    (
+        [0.5 - R, 0.5, 0.5 + R],
+        [5.0 / 18.0, 8.0 / 18.0, 5.0 / 18.0],
+    )
+};
+
 /// An accepted BDF step, as [`BdfIntegrator::step_accepted`] returns it.
 ///
-/// Viewed as [`StepStages`], a step has one stage: the corrector's value y_{n+1} at t_{n+1} with
-/// weight 1 (a running cost over it would be integrated by the backward Euler rule).
+/// Viewed as [`StepStages`], a step has three stages: the values of its interpolating polynomial at
+/// the [`QUADRATURE`] nodes t_n + c_i h with weights b_i (a running cost over the step is integrated
+/// by that rule).
 #[derive(Debug)]
 pub struct BdfStep<'s> {
     /// t_n.
@@ -136,6 +166,19 @@ pub struct BdfStep<'s> {
     pub u_next: &'s [f64],
     /// The order k of the formula that took the step.
     pub order: usize,
+    /// The interpolations of the differences to new grids since the previous step, composed: the
+    /// step read D_pre = Wᵀ D, D the differences the previous step left (or the start made).
+    pub map: &'s DifferenceMap,
+    /// Some(h₀) when the step is the first since a start or restart at t_n: the differences it
+    /// began from were D_0 = y_n, D_1 = h₀ f(t_n, y_n), the rest 0.
+    pub start: Option<f64>,
+    /// The corrector's c = h/α_k: y_{n+1} − y⁽⁰⁾ + ψ = c f(t_{n+1}, y_{n+1}) with the prediction
+    /// y⁽⁰⁾ = Σ_{j=0}^{k} D_pre,j and ψ = Σ_{j=1}^{k} `psi_weights[j]` D_pre,j (γ_j/α_k).
+    pub c: f64,
+    /// γ_j/α_k, j = 1 … k (index 0 unused).
+    pub psi_weights: [f64; MAX_ORDER + 1],
+    /// The interpolating polynomial's values at t_n + c_i h, i = 0, 1, 2 (3 × n, row-major).
+    pub stage_values: &'s [f64],
 }
 
 impl StepStages for BdfStep<'_> {
@@ -155,16 +198,17 @@ impl StepStages for BdfStep<'_> {
         self.u_next
     }
     fn stages(&self) -> usize {
-        1
+        3
     }
-    fn stage_time(&self, _i: usize) -> f64 {
-        self.t_next
+    fn stage_time(&self, i: usize) -> f64 {
+        self.t + QUADRATURE.0[i] * self.h
     }
-    fn stage_value(&self, _i: usize) -> &[f64] {
-        self.u_next
+    fn stage_value(&self, i: usize) -> &[f64] {
+        let n = self.u.len();
+        &self.stage_values[i * n..(i + 1) * n]
     }
-    fn weight(&self, _i: usize) -> f64 {
-        1.0
+    fn weight(&self, i: usize) -> f64 {
+        QUADRATURE.1[i]
     }
 }
 
@@ -226,6 +270,16 @@ pub struct BdfIntegrator<'a, M: OdeSystem> {
     u_prev: Vec<f64>,
     dense_k: Vec<f64>,
     dense_w: Vec<f64>,
+    /// The interpolations of the differences since the last accepted step (or start), composed, and
+    /// the h₀ of the start when no step was accepted since it (for the derivatives: [`BdfStep`]).
+    pending: DifferenceMap,
+    start_h: Option<f64>,
+    /// The last accepted step's [`BdfStep::map`], [`BdfStep::start`] and [`BdfStep::c`].
+    last_map: DifferenceMap,
+    last_start: Option<f64>,
+    last_c: f64,
+    /// The last step's interpolant at the quadrature nodes (3 × n).
+    quad_y: Vec<f64>,
 }
 
 impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
@@ -328,6 +382,12 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             u_prev: vec![0.0; n],
             dense_k: vec![0.0; MAX_ORDER * n],
             dense_w: vec![0.0; MAX_ORDER],
+            pending: IDENTITY,
+            start_h: None,
+            last_map: IDENTITY,
+            last_start: None,
+            last_c: 0.0,
+            quad_y: vec![0.0; 3 * n],
         };
         let u0 = problem.u0().to_vec();
         s.f_at(t0, &u0)?;
@@ -396,6 +456,8 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         self.order = 1;
         self.n_equal_steps = 0;
         self.has_step = false;
+        self.pending = IDENTITY;
+        self.start_h = Some(h);
     }
 
     /// Hairer's starting step for an order-1 error estimate (Hairer, Nørsett & Wanner, *Solving ODEs
@@ -477,6 +539,13 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         }
         self.d[..(k + 1) * n].copy_from_slice(&self.d_tmp[..(k + 1) * n]);
         self.n_equal_steps = 0;
+        // pending ← pending · RU on the order's block.
+        let old = self.pending;
+        for (i, row) in self.pending.iter_mut().enumerate().take(k + 1) {
+            for (j, w) in row.iter_mut().enumerate().take(k + 1) {
+                *w = (0..=k).map(|m| old[i][m] * ru[m][j]).sum();
+            }
+        }
     }
 
     /// Simplified Newton on the corrector at t_new with c = h/α_k, CVODE's way (Hindmarsh et al.,
@@ -529,6 +598,15 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             dy_norm_old = Some(dy_norm);
         }
         (false, NEWTON_MAXITER)
+    }
+
+    /// The sparsity pattern of the iteration matrix and its column colouring (colour of each column,
+    /// number of colours) when the solve uses sparse LU.
+    pub fn sparsity(&self) -> Option<(&SparsityPattern, &[usize], usize)> {
+        match (&self.lu, &self.jw.colors) {
+            (Lu::Sparse(lu), Some((colors, count))) => Some((lu.pattern(), colors, *count)),
+            _ => None,
+        }
     }
 
     /// Whether the end of the span has been reached.
@@ -707,6 +785,10 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             self.t_prev = self.t;
             self.h_last = h;
             self.last_order = k;
+            self.last_map = self.pending;
+            self.last_start = self.start_h.take();
+            self.last_c = c;
+            self.pending = IDENTITY;
             self.t = t_new;
             self.jac_current = false;
             self.steps_since_lu += 1;
@@ -728,6 +810,18 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
                     } else {
                         0.0
                     };
+                }
+            }
+            // The interpolant at the quadrature nodes, before the differences move to a new grid.
+            for (i, &theta) in QUADRATURE.0.iter().enumerate() {
+                crate::tableau::bdf_dense_weights(theta, &mut self.dense_w);
+                let row = &mut self.quad_y[i * n..(i + 1) * n];
+                row.copy_from_slice(&self.d[..n]);
+                for j in 1..=k {
+                    let a = self.dense_w[j - 1];
+                    for (y, &dj) in row.iter_mut().zip(&self.d[j * n..(j + 1) * n]) {
+                        *y += a * dj;
+                    }
                 }
             }
             self.has_step = true;
@@ -777,13 +871,23 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
 
     /// The last accepted step.
     fn last_step(&self) -> BdfStep<'_> {
+        let k = self.last_order;
+        let mut psi_weights = [0.0; MAX_ORDER + 1];
+        for (j, w) in psi_weights.iter_mut().enumerate().take(k + 1).skip(1) {
+            *w = self.coef.gamma[j] / self.coef.alpha[k];
+        }
         BdfStep {
             t: self.t_prev,
             h: self.h_last,
             t_next: self.t,
             u: &self.u_prev,
             u_next: &self.d[..self.n],
-            order: self.last_order,
+            order: k,
+            map: &self.last_map,
+            start: self.last_start,
+            c: self.last_c,
+            psi_weights,
+            stage_values: &self.quad_y,
         }
     }
 
@@ -853,6 +957,8 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         cp.steps_since_jac = self.steps_since_jac;
         cp.factored_c = self.factored_c;
         (cp.next_stop, cp.attempts) = self.schedule.position();
+        cp.pending = self.pending;
+        cp.start = self.start_h;
     }
 
     /// Restores a checkpoint of an integrator of the same problem and options: the following steps are
@@ -884,6 +990,8 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         self.steps_since_lu = cp.steps_since_lu;
         self.steps_since_jac = cp.steps_since_jac;
         self.schedule.restore((cp.next_stop, cp.attempts));
+        self.pending = cp.pending;
+        self.start_h = cp.start;
         self.has_step = false;
         self.factored_c = 0.0;
         if cp.factored_c != 0.0 {

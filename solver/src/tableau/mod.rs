@@ -192,6 +192,17 @@ pub enum Method {
 /// The highest order of [`Method::Bdf`] and [`Method::Ndf`].
 pub const BDF_MAX_ORDER: usize = 5;
 
+/// The weights a_j(θ) = Π_{m=0}^{j−1} (θ − 1 + m)/(m + 1), j = 1 … [`BDF_MAX_ORDER`], of the
+/// interpolating polynomial of a BDF step from t_n to t_{n+1} = t_n + h: y(t_n + θh) = D_0 +
+/// Σ_{j=1}^{k} a_j(θ) D_j with the backward differences D after the step (`w[j − 1]` = a_j).
+pub fn bdf_dense_weights(theta: f64, w: &mut [f64]) {
+    let mut p = 1.0;
+    for (m, wm) in w.iter_mut().enumerate().take(BDF_MAX_ORDER) {
+        p *= (theta - 1.0 + m as f64) / (m + 1) as f64;
+        *wm = p;
+    }
+}
+
 impl Method {
     /// All explicit methods, for loops in tests and benches.
     pub const ALL: [Method; 5] = [

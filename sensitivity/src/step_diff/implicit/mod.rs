@@ -1,5 +1,5 @@
-//! The tangent and adjoint of an implicit step (ESDIRK in [`esdirk`], Radau IIA in [`radau`]), with the
-//! exact stage systems they share.
+//! The tangent and adjoint of an implicit step (ESDIRK in [`esdirk`], Radau IIA in [`radau`], BDF/NDF
+//! in [`bdf`]), with the exact stage systems they share.
 //!
 //! A step is differentiated as the map u_n ↦ u_{n+1} with its stage equations solved exactly and h
 //! frozen (the Newton iterates are close to that solution, to a fraction κ of the error tolerance). The
@@ -10,6 +10,7 @@
 //! matrix is built from J_i by AD and factored (counted in `exact_stage_factorizations`); small dense
 //! problems (n + p ≤ 16) factor it at once.
 
+mod bdf;
 mod esdirk;
 mod gmres;
 mod radau;
