@@ -30,8 +30,9 @@ use std::sync::Mutex;
 use ndarray::{Array1, ArrayView1, ArrayViewMut1};
 use odesens_solver::linalg::SparsityPattern;
 use odesens_solver::{
-    DenseOutput, EventHit, EventLocator, ImplicitIntegrator, Integrator, LinearSolverKind, Method,
-    OdeProblem, OdeSystem, Scalar, SolverError, SolverOptions, Statistics, StepStages, Stepper,
+    BdfIntegrator, DenseOutput, EventHit, EventLocator, ImplicitIntegrator, Integrator,
+    LinearSolverKind, Method, OdeProblem, OdeSystem, Scalar, SolverError, SolverOptions,
+    Statistics, StepStages, Stepper,
 };
 
 use crate::ad::derivatives::Derivatives;
@@ -53,7 +54,8 @@ pub struct ContinuousSettings {
     /// Jacobian, sparse when the forward problem's is: its pattern transposed, its values by the
     /// forward problem's colouring) and integrates q outside Newton by the method's own quadrature,
     /// q_{n+1} = q_n + h Σ_i b_i (−f_pᵀλ − r_pᵀ)(t_i, Λ_i), one vjp per stage (CVODES' `CVodeQuadB`
-    /// idea). The user's [`SolverOptions::implicit`] settings apply to it. After a Kvaerno5 forward
+    /// idea; BDF/NDF: I − c(−f_uᵀ), and 3-point Gauss on each step's interpolating polynomial). The
+    /// user's [`SolverOptions::implicit`] settings apply to it. After a Kvaerno5 forward
     /// solve the accuracy is limited by its cubic Hermite dense output, whatever this method
     /// (docs/stiff.md).
     pub method: Option<Method>,
@@ -713,13 +715,6 @@ fn run<M: OdeSystem, O: Objective>(
     if backsolve {
         require(backward_method, Capability::BacksolveAdjoint)?;
     }
-    if backward_method.is_multistep() {
-        return Err(SensitivityError::UnsupportedMethod {
-            method: backward_method,
-            operation: "the continuous adjoint's backward solve with BDF/NDF (not yet: choose \
-                        Kvaerno5 or RadauIIA5)",
-        });
-    }
     if settings.quadrature_in_error_norm && backward_method.is_implicit() {
         return Err(SensitivityError::InvalidSetting {
             name: "ContinuousSettings.quadrature_in_error_norm",
@@ -1007,7 +1002,7 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
     stops.dedup();
     let layout = if backsolve {
         Layout::Backsolve
-    } else if StepFamily::of(backward_method) == StepFamily::Implicit {
+    } else if StepFamily::of(backward_method) != StepFamily::ExplicitRk {
         Layout::LambdaOnly
     } else {
         Layout::Joint
@@ -1069,7 +1064,11 @@ fn continuous<'a, S: StepDiff<'a, M>, M: OdeSystem, O: Objective>(
         steps,
         events: &events,
     };
-    let mut rev = if layout == Layout::LambdaOnly {
+    let mut rev = if layout == Layout::LambdaOnly && backward_method.is_multistep() {
+        let make = || BdfIntegrator::new(&back_problem, &bopts);
+        let bw = Backward::new(make, system, (obs, &events), (z, q), (t0, t_last));
+        reverse::<S, M, O, _>((problem, opts), segments, bw, backsolve)?
+    } else if layout == Layout::LambdaOnly {
         let make = || ImplicitIntegrator::new(&back_problem, &bopts);
         let bw = Backward::new(make, system, (obs, &events), (z, q), (t0, t_last));
         reverse::<S, M, O, _>((problem, opts), segments, bw, backsolve)?

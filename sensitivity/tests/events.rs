@@ -840,15 +840,10 @@ fn running_costs_through_events_match_the_closed_form_and_each_other() {
     let methods = ALL_METHODS;
     for method in methods {
         let options = SolverOptions::default().method(method).tol(1e-11);
-        // BDF's continuous adjoint solves λ backwards with Radau IIA (BDF is no backward method yet).
-        let backward = method.is_multistep().then_some(Method::RadauIIA5);
         for algorithm in [
             SensitivityAlgorithm::Forward,
             SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
-            SensitivityAlgorithm::InterpolatingAdjoint(odesens_sensitivity::ContinuousSettings {
-                method: backward,
-                ..Default::default()
-            }),
+            SensitivityAlgorithm::interpolating(),
         ] {
             let g = gradient(&doses, &options, &Auc, &algorithm).unwrap();
             let errors = [

@@ -388,25 +388,3 @@ fn derivatives_of_the_automatic_method_say_it_is_unsupported() {
         })
     ));
 }
-
-#[test]
-fn bdf_as_the_continuous_adjoints_backward_method_is_refused_with_a_typed_error() {
-    // BDF differentiates its own steps (the tests above); as the backward solver of λ' = −f_uᵀλ it is
-    // not offered yet, and says so instead of solving with another method.
-    let (problem, objective) = robertson_case();
-    for method in Method::MULTISTEP {
-        let kv = SolverOptions::default()
-            .method(Method::Kvaerno5)
-            .rtol(1e-6)
-            .atol(1e-10);
-        let backward =
-            SensitivityAlgorithm::InterpolatingAdjoint(odesens_sensitivity::ContinuousSettings {
-                method: Some(method),
-                ..Default::default()
-            });
-        assert!(matches!(
-            gradient(&problem, &kv, &objective, &backward),
-            Err(odesens_sensitivity::SensitivityError::UnsupportedMethod { method: m, .. }) if m == method
-        ));
-    }
-}
