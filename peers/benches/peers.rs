@@ -471,7 +471,12 @@ fn robertson_study() -> Study {
     let mut configs = Vec::new();
     for tol in [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10] {
         let atol = tol * 1e-6;
-        for method in [Method::RadauIIA5, Method::Kvaerno5] {
+        for method in [
+            Method::RadauIIA5,
+            Method::Kvaerno5,
+            Method::Bdf,
+            Method::Ndf,
+        ] {
             let prob = problem.clone();
             let opts = SolverOptions::default()
                 .method(method)
@@ -511,6 +516,8 @@ fn robertson_study() -> Study {
         pairs: vec![
             ("RadauIIA5", "bdf"),
             ("Kvaerno5", "bdf"),
+            ("BDF", "bdf"),
+            ("NDF", "bdf"),
             ("RadauIIA5", "esdirk34"),
         ],
     }
