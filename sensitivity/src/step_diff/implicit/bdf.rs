@@ -185,8 +185,8 @@ fn apply_map_transpose(w: &DifferenceMap, k: usize, lam: &mut [f64], tmp: &mut [
 }
 
 impl BdfWork {
-    /// Solves M x = b + c f_p ṗ for every lane, b given in `tg.ydot` (n × lanes) and x returned
-    /// there; M = I − c f_u at (t_{n+1}, y_{n+1}) factored exactly.
+    /// Solves M x = b + c f_p ṗ for every lane, b given in `tg.next` (n × lanes) and x returned in
+    /// the first rows of `tg.ydot`; M = I − c f_u at (t_{n+1}, y_{n+1}) factored exactly.
     fn solve_corrector<M: OdeSystem>(
         &mut self,
         der: &mut Derivatives<'_, M>,
@@ -207,7 +207,7 @@ impl BdfWork {
             for lane in 0..c {
                 for m in 0..n {
                     let x = m * c + lane;
-                    lin.col[m] = tg.ydot[x] + cc * tg.out[x];
+                    lin.col[m] = tg.next[x] + cc * tg.out[x];
                 }
                 lu.solve_in_place(&mut lin.col);
                 for m in 0..n {
@@ -216,23 +216,13 @@ impl BdfWork {
             }
         } else {
             let jac = lin.factor_exact(der, t, p, cc, h)?;
-            let cols = n + np;
-            for lane in 0..c {
-                for m in 0..n {
-                    let mut fp = 0.0;
-                    for q in 0..np {
-                        fp += jac[m * cols + n + q] * tg.pdot[q * c + lane];
-                    }
-                    lin.col[m] = tg.ydot[m * c + lane] + cc * fp;
-                }
-                lin.exact
-                    .as_mut()
-                    .expect("factored")
-                    .solve_in_place(&mut lin.col);
-                for m in 0..n {
-                    tg.ydot[m * c + lane] = lin.col[m];
-                }
-            }
+            super::solve_exact_lanes(
+                lin.exact.as_mut().expect("factored"),
+                &mut lin.col,
+                (jac, cc),
+                (&tg.next, &tg.pdot),
+                &mut tg.ydot[..nc],
+            );
         }
         Ok(())
     }
@@ -419,7 +409,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for BdfIntegrator<'a, M> {
             rest[..nc].iter_mut().for_each(|x| *x *= h0);
         }
         apply_map(&step.map, k, &mut work.dd, &mut work.tmp, nc);
-        // ẏ⁽⁰⁾ and the corrector's right-hand side ẏ⁽⁰⁾ − ψ̇ (into ydot, solved in place).
+        // ẏ⁽⁰⁾ and the corrector's right-hand side ẏ⁽⁰⁾ − ψ̇.
         for x in 0..nc {
             let mut pred = 0.0;
             let mut psi = 0.0;
@@ -429,7 +419,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for BdfIntegrator<'a, M> {
                 psi += step.psi_weights[j] * v;
             }
             work.pred[x] = pred;
-            tg.ydot[x] = pred - psi;
+            tg.next[x] = pred - psi;
         }
         work.solve_corrector(der, tg, p)?;
         // ė = ẏ − ẏ⁽⁰⁾ and the update of the differences.

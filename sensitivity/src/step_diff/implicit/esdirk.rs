@@ -137,23 +137,13 @@ pub(super) fn tangent<M: OdeSystem>(
         } else if !converged {
             // Factor M_i exactly: Ẏ = M_i⁻¹(r + hγ f_p ṗ).
             let jac = lin.factor_exact(der, ti, p, hg, h)?;
-            let cols = n + np;
-            for lane in 0..c {
-                for m in 0..n {
-                    let mut fp = 0.0;
-                    for q in 0..np {
-                        fp += jac[m * cols + n + q] * tg.pdot[q * c + lane];
-                    }
-                    lin.col[m] = tg.next[m * c + lane] + hg * fp;
-                }
-                lin.exact
-                    .as_mut()
-                    .expect("factored")
-                    .solve_in_place(&mut lin.col);
-                for m in 0..n {
-                    tg.ydot[i * nc + m * c + lane] = lin.col[m];
-                }
-            }
+            super::solve_exact_lanes(
+                lin.exact.as_mut().expect("factored"),
+                &mut lin.col,
+                (jac, hg),
+                (&tg.next, &tg.pdot),
+                &mut tg.ydot[i * nc..(i + 1) * nc],
+            );
         }
         // K̇_i from the stage equation.
         for x in 0..nc {

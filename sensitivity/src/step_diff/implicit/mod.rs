@@ -315,6 +315,34 @@ impl StageLinear {
     }
 }
 
+/// x = M⁻¹(b + hg f_p ṗ) for every lane, with the exact LU of M in `exact`, [f_u f_p] = `jac` (row-major
+/// n × (n + np)) and `col` (n) as scratch; `b`, `x` and `pdot` in the lanes' row-major layout.
+fn solve_exact_lanes(
+    exact: &mut DenseLu,
+    col: &mut [f64],
+    (jac, hg): (&[f64], f64),
+    (b, pdot): (&[f64], &[f64]),
+    x: &mut [f64],
+) {
+    let n = col.len();
+    let c = b.len() / n.max(1);
+    let np = pdot.len() / c.max(1);
+    let cols = n + np;
+    for lane in 0..c {
+        for m in 0..n {
+            let mut fp = 0.0;
+            for q in 0..np {
+                fp += jac[m * cols + n + q] * pdot[q * c + lane];
+            }
+            col[m] = b[m * c + lane] + hg * fp;
+        }
+        exact.solve_in_place(col);
+        for m in 0..n {
+            x[m * c + lane] = col[m];
+        }
+    }
+}
+
 /// The implicit schemes' buffers: the step's copy, the stage systems, and the adjoint's stage vectors.
 pub(crate) struct ImplicitWork {
     step: StepData,
