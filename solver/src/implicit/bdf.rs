@@ -287,8 +287,10 @@ pub struct BdfIntegrator<'a, M: OdeSystem> {
     last_map: DifferenceMap,
     last_start: Option<f64>,
     last_c: f64,
-    /// The last step's interpolant at the quadrature nodes (3 × n).
+    /// The last step's interpolant at the quadrature nodes (3 × n), and the interpolation weights
+    /// a_j at the nodes (the same for every step: computed once).
     quad_y: Vec<f64>,
+    quad_w: [[f64; MAX_ORDER]; 3],
 }
 
 impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
@@ -397,6 +399,11 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             last_start: None,
             last_c: 0.0,
             quad_y: vec![0.0; 3 * n],
+            quad_w: QUADRATURE.0.map(|theta| {
+                let mut w = [0.0; MAX_ORDER];
+                crate::tableau::bdf_dense_weights(theta, &mut w);
+                w
+            }),
         };
         let u0 = problem.u0().to_vec();
         s.f_at(t0, &u0)?;
@@ -822,12 +829,11 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
                 }
             }
             // The interpolant at the quadrature nodes, before the differences move to a new grid.
-            for (i, &theta) in QUADRATURE.0.iter().enumerate() {
-                crate::tableau::bdf_dense_weights(theta, &mut self.dense_w);
+            for (i, weights) in self.quad_w.iter().enumerate() {
                 let row = &mut self.quad_y[i * n..(i + 1) * n];
                 row.copy_from_slice(&self.d[..n]);
                 for j in 1..=k {
-                    let a = self.dense_w[j - 1];
+                    let a = weights[j - 1];
                     for (y, &dj) in row.iter_mut().zip(&self.d[j * n..(j + 1) * n]) {
                         *y += a * dj;
                     }

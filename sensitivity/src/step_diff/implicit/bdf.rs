@@ -357,8 +357,7 @@ impl<'a, M: OdeSystem + 'a> StepDiff<'a, M> for BdfIntegrator<'a, M> {
         3
     }
 
-    fn work(&self, n: usize, np: usize) -> BdfWork {
-        let _ = np;
+    fn work(&self, n: usize, _np: usize) -> BdfWork {
         BdfWork {
             step: BdfData::new(n),
             lin: StageLinear::new(n, self.sparsity()),
