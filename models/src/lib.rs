@@ -36,5 +36,5 @@ pub use linear::{ExponentialDecay, LinearOscillator};
 pub use lorenz::Lorenz;
 pub use lotka_volterra::LotkaVolterra;
 pub use pde::{AdvectionDiffusion2D, Heat2D};
-pub use stiff::{Hires, Oregonator, Robertson};
+pub use stiff::{Hires, Oregonator, Pollu, Robertson};
 pub use van_der_pol::VanDerPol;

@@ -179,3 +179,129 @@ impl OdeSystem for Oregonator {
         dy[2] = w * (y[0] - y[2]);
     }
 }
+
+/// POLLU, the chemical part of the air-pollution model of the Dutch National Institute of Public Health
+/// and Environmental Protection (RIVM): 20 species, 25 reactions (J. G. Verwer, "Gauss–Seidel iteration
+/// for stiff ODEs from chemical kinetics", SIAM J. Sci. Comput. 15(5), 1994; Bari test set "pollu"),
+/// on t ∈ [0, 60] minutes, concentrations in ppm. The rates r_j are mass-action terms, r_j = k_j y_a
+/// (first order) or k_j y_a y_b (second order), and y_i' = Σ_j ν_ij r_j; the rate constants range from
+/// 1.3e-4 to 4.44e11, which is what makes the problem stiff. The 25 rate constants are the parameters,
+/// p = [k1, …, k25] ([`Pollu::PARAMS`]).
+///
+/// The species, in the order of the state: NO2, NO, O3P, O3, HO2, OH, HCHO, CO, ALD, MEO2, C2O3, CO2,
+/// PAN, CH3O, HNO3, O1D, SO2, SO4, NO3, N2O5.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pollu;
+
+impl Pollu {
+    /// The published rate constants k1 … k25 (ppm⁻¹ min⁻¹ for the second-order reactions, min⁻¹ for the
+    /// first-order ones).
+    pub const PARAMS: [f64; 25] = [
+        0.35, 26.6, 1.23e4, 8.6e-4, 8.2e-4, 1.5e4, 1.3e-4, 2.4e4, 1.65e4, 9.0e3, 0.022, 1.2e4,
+        1.88, 1.63e4, 4.8e6, 3.5e-4, 0.0175, 1.0e8, 4.44e11, 1240.0, 2.1, 5.78, 0.0474, 1780.0,
+        3.12,
+    ];
+    /// The end of the standard interval (minutes).
+    pub const T_END: f64 = 60.0;
+    /// The initial concentrations (ppm): NO = 0.2, O3 = 0.04, HCHO = 0.1, CO = 0.3, ALD = 0.01,
+    /// SO2 = 0.007, every other species 0.
+    pub const Y0: [f64; 20] = [
+        0.0, 0.2, 0.0, 0.04, 0.0, 0.0, 0.1, 0.3, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.007,
+        0.0, 0.0, 0.0,
+    ];
+    /// y(60) of the Bari test set's reference run (RADAU5 in extended precision, rtol = atol =
+    /// 1.1e-18); data/reference/stiff.json.
+    pub const REFERENCE: [f64; 20] = [
+        0.5646255480022769e-01,
+        0.1342484130422339e+00,
+        0.4139734331099427e-08,
+        0.5523140207484359e-02,
+        0.2018977262302196e-06,
+        0.1464541863493966e-06,
+        0.7784249118997964e-01,
+        0.3245075353396018e+00,
+        0.7494013383880406e-02,
+        0.1622293157301561e-07,
+        0.1135863833257075e-07,
+        0.2230505975721359e-02,
+        0.2087162882798630e-03,
+        0.1396921016840158e-04,
+        0.8964884856898295e-02,
+        0.4352846369330103e-17,
+        0.6899219696263405e-02,
+        0.1007803037365946e-03,
+        0.1772146513969984e-05,
+        0.5682943292316392e-04,
+    ];
+
+    /// [`Self::Y0`] on [0, t_end] with [`Self::PARAMS`].
+    ///
+    /// # Errors
+    /// [`odesens_solver::SolverError::InvalidTimeSpan`] for a bad `t_end`.
+    pub fn problem(t_end: f64) -> Result<OdeProblem<Pollu>, odesens_solver::SolverError> {
+        OdeProblem::new(
+            Pollu,
+            Self::Y0.to_vec(),
+            Self::PARAMS.to_vec(),
+            (0.0, t_end),
+        )
+    }
+}
+
+impl OdeSystem for Pollu {
+    fn n_states(&self) -> usize {
+        20
+    }
+    fn n_params(&self) -> usize {
+        25
+    }
+    fn rhs<S: Scalar>(&self, _t: S, y: ArrayView1<S>, p: ArrayView1<S>, mut dy: ArrayViewMut1<S>) {
+        let k = |j: usize| p[j - 1];
+        let y = |i: usize| y[i - 1];
+        let r1 = k(1) * y(1);
+        let r2 = k(2) * y(2) * y(4);
+        let r3 = k(3) * y(5) * y(2);
+        let r4 = k(4) * y(7);
+        let r5 = k(5) * y(7);
+        let r6 = k(6) * y(7) * y(6);
+        let r7 = k(7) * y(9);
+        let r8 = k(8) * y(9) * y(6);
+        let r9 = k(9) * y(11) * y(2);
+        let r10 = k(10) * y(11) * y(1);
+        let r11 = k(11) * y(13);
+        let r12 = k(12) * y(10) * y(2);
+        let r13 = k(13) * y(14);
+        let r14 = k(14) * y(1) * y(6);
+        let r15 = k(15) * y(3);
+        let r16 = k(16) * y(4);
+        let r17 = k(17) * y(4);
+        let r18 = k(18) * y(16);
+        let r19 = k(19) * y(16);
+        let r20 = k(20) * y(17) * y(6);
+        let r21 = k(21) * y(19);
+        let r22 = k(22) * y(19);
+        let r23 = k(23) * y(1) * y(4);
+        let r24 = k(24) * y(19) * y(1);
+        let r25 = k(25) * y(20);
+        dy[0] = -r1 - r10 - r14 - r23 - r24 + r2 + r3 + r9 + r11 + r12 + r22 + r25;
+        dy[1] = -r2 - r3 - r9 - r12 + r1 + r21;
+        dy[2] = -r15 + r1 + r17 + r19 + r22;
+        dy[3] = -r2 - r16 - r17 - r23 + r15;
+        dy[4] = -r3 + r4 + r4 + r6 + r7 + r13 + r20;
+        dy[5] = -r6 - r8 - r14 - r20 + r3 + r18 + r18;
+        dy[6] = -r4 - r5 - r6 + r13;
+        dy[7] = r4 + r5 + r6 + r7;
+        dy[8] = -r7 - r8;
+        dy[9] = -r12 + r7 + r9;
+        dy[10] = -r9 - r10 + r8 + r11;
+        dy[11] = r9;
+        dy[12] = -r11 + r10;
+        dy[13] = -r13 + r12;
+        dy[14] = r14;
+        dy[15] = -r18 - r19 + r16;
+        dy[16] = -r20;
+        dy[17] = r20;
+        dy[18] = -r21 - r22 - r24 + r23 + r25;
+        dy[19] = -r25 + r24;
+    }
+}
