@@ -7,13 +7,20 @@
 //!   Vern7, Vern9 against diffsol's tsit45, targets 1e-6 … 1e-10.
 //! - Double pendulum, ∂θ1(10)/∂p for its 5 parameters by forward sensitivities (error = max deviation from
 //!   a Vern9 1e-13 reference over max |∂θ1/∂p|): odesens Tsit5 and Vern9 against diffsol's tsit45
-//!   sensitivities, targets 1e-5 … 1e-9.
+//!   sensitivities, targets 1e-5 … 1e-9; and the same gradient by adjoints (odesens' discrete adjoint
+//!   against diffsol's checkpointed continuous adjoint, both with the model's hand-written vjp).
 //! - Robertson to t = 1e5 (atol = 1e-6·rtol, error = max relative error against the Bari reference):
-//!   odesens RadauIIA5 and Kvaerno5 against diffsol's BDF (nalgebra LU) and esdirk34, targets 1e-5 … 1e-8.
+//!   odesens RadauIIA5, Kvaerno5, BDF and NDF against diffsol's BDF (nalgebra LU) and esdirk34, targets
+//!   1e-5 … 1e-8.
+//! - Method-of-lines PDEs (error = max |u(t_end) − reference| / max |reference|): the 2-D Brusselator
+//!   (SciML's BrussScaling set-up) at N = 16, 32, 64 (512, 2,048, 8,192 states; reference odesens Radau
+//!   IIA5 at 1e-12) and the 2-D heat equation on 32 × 32 interior points (exact semi-discrete solution):
+//!   odesens BDF, RadauIIA5, Kvaerno5 and TRBDF2 with sparse LU against diffsol's BDF with faer sparse
+//!   LU (and, for the Brusselator N = 16, with nalgebra dense LU), targets 1e-5 … 1e-8.
 //!
 //! Both libraries evaluate the same model code: diffsol's closures call the odesens model's `rhs` (and
 //! its forward-mode AD for the Jacobian–vector product diffsol asks for). Timings are interleaved medians
-//! (each round runs every configuration once). Adjoints are not compared yet.
+//! (each round runs every configuration once). Adjoints are compared on the double pendulum only.
 //!
 //! Run: `cargo bench -p odesens-peers --bench peers` (writes `data/benchmarks/peers.json`);
 //! `ODESENS_PEERS_STUDY=robertson` (or a comma-separated list) runs only those studies.
@@ -24,12 +31,12 @@ use std::time::Instant;
 use std::cell::RefCell;
 
 use diffsol::{
-    AdjointOdeSolverMethod, MatrixCommon, NalgebraLU, NalgebraMat, OdeBuilder, OdeSolverMethod,
-    OdeSolverState, Op, SensitivitiesOdeSolverMethod,
+    AdjointOdeSolverMethod, FaerSparseLU, FaerSparseMat, MatrixCommon, NalgebraLU, NalgebraMat,
+    OdeBuilder, OdeSolverMethod, OdeSolverState, Op, SensitivitiesOdeSolverMethod,
 };
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
-use odesens::models::{DoublePendulum, Robertson};
+use odesens::models::{Brusselator2D, DoublePendulum, Heat2D, Robertson};
 use odesens::prelude::*;
 use odesens::sensitivity::derivatives::Derivatives;
 
@@ -38,6 +45,8 @@ mod common;
 
 type M = NalgebraMat<f64>;
 type LS = NalgebraLU<f64>;
+type SparseM = FaerSparseMat<f64>;
+type SparseLu = FaerSparseLU<f64>;
 
 /// f(u) of an odesens model at f64.
 fn rhs<S: OdeSystem>(model: &S, p: &[f64], t: f64, x: &[f64], y: &mut [f64]) {
@@ -523,17 +532,212 @@ fn robertson_study() -> Study {
     }
 }
 
+/// A diffsol solve of a large model (a method-of-lines PDE): the Jacobian–vector product diffsol asks
+/// for is the odesens `Derivatives::jvp` (one `Dual64` pass on buffers made once), the matrix type and
+/// linear solver are diffsol's dense nalgebra LU or sparse faer LU (its Jacobian pattern found by its
+/// own NaN probe and coloured, as odesens colours the model's declared pattern).
+macro_rules! diffsol_large {
+    ($mat:ty, $ls:ty, $model:expr, $p:expr, $u0:expr, $t_end:expr, $rtol:expr, $atol:expr, $peer:expr) => {{
+        let model: &'static _ = $model;
+        let (p, u0, t_end, rtol, atol, peer): (&[f64], &[f64], f64, f64, f64, Peer) =
+            ($p, $u0, $t_end, $rtol, $atol, $peer);
+        let n = u0.len();
+        let (p1, init) = (p.to_vec(), u0.to_vec());
+        let ad = RefCell::new((Derivatives::new(model), p.to_vec(), vec![0.0; p.len()]));
+        let problem = OdeBuilder::<$mat>::new()
+            .rtol(rtol)
+            .atol(vec![atol; n])
+            .rhs_implicit(
+                move |x: &[f64], _p: &[f64], t: f64, y: &mut [f64]| rhs(model, &p1, t, x, y),
+                move |x: &[f64], _p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
+                    let mut guard = ad.borrow_mut();
+                    let (der, p, w) = &mut *guard;
+                    der.jvp(t, x, p, v, w, y)
+                },
+            )
+            .init(
+                move |_p: &[f64], _t: f64, y: &mut [f64]| y.copy_from_slice(&init),
+                n,
+            )
+            .build()
+            .expect("diffsol problem");
+        let (ys, _ts, _) = match peer {
+            Peer::Bdf => problem.bdf::<$ls>().expect("bdf").solve(t_end),
+            Peer::Esdirk34 => problem.esdirk34::<$ls>().expect("esdirk34").solve(t_end),
+            Peer::Tsit45 => problem.tsit45().expect("tsit45").solve(t_end),
+        }
+        .expect("diffsol solve");
+        let last = ys.ncols() - 1;
+        (0..n).map(|i| ys[(i, last)]).collect::<Vec<f64>>()
+    }};
+}
+
+/// A method-of-lines study: odesens' implicit methods with sparse LU against diffsol's BDF with sparse
+/// LU (and, below `dense_limit` states, with dense LU), error = max |u(t_end) − reference| / max
+/// |reference|.
+fn pde_study<S: OdeSystem + Clone + 'static>(
+    name: &'static str,
+    problem: OdeProblem<S>,
+    reference: Vec<f64>,
+    tols: &[f64],
+    targets: Vec<f64>,
+    dense_limit: usize,
+) -> Study {
+    let model: &'static S = Box::leak(Box::new(problem.model().clone()));
+    let (p, u0, t_end) = (
+        problem.params().to_vec(),
+        problem.u0().to_vec(),
+        problem.t_end(),
+    );
+    let mut configs = Vec::new();
+    for &tol in tols {
+        for method in [
+            Method::Bdf,
+            Method::RadauIIA5,
+            Method::Kvaerno5,
+            Method::TrBdf2,
+        ] {
+            let prob = problem.clone();
+            let opts = SolverOptions::default()
+                .method(method)
+                .tol(tol)
+                .linear_solver(odesens::LinearSolverKind::Sparse)
+                .save_end_only()
+                .max_steps(1_000_000);
+            configs.push(Config {
+                library: "odesens",
+                method: method.name(),
+                tol,
+                run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
+            });
+        }
+        let (pp, uu) = (p.clone(), u0.clone());
+        configs.push(Config {
+            library: "diffsol",
+            method: "bdf-sparse",
+            tol,
+            run: Box::new(move || {
+                diffsol_large!(
+                    SparseM,
+                    SparseLu,
+                    model,
+                    &pp,
+                    &uu,
+                    t_end,
+                    tol,
+                    tol,
+                    Peer::Bdf
+                )
+            }),
+        });
+        if u0.len() <= dense_limit {
+            let (pp, uu) = (p.clone(), u0.clone());
+            configs.push(Config {
+                library: "diffsol",
+                method: "bdf-dense",
+                tol,
+                run: Box::new(move || {
+                    diffsol_large!(M, LS, model, &pp, &uu, t_end, tol, tol, Peer::Bdf)
+                }),
+            });
+        }
+    }
+    let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let mut pairs = vec![
+        ("BDF", "bdf-sparse"),
+        ("RadauIIA5", "bdf-sparse"),
+        ("Kvaerno5", "bdf-sparse"),
+        ("TRBDF2", "bdf-sparse"),
+    ];
+    if u0.len() <= dense_limit {
+        pairs.push(("BDF", "bdf-dense"));
+    }
+    Study {
+        name,
+        configs,
+        error: Box::new(move |u| {
+            u.iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+                / scale
+        }),
+        targets,
+        pairs,
+    }
+}
+
+/// The 2-D Brusselator (SciML's BrussScaling set-up, 2N² states, t ∈ [0, 1]); the reference is odesens'
+/// Radau IIA5 at rtol = atol = 1e-12.
+fn brusselator_study(n: usize, name: &'static str) -> Study {
+    let problem = Brusselator2D::problem(n).expect("valid");
+    let reference = solve(
+        &problem,
+        &SolverOptions::default()
+            .method(Method::RadauIIA5)
+            .tol(1e-12)
+            .linear_solver(odesens::LinearSolverKind::Sparse)
+            .save_end_only(),
+    )
+    .expect("reference")
+    .u_end
+    .to_vec();
+    pde_study(
+        name,
+        problem,
+        reference,
+        &[1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
+        vec![1e-5, 1e-6, 1e-7, 1e-8],
+        600,
+    )
+}
+
+fn brusselator_16_study() -> Study {
+    brusselator_study(16, "brusselator_16")
+}
+
+fn brusselator_32_study() -> Study {
+    brusselator_study(32, "brusselator_32")
+}
+
+fn brusselator_64_study() -> Study {
+    brusselator_study(64, "brusselator_64")
+}
+
+/// The 2-D heat equation on a 32 × 32 interior grid (1,024 states) from its slowest Dirichlet eigenmode,
+/// t ∈ [0, 0.1]: the semi-discrete solution is e^{μt} φ exactly ([`Heat2D::mode_factor`]).
+fn heat_study() -> Study {
+    let n = 32;
+    let t_end = 0.1;
+    let problem = Heat2D::problem(n, t_end).expect("valid");
+    let factor = Heat2D::mode_factor(n, 1.0, t_end);
+    let reference = Heat2D::mode(n).iter().map(|x| x * factor).collect();
+    pde_study(
+        "heat2d_32",
+        problem,
+        reference,
+        &[1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10],
+        vec![1e-5, 1e-6, 1e-7, 1e-8],
+        // diffsol's dense LU at 1,024 states costs 1–2 s a solve (measured), 40× its sparse LU.
+        0,
+    )
+}
+
 fn main() {
     let quick = common::test_mode();
     // ODESENS_PEERS_STUDY=name[,name] runs only those studies (the report is then not written).
     let only = std::env::var("ODESENS_PEERS_STUDY").ok();
     let mut report = Vec::new();
     type MakeStudy = fn() -> Study;
-    let studies: [(&str, MakeStudy); 4] = [
+    let studies: [(&str, MakeStudy); 8] = [
         ("pendulum", pendulum_study),
         ("pendulum_forward", pendulum_forward_study),
         ("pendulum_adjoint", pendulum_adjoint_study),
         ("robertson", robertson_study),
+        ("brusselator_16", brusselator_16_study),
+        ("brusselator_32", brusselator_32_study),
+        ("heat2d_32", heat_study),
+        ("brusselator_64", brusselator_64_study),
     ];
     for (key, make) in studies {
         if only
