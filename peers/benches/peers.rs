@@ -269,6 +269,22 @@ struct Config {
     run: Box<dyn Fn() -> Vec<f64>>,
 }
 
+/// An odesens solve of `problem` with `opts` (its method's name, the sweep's tolerance), returning
+/// u(t_end).
+fn odesens_solve<S: OdeSystem + Clone + 'static>(
+    problem: &OdeProblem<S>,
+    opts: SolverOptions,
+    tol: f64,
+) -> Config {
+    let prob = problem.clone();
+    Config {
+        library: "odesens",
+        method: opts.method.name(),
+        tol,
+        run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
+    }
+}
+
 /// Interleaved median times (s) of every configuration: rounds until `min_seconds` and `min_rounds`.
 fn interleaved(configs: &[Config], min_rounds: usize, min_seconds: f64) -> Vec<f64> {
     let start = Instant::now();
@@ -323,17 +339,11 @@ fn pendulum_study() -> Study {
     let mut configs = Vec::new();
     for tol in [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12, 1e-13] {
         for method in [Method::Tsit5, Method::Vern7, Method::Vern9] {
-            let prob = problem.clone();
             let opts = SolverOptions::default()
                 .method(method)
                 .tol(tol)
                 .save_end_only();
-            configs.push(Config {
-                library: "odesens",
-                method: method.name(),
-                tol,
-                run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
-            });
+            configs.push(odesens_solve(&problem, opts, tol));
         }
         let (pp, uu) = (p.clone(), u0.clone());
         configs.push(Config {
@@ -486,19 +496,13 @@ fn robertson_study() -> Study {
             Method::Bdf,
             Method::Ndf,
         ] {
-            let prob = problem.clone();
             let opts = SolverOptions::default()
                 .method(method)
                 .rtol(tol)
                 .atol(atol)
                 .save_end_only()
                 .max_steps(1_000_000);
-            configs.push(Config {
-                library: "odesens",
-                method: method.name(),
-                tol,
-                run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
-            });
+            configs.push(odesens_solve(&problem, opts, tol));
         }
         for (peer, name) in [(Peer::Bdf, "bdf"), (Peer::Esdirk34, "esdirk34")] {
             let (pp, uu) = (p.clone(), u0.clone());
@@ -597,19 +601,13 @@ fn pde_study<S: OdeSystem + Clone + 'static>(
             Method::Kvaerno5,
             Method::TrBdf2,
         ] {
-            let prob = problem.clone();
             let opts = SolverOptions::default()
                 .method(method)
                 .tol(tol)
                 .linear_solver(odesens::LinearSolverKind::Sparse)
                 .save_end_only()
                 .max_steps(1_000_000);
-            configs.push(Config {
-                library: "odesens",
-                method: method.name(),
-                tol,
-                run: Box::new(move || solve(&prob, &opts).expect("solve").u_end.to_vec()),
-            });
+            configs.push(odesens_solve(&problem, opts, tol));
         }
         let (pp, uu) = (p.clone(), u0.clone());
         configs.push(Config {
