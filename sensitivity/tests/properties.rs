@@ -203,7 +203,10 @@ fn check(c: &Case) -> Result<(), TestCaseError> {
     let err = rel_diff_max_norm(&keep_all, &truth);
     // The global error of a solution controlled locally at tol, propagated over t ≤ 2 with growth up
     // to e^{0.6}. Worst discrete error / tol over 10⁴ cases: Vern7 0.04, DP5 28, Tsit5 66, Radau IIA5
-    // 132, Kvaerno5 1.5e3; BDF 198 and NDF 3.4e3 over 4,000 cases (~570 each). Stated bounds:
+    // 132, Kvaerno5 1.5e3; BDF 198 and NDF 3.4e3 over 4,000 cases (~570 each; NDF's 99th percentile
+    // 82). The NDF outlier is the case's, not the method's: BDF gives 3.4e3 on it too, Radau IIA5 130,
+    // the ratio stays at 2.5e3–3.8e3 from tol 1e-7 to 1e-10 (the error is proportional to tol), and
+    // u(T) itself is within 6 tolerances; the tangents are not in the error control. Stated bounds:
     // 1e3 × tol, 3e3 × tol for Kvaerno5, 1e4 × tol for NDF.
     let bound = match c.method {
         Method::Kvaerno5 => 3e3,
