@@ -536,21 +536,23 @@ fn robertson_study() -> Study {
     }
 }
 
-/// A diffsol solve of a large model (a method-of-lines PDE): the Jacobian–vector product diffsol asks
-/// for is the odesens `Derivatives::jvp` (one `Dual64` pass on buffers made once), the matrix type and
-/// linear solver are diffsol's dense nalgebra LU or sparse faer LU (its Jacobian pattern found by its
-/// own NaN probe and coloured, as odesens colours the model's declared pattern).
-macro_rules! diffsol_large {
-    ($mat:ty, $ls:ty, $model:expr, $p:expr, $u0:expr, $t_end:expr, $rtol:expr, $atol:expr, $peer:expr) => {{
+/// A diffsol solver of a large model (a method-of-lines PDE) as a timed configuration's closure. The
+/// Jacobian–vector product diffsol asks for is the odesens `Derivatives::jvp` (one `Dual64` pass on
+/// buffers made once); the matrix type and linear solver are diffsol's dense nalgebra LU or sparse faer
+/// LU. The diffsol problem is built once, outside the timed closure: for a sparse matrix type its
+/// builder finds the Jacobian pattern by a NaN probe of n Jacobian–vector products over all n states,
+/// and colours it, a set-up a user pays once for many solves (odesens colours the pattern its model
+/// declares inside every `solve`, which is O(nonzeros)).
+macro_rules! diffsol_pde {
+    ($mat:ty, $ls:ty, $model:expr, $p:expr, $u0:expr, $t_end:expr, $tol:expr) => {{
         let model: &'static _ = $model;
-        let (p, u0, t_end, rtol, atol, peer): (&[f64], &[f64], f64, f64, f64, Peer) =
-            ($p, $u0, $t_end, $rtol, $atol, $peer);
+        let (p, u0, t_end, tol): (&[f64], &[f64], f64, f64) = ($p, $u0, $t_end, $tol);
         let n = u0.len();
         let (p1, init) = (p.to_vec(), u0.to_vec());
         let ad = RefCell::new((Derivatives::new(model), p.to_vec(), vec![0.0; p.len()]));
         let problem = OdeBuilder::<$mat>::new()
-            .rtol(rtol)
-            .atol(vec![atol; n])
+            .rtol(tol)
+            .atol(vec![tol; n])
             .rhs_implicit(
                 move |x: &[f64], _p: &[f64], t: f64, y: &mut [f64]| rhs(model, &p1, t, x, y),
                 move |x: &[f64], _p: &[f64], t: f64, v: &[f64], y: &mut [f64]| {
@@ -565,14 +567,15 @@ macro_rules! diffsol_large {
             )
             .build()
             .expect("diffsol problem");
-        let (ys, _ts, _) = match peer {
-            Peer::Bdf => problem.bdf::<$ls>().expect("bdf").solve(t_end),
-            Peer::Esdirk34 => problem.esdirk34::<$ls>().expect("esdirk34").solve(t_end),
-            Peer::Tsit45 => problem.tsit45().expect("tsit45").solve(t_end),
-        }
-        .expect("diffsol solve");
-        let last = ys.ncols() - 1;
-        (0..n).map(|i| ys[(i, last)]).collect::<Vec<f64>>()
+        Box::new(move || {
+            let (ys, _ts, _) = problem
+                .bdf::<$ls>()
+                .expect("bdf")
+                .solve(t_end)
+                .expect("diffsol solve");
+            let last = ys.ncols() - 1;
+            (0..n).map(|i| ys[(i, last)]).collect::<Vec<f64>>()
+        }) as Box<dyn Fn() -> Vec<f64>>
     }};
 }
 
@@ -609,34 +612,18 @@ fn pde_study<S: OdeSystem + Clone + 'static>(
                 .max_steps(1_000_000);
             configs.push(odesens_solve(&problem, opts, tol));
         }
-        let (pp, uu) = (p.clone(), u0.clone());
         configs.push(Config {
             library: "diffsol",
             method: "bdf-sparse",
             tol,
-            run: Box::new(move || {
-                diffsol_large!(
-                    SparseM,
-                    SparseLu,
-                    model,
-                    &pp,
-                    &uu,
-                    t_end,
-                    tol,
-                    tol,
-                    Peer::Bdf
-                )
-            }),
+            run: diffsol_pde!(SparseM, SparseLu, model, &p, &u0, t_end, tol),
         });
         if u0.len() <= dense_limit {
-            let (pp, uu) = (p.clone(), u0.clone());
             configs.push(Config {
                 library: "diffsol",
                 method: "bdf-dense",
                 tol,
-                run: Box::new(move || {
-                    diffsol_large!(M, LS, model, &pp, &uu, t_end, tol, tol, Peer::Bdf)
-                }),
+                run: diffsol_pde!(M, LS, model, &p, &u0, t_end, tol),
             });
         }
     }
