@@ -36,6 +36,7 @@ use diffsol::{
 };
 use ndarray::{ArrayView1, ArrayViewMut1};
 use num_dual::Dual64;
+use odesens::models::compare::rel_diff_max_norm;
 use odesens::models::{Brusselator2D, DoublePendulum, Heat2D, Robertson};
 use odesens::prelude::*;
 use odesens::sensitivity::derivatives::Derivatives;
@@ -596,6 +597,7 @@ fn pde_study<S: OdeSystem + Clone + 'static>(
         problem.u0().to_vec(),
         problem.t_end(),
     );
+    let dense = u0.len() <= dense_limit;
     let mut configs = Vec::new();
     for &tol in tols {
         for method in [
@@ -618,7 +620,7 @@ fn pde_study<S: OdeSystem + Clone + 'static>(
             tol,
             run: diffsol_pde!(SparseM, SparseLu, model, &p, &u0, t_end, tol),
         });
-        if u0.len() <= dense_limit {
+        if dense {
             configs.push(Config {
                 library: "diffsol",
                 method: "bdf-dense",
@@ -627,26 +629,19 @@ fn pde_study<S: OdeSystem + Clone + 'static>(
             });
         }
     }
-    let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let mut pairs = vec![
         ("BDF", "bdf-sparse"),
         ("RadauIIA5", "bdf-sparse"),
         ("Kvaerno5", "bdf-sparse"),
         ("TRBDF2", "bdf-sparse"),
     ];
-    if u0.len() <= dense_limit {
+    if dense {
         pairs.push(("BDF", "bdf-dense"));
     }
     Study {
         name,
         configs,
-        error: Box::new(move |u| {
-            u.iter()
-                .zip(&reference)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max)
-                / scale
-        }),
+        error: Box::new(move |u| rel_diff_max_norm(u, &reference)),
         targets,
         pairs,
     }

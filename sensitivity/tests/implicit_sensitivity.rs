@@ -3,6 +3,7 @@
 //! differences, and every checkpointing policy against keep-all, on the stiff Robertson kinetics, the
 //! 20-species POLLU kinetics and the stiff Van der Pol oscillator.
 
+use odesens_models::compare::rel_diff_max_norm;
 use odesens_models::{Pollu, Robertson, VanDerPol};
 use odesens_sensitivity::{
     AdjointSettings, Checkpointing, ComponentAt, Directions, ForwardSettings, IntegralOfSquare,
@@ -141,22 +142,16 @@ fn pollu_adjoint_matches_forward_and_finite_differences() {
     // itself.
     let problem = Pollu::problem(Pollu::T_END).unwrap();
     let objective = ComponentAt::new(3, Pollu::T_END);
-    let ozone = |p: &[f64], u0: &[f64], opts: &SolverOptions| -> f64 {
+    // The inputs, rate constants then initial concentrations, as one vector.
+    let np = Pollu::PARAMS.len();
+    let inputs: Vec<f64> = Pollu::PARAMS.iter().chain(&Pollu::Y0).copied().collect();
+    // Ozone at t = 60 with input j set to x.
+    let ozone = |j: usize, x: f64, opts: &SolverOptions| -> f64 {
+        let mut v = inputs.clone();
+        v[j] = x;
+        let (p, u0) = v.split_at(np);
         let prob = OdeProblem::new(Pollu, u0.to_vec(), p.to_vec(), (0.0, Pollu::T_END)).unwrap();
         solve(&prob, &opts.clone().save_end_only()).unwrap().u_end[3]
-    };
-    let (p0, y0) = (Pollu::PARAMS.to_vec(), Pollu::Y0.to_vec());
-    let np = p0.len();
-    let inputs: Vec<f64> = p0.iter().chain(&y0).copied().collect();
-    // The inputs with input j set to x.
-    let with = |j: usize, x: f64| {
-        let (mut p, mut u) = (p0.clone(), y0.clone());
-        if j < np {
-            p[j] = x
-        } else {
-            u[j - np] = x
-        }
-        (p, u)
     };
     for method in [
         Method::Bdf,
@@ -177,13 +172,7 @@ fn pollu_adjoint_matches_forward_and_finite_differences() {
         .unwrap();
         let fwd = gradient(&problem, &opts, &objective, &SensitivityAlgorithm::Forward).unwrap();
         let (a, f) = (adj.to_vec(), fwd.to_vec());
-        let size = a.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let normwise = a
-            .iter()
-            .zip(&f)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max)
-            / size;
+        let normwise = rel_diff_max_norm(&f, &a);
         let influential =
             |j: usize, g: f64, value: f64| (inputs[j] * g).abs() >= 1e-3 * value.abs();
         let componentwise = (0..a.len())
@@ -196,24 +185,21 @@ fn pollu_adjoint_matches_forward_and_finite_differences() {
             .method(method)
             .rtol(1e-12)
             .atol(1e-18);
-        let g = gradient(
+        let exact = gradient(
             &problem,
             &tight,
             &objective,
             &SensitivityAlgorithm::adjoint(Checkpointing::KeepAll),
         )
-        .unwrap()
-        .to_vec();
-        let value = ozone(&p0, &y0, &tight);
+        .unwrap();
+        let (g, value) = (exact.to_vec(), exact.value);
         let (mut fd_log, mut fd_rel, mut checked) = (0.0f64, 0.0f64, 0);
         for (j, &x0) in inputs.iter().enumerate() {
             if x0 == 0.0 {
                 continue;
             }
             let delta = 1e-4 * x0;
-            let (pp, up) = with(j, x0 + delta);
-            let (pm, um) = with(j, x0 - delta);
-            let fd = (ozone(&pp, &up, &tight) - ozone(&pm, &um, &tight)) / (2.0 * delta);
+            let fd = (ozone(j, x0 + delta, &tight) - ozone(j, x0 - delta, &tight)) / (2.0 * delta);
             fd_log = fd_log.max((x0 * (fd - g[j]) / value).abs());
             if influential(j, g[j], value) {
                 fd_rel = fd_rel.max(((fd - g[j]) / g[j]).abs());
