@@ -632,6 +632,7 @@ pub(crate) fn stats_since(start: &Statistics, end: &Statistics) -> Statistics {
         jacobian_evaluations: end.jacobian_evaluations - start.jacobian_evaluations,
         factorizations: end.factorizations - start.factorizations,
         newton_iterations: end.newton_iterations - start.newton_iterations,
+        linear_iterations: end.linear_iterations - start.linear_iterations,
         newton_failures: end.newton_failures - start.newton_failures,
         stiffness_detected_at: None,
         switched_to_implicit_at: None,

@@ -139,6 +139,7 @@ fn solve_auto<M: OdeSystem>(
         jacobian_evaluations: b.jacobian_evaluations,
         factorizations: b.factorizations,
         newton_iterations: b.newton_iterations,
+        linear_iterations: b.linear_iterations,
         newton_failures: b.newton_failures,
         stiffness_detected_at: a.stiffness_detected_at,
         switched_to_implicit_at: Some(t_switch),

@@ -30,6 +30,7 @@ mod event_spec;
 pub mod events;
 mod fastmath;
 mod implicit;
+pub mod krylov;
 pub mod linalg;
 mod options;
 mod problem;

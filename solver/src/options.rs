@@ -175,6 +175,26 @@ impl ImplicitConfig {
             rate > 0.0 && !rate.is_nan(),
             "> 0 (may be ∞: refresh only when Newton fails)",
         )?;
+        if let LinearSolverKind::Gmres {
+            restart,
+            preconditioner,
+        } = self.linear_solver
+        {
+            in_range(
+                "implicit.linear_solver.restart",
+                restart as f64,
+                (1..=500).contains(&restart),
+                "1 ..= 500",
+            )?;
+            if let crate::krylov::PreconditionerKind::BlockJacobi { block } = preconditioner {
+                in_range(
+                    "implicit.linear_solver.preconditioner.block",
+                    block as f64,
+                    block >= 1,
+                    "≥ 1",
+                )?;
+            }
+        }
         let order = self.bdf_max_order;
         in_range(
             "implicit.bdf_max_order",
@@ -196,6 +216,21 @@ pub enum LinearSolverKind {
     Dense,
     /// Sparse LU; the Jacobian by one forward-mode pass per colour of its pattern.
     Sparse,
+    /// Matrix-free Newton–Krylov ([`Method::Bdf`](crate::Method::Bdf) and
+    /// [`Method::Ndf`](crate::Method::Ndf)): each Newton correction solves (I − cJ(y)) Δ = r by
+    /// restarted GMRES ([`crate::krylov::Gmres`]) with J(y)v by one forward-mode pass (or the model's
+    /// [`crate::OdeSystem::jvp`]) at the current iterate — an inexact Newton method, no n × n matrix
+    /// anywhere. The linear tolerance is CVODE's ε_lin rule (Hindmarsh et al., ACM TOMS 31 (2005)
+    /// §2.1): the residual's weighted RMS norm at most 0.05 × the Newton tolerance; at most
+    /// `5 × restart` iterations, after which the Newton iteration counts as failed (the step is retried
+    /// smaller, with a fresh preconditioner). The preconditioner is set up where the direct path would
+    /// refactor (c drifting by more than `lu_reuse`, every 20 steps, after a Newton failure).
+    Gmres {
+        /// Krylov vectors kept before a restart (1 ..= 500; 20 is a good start). Memory: (restart + 1) n.
+        restart: usize,
+        /// The right preconditioner.
+        preconditioner: crate::krylov::PreconditionerKind,
+    },
 }
 
 impl Default for SolverOptions {

@@ -24,10 +24,14 @@ pub struct Statistics {
     pub stability_limited_steps: usize,
     /// Jacobian evaluations (implicit methods).
     pub jacobian_evaluations: usize,
-    /// LU factorizations of the iteration matrix (implicit methods).
+    /// LU factorizations of the iteration matrix (implicit methods), or set-ups of the GMRES path's
+    /// preconditioner.
     pub factorizations: usize,
     /// Newton iterations, each one rhs evaluation and one solve with the factorization (implicit methods).
     pub newton_iterations: usize,
+    /// Jacobian–vector products of the GMRES path ([`crate::LinearSolverKind::Gmres`]): one per
+    /// Krylov iteration and one per (re)start for the residual.
+    pub linear_iterations: usize,
     /// Newton iterations that failed to converge, each a rejected step (implicit methods).
     pub newton_failures: usize,
     /// Where 15 of 20 consecutive accepted steps had been stability-limited (the problem is stiff for

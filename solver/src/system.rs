@@ -118,6 +118,14 @@ pub trait OdeSystem: Sync {
         None
     }
 
+    /// Optional preconditioner of the GMRES path ([`crate::LinearSolverKind::Gmres`] with
+    /// [`crate::krylov::PreconditionerKind::Model`]): a fresh one for each solve (called once at
+    /// set-up), for example a block or physics-based approximation of I − cJ. The default `None`
+    /// makes that choice an error.
+    fn preconditioner(&self) -> Option<Box<dyn crate::krylov::Preconditioner>> {
+        None
+    }
+
     /// Number of events (default 0): moments where the model changes, located by the solver on each
     /// step's continuous extension ([`crate::events`]). Event k is described by
     /// [`OdeSystem::event_spec`], [`OdeSystem::event_condition`] and [`OdeSystem::event_jump`].
@@ -200,6 +208,9 @@ impl<T: OdeSystem + ?Sized> OdeSystem for &T {
     }
     fn jacobian_sparsity(&self) -> Option<Vec<(usize, usize)>> {
         (**self).jacobian_sparsity()
+    }
+    fn preconditioner(&self) -> Option<Box<dyn crate::krylov::Preconditioner>> {
+        (**self).preconditioner()
     }
     fn n_events(&self) -> usize {
         (**self).n_events()

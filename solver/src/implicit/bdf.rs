@@ -20,11 +20,12 @@
 use ndarray::{ArrayView1, ArrayViewMut1};
 
 use super::jacobian::{JacobianEvaluator, choose_pattern};
+use super::krylov_newton::KrylovNewton;
 use super::{factor_shifted, singular};
 use crate::control::Controller;
 use crate::error::SolverError;
 use crate::linalg::{DenseLu, LinearSolver, Lu, SparseLu, SparsityPattern};
-use crate::options::SolverOptions;
+use crate::options::{LinearSolverKind, SolverOptions};
 use crate::problem::OdeProblem;
 use crate::schedule::{Landing, Refusal, Schedule};
 use crate::solution::{DenseKind, DenseOutput, Statistics};
@@ -125,6 +126,8 @@ pub struct BdfCheckpoint {
     /// D_0 … D_{k+2} (the rows the next step reads).
     d: Vec<f64>,
     jac: Vec<f64>,
+    /// GMRES path: the Jacobian's point (t, then u), where the preconditioner is set up.
+    jac_point: Vec<f64>,
     jac_current: bool,
     jac_valid: bool,
     factored_c: f64,
@@ -140,7 +143,8 @@ pub struct BdfCheckpoint {
 impl BdfCheckpoint {
     /// Bytes the checkpoint occupies (the struct and its vectors' capacities).
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + 8 * (self.d.capacity() + self.jac.capacity())
+        std::mem::size_of::<Self>()
+            + 8 * (self.d.capacity() + self.jac.capacity() + self.jac_point.capacity())
     }
 }
 
@@ -255,8 +259,10 @@ pub struct BdfIntegrator<'a, M: OdeSystem> {
     jac_current: bool,
     /// Whether `jac` is finite (a Jacobian evaluated where the model is NaN/∞ is not).
     jac_valid: bool,
-    lu: Lu,
-    /// The c of the factorization I − cJ in `lu` (0: none).
+    /// The direct path's factorization of I − cJ, or the GMRES path (exactly one of them).
+    lu: Option<Lu>,
+    krylov: Option<Box<KrylovNewton>>,
+    /// The c of the factorization I − cJ in `lu` (0: none), or of the GMRES path's preconditioner.
     factored_c: f64,
     jw: JacobianEvaluator,
     y_predict: Vec<f64>,
@@ -338,12 +344,27 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         let (t0, t_end) = (problem.t0(), problem.t_end());
         let schedule = Schedule::new(options, (t0, t_end), Landing::Reach)?;
         let np = problem.model().n_params();
-        let (lu, colors) = match choose_pattern(problem, options.implicit.linear_solver)? {
-            Some(pattern) => {
-                let colors = Some(pattern.column_colors());
-                (Lu::Sparse(Box::new(SparseLu::new(pattern))), colors)
+        let (lu, krylov, jw, jac_len) = match options.implicit.linear_solver {
+            LinearSolverKind::Gmres {
+                restart,
+                preconditioner,
+            } => {
+                let krylov = KrylovNewton::new(problem, restart, preconditioner)?;
+                let jw = krylov.evaluator(n, np);
+                let len = krylov.jacobian_len();
+                (None, Some(Box::new(krylov)), jw, len)
             }
-            None => (Lu::Dense(DenseLu::new(n)), None),
+            kind => {
+                let (lu, colors) = match choose_pattern(problem, kind)? {
+                    Some(pattern) => {
+                        let colors = Some(pattern.column_colors());
+                        (Lu::Sparse(Box::new(SparseLu::new(pattern))), colors)
+                    }
+                    None => (Lu::Dense(DenseLu::new(n)), None),
+                };
+                let len = lu.len(n);
+                (Some(lu), None, JacobianEvaluator::new(n, np, colors), len)
+            }
         };
         // κ = 0.03 of the error norm (`ImplicitConfig::newton_kappa`, as the ESDIRKs and diffsol's BDF),
         // but no less than 10 ε / rtol.
@@ -371,12 +392,13 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             n_equal_steps: 0,
             d: vec![0.0; ROWS * n],
             d_tmp: vec![0.0; (MAX_ORDER + 1) * n],
-            jac: vec![0.0; lu.len(n)],
+            jac: vec![0.0; jac_len],
             jac_current: false,
             jac_valid: false,
             lu,
+            krylov,
             factored_c: 0.0,
-            jw: JacobianEvaluator::new(n, np, colors),
+            jw,
             y_predict: vec![0.0; n],
             psi: vec![0.0; n],
             y: vec![0.0; n],
@@ -446,9 +468,21 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
     /// non-finite value (the Jacobian is then invalid and evaluated again before the next
     /// factorization).
     fn jacobian(&mut self, t: f64, u: &[f64]) {
-        self.jw
-            .evaluate(self.problem.model(), t, u, &self.p, &self.lu, &mut self.jac);
-        self.stats.jacobian_evaluations += 1;
+        let pattern = match (&self.lu, &self.krylov) {
+            (Some(Lu::Sparse(lu)), _) => Some(lu.pattern()),
+            (_, Some(k)) => k.jacobian_pattern(),
+            _ => None,
+        };
+        if self.lu.is_some() || pattern.is_some() {
+            self.jw
+                .evaluate(self.problem.model(), t, u, &self.p, pattern, &mut self.jac);
+            self.stats.jacobian_evaluations += 1;
+        }
+        if let Some(k) = self.krylov.as_mut() {
+            // The point the preconditioner is set up at (J itself, if needed, is in `jac`).
+            k.jac_t = t;
+            k.jac_u.copy_from_slice(u);
+        }
         self.jac_current = true;
         self.factored_c = 0.0;
         self.steps_since_jac = 0;
@@ -586,7 +620,27 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
             for m in 0..self.n {
                 self.dy[m] = c * self.f[m] - self.psi[m] - self.corr[m];
             }
-            self.lu.solve_in_place(&mut self.dy);
+            match (&mut self.lu, &mut self.krylov) {
+                (Some(lu), _) => lu.solve_in_place(&mut self.dy),
+                (None, Some(krylov)) => {
+                    let solved = krylov.solve(
+                        self.problem.model(),
+                        (t_new, &self.y, &self.p),
+                        c,
+                        &mut self.dy,
+                        (&self.scale, self.newton_tol),
+                    );
+                    self.stats.linear_iterations += match solved {
+                        Ok(iterations) | Err(iterations) => iterations,
+                    };
+                    if solved.is_err() {
+                        // GMRES did not reach its tolerance: an inexact Newton failure (CVODE's
+                        // recoverable linear-solver failure), retried with a fresh preconditioner.
+                        return (false, k + 1);
+                    }
+                }
+                (None, None) => unreachable!("one linear path"),
+            }
             let dy_norm = self.norm(&self.dy);
             if let Some(old) = dy_norm_old {
                 let rate = (dy_norm / old).max(0.3 * self.newton_rate);
@@ -616,11 +670,23 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         (false, NEWTON_MAXITER)
     }
 
+    /// Factors I − cJ (direct path) or sets the preconditioner up for it (GMRES path).
+    fn factor(&mut self, c: f64) -> Result<(), usize> {
+        match (&mut self.lu, &mut self.krylov) {
+            (Some(lu), _) => factor_shifted(lu, &self.jac, c),
+            (None, Some(krylov)) => krylov.setup(&self.p, c, &self.jac),
+            (None, None) => unreachable!("one linear path"),
+        }
+    }
+
     /// The sparsity pattern of the iteration matrix and its column colouring (colour of each column,
     /// number of colours) when the solve uses sparse LU.
     pub fn sparsity(&self) -> Option<(&SparsityPattern, &[usize], usize)> {
-        match (&self.lu, &self.jw.colors) {
-            (Lu::Sparse(lu), Some((colors, count))) => Some((lu.pattern(), colors, *count)),
+        match (&self.lu, &self.jw.colors, &self.krylov) {
+            (Some(Lu::Sparse(lu)), Some((colors, count)), _) => {
+                Some((lu.pattern(), colors, *count))
+            }
+            (None, _, Some(krylov)) => krylov.sparsity(),
             _ => None,
         }
     }
@@ -743,8 +809,9 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
                     || (c / self.factored_c - 1.0).abs() > self.lu_reuse
                     || self.steps_since_lu >= MAX_STEPS_PER_FACTORIZATION
                 {
-                    let result = factor_shifted(&mut self.lu, &self.jac, c);
-                    self.stats.factorizations += 1;
+                    let result = self.factor(c);
+                    self.stats.factorizations +=
+                        usize::from(self.krylov.as_ref().is_none_or(|k| k.has_preconditioner()));
                     self.factored_c = if result.is_ok() { c } else { 0.0 };
                     self.newton_rate = 1.0;
                     self.steps_since_lu = 0;
@@ -968,6 +1035,11 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         cp.d.clear();
         cp.d.extend_from_slice(&self.d[..rows * self.n]);
         cp.jac.clone_from(&self.jac);
+        cp.jac_point.clear();
+        if let Some(k) = &self.krylov {
+            cp.jac_point.push(k.jac_t);
+            cp.jac_point.extend_from_slice(&k.jac_u);
+        }
         cp.jac_current = self.jac_current;
         cp.jac_valid = self.jac_valid;
         cp.newton_rate = self.newton_rate;
@@ -988,7 +1060,8 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
     pub fn restore(&mut self, cp: &BdfCheckpoint) -> Result<(), SolverError> {
         let n = self.n;
         let rows = (cp.order + 3).min(ROWS);
-        if cp.d.len() != rows * n || cp.jac.len() != self.jac.len() {
+        let point = if self.krylov.is_some() { n + 1 } else { 0 };
+        if cp.d.len() != rows * n || cp.jac.len() != self.jac.len() || cp.jac_point.len() != point {
             return Err(SolverError::DimensionMismatch {
                 what: "BDF checkpoint state",
                 expected: rows * n,
@@ -1002,6 +1075,10 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         self.d[..rows * n].copy_from_slice(&cp.d);
         self.d[rows * n..].iter_mut().for_each(|x| *x = 0.0);
         self.jac.copy_from_slice(&cp.jac);
+        if let (Some(k), [t, u @ ..]) = (self.krylov.as_mut(), &cp.jac_point[..]) {
+            k.jac_t = *t;
+            k.jac_u.copy_from_slice(u);
+        }
         self.jac_current = cp.jac_current;
         self.jac_valid = cp.jac_valid;
         self.newton_rate = cp.newton_rate;
@@ -1013,7 +1090,7 @@ impl<'a, M: OdeSystem> BdfIntegrator<'a, M> {
         self.has_step = false;
         self.factored_c = 0.0;
         if cp.factored_c != 0.0 {
-            let result = factor_shifted(&mut self.lu, &self.jac, cp.factored_c);
+            let result = self.factor(cp.factored_c);
             singular(result, cp.t, cp.h_abs)?;
             self.factored_c = cp.factored_c;
         }

@@ -21,7 +21,10 @@ impl<M: OdeSystem> Core<'_, M> {
             t,
             &self.u,
             &self.p,
-            &self.lu,
+            match &self.lu {
+                Lu::Sparse(lu) => Some(lu.pattern()),
+                Lu::Dense(_) => None,
+            },
             &mut self.jac,
         );
         self.stats.jacobian_evaluations += 1;
@@ -54,23 +57,22 @@ impl JacobianEvaluator {
         }
     }
 
-    /// J at (t, u) with parameters p into `jac`, in the layout of `lu` (column-major n × n, or the
-    /// sparse pattern's CSC positions).
+    /// J at (t, u) with parameters p into `jac`: on `pattern` (its CSC positions) when given and the
+    /// evaluator has its colouring, else column-major n × n.
     pub fn evaluate<M: OdeSystem>(
         &mut self,
         model: &M,
         t: f64,
         u: &[f64],
         p: &[f64],
-        lu: &Lu,
+        pattern: Option<&SparsityPattern>,
         jac: &mut [f64],
     ) {
         let n = u.len();
         for (d, &x) in self.pd.iter_mut().zip(p) {
             *d = Dual64::from(x);
         }
-        if let (Some((colors, count)), Lu::Sparse(lu)) = (&self.colors, lu) {
-            let pattern = lu.pattern();
+        if let (Some((colors, count)), Some(pattern)) = (&self.colors, pattern) {
             let own = model.sparse_jacobian(t, u, p, pattern, jac);
             for c in (0..*count).filter(|_| !own) {
                 for (i, d) in self.ud.iter_mut().enumerate() {
@@ -115,6 +117,10 @@ pub(super) fn choose_pattern<M: OdeSystem>(
     kind: LinearSolverKind,
 ) -> Result<Option<SparsityPattern>, SolverError> {
     let n = problem.n_states();
+    debug_assert!(
+        !matches!(kind, LinearSolverKind::Gmres { .. }),
+        "the GMRES path chooses its own pattern"
+    );
     if kind == LinearSolverKind::Dense || (kind == LinearSolverKind::Auto && n < 64) {
         return Ok(None);
     }

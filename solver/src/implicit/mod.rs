@@ -27,6 +27,7 @@
 pub(crate) mod bdf;
 mod esdirk;
 mod jacobian;
+mod krylov_newton;
 mod radau_iia;
 
 use jacobian::{JacobianEvaluator, choose_pattern};
@@ -406,6 +407,16 @@ impl<'a, M: OdeSystem> ImplicitIntegrator<'a, M> {
         let (t0, t_end) = (problem.t0(), problem.t_end());
         let schedule = Schedule::new(options, (t0, t_end), Landing::Reach)?;
         let stages = scheme.stages();
+        if matches!(
+            options.implicit.linear_solver,
+            crate::LinearSolverKind::Gmres { .. }
+        ) {
+            return Err(SolverError::UnsupportedMethod {
+                method: options.method,
+                operation: "LinearSolverKind::Gmres: the matrix-free Newton–Krylov path serves \
+                            Method::Bdf and Method::Ndf so far; use sparse LU here",
+            });
+        }
         let pattern = choose_pattern(problem, options.implicit.linear_solver)?;
         let (lu, lu2, colors) = match pattern {
             Some(pattern) => {

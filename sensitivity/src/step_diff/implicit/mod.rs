@@ -12,9 +12,9 @@
 
 mod bdf;
 mod esdirk;
-mod gmres;
 mod radau;
 
+use odesens_solver::krylov::Gmres;
 use odesens_solver::linalg::{DenseLu, LinearSolver, SparseLu, SparsityPattern};
 use odesens_solver::{
     EventHit, ImplicitIntegrator, OdeProblem, OdeSystem, Scheme, SolverError, SolverOptions,
@@ -182,7 +182,7 @@ struct SparseExact {
     zeros: Vec<f64>,
     zeros_p: Vec<f64>,
     /// GMRES for one column of a stage system: its buffers, right-hand side and iterate.
-    gmres: gmres::Gmres,
+    gmres: Gmres,
     b: Vec<f64>,
     x: Vec<f64>,
     /// Stage systems solved by GMRES.
@@ -260,7 +260,7 @@ impl StageLinear {
                 starts3: Vec::new(),
                 zeros: Vec::new(),
                 zeros_p: Vec::new(),
-                gmres: gmres::Gmres::new(n, KRYLOV_RESTART),
+                gmres: Gmres::new(n, KRYLOV_RESTART),
                 b: vec![0.0; n],
                 x: vec![0.0; n],
                 krylov: 0,
